@@ -1,0 +1,237 @@
+"""How an answer from a provider changes a message's state, and what gets counted.
+
+These functions are pure: they change the given :class:`MessageState` in place and
+return the events to count. The store persists the state first; only then are the
+events turned into metrics (SPEC §3: a crash may lose an event, never double it).
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime
+
+from .config import PollingSettings
+from .model import Observation, Outcome, Status
+from .state import (
+    Cost,
+    Counted,
+    Event,
+    Latency,
+    MessageState,
+    SentSource,
+    SmsFallback,
+    StatusChanged,
+    Transition,
+    WatchExpired,
+)
+
+UNKNOWN_CURRENCY = "XXX"  # ISO 4217's code for "no currency"
+NOT_FOUND_REASON = "not_found"
+MESSAGE_RETRY_BASE = 1.0
+
+# A status implies the ones before it: a message first seen `read` was delivered,
+# and anything the provider reports on was accepted (pending) first.
+_IMPLIED: dict[Status, tuple[Status, ...]] = {
+    Status.PENDING: (Status.PENDING,),
+    Status.DELIVERED: (Status.PENDING, Status.DELIVERED),
+    Status.READ: (Status.PENDING, Status.DELIVERED, Status.READ),
+    Status.FAILED: (Status.PENDING, Status.FAILED),
+    Status.EXPIRED: (Status.PENDING, Status.EXPIRED),
+    Status.UNKNOWN: (Status.PENDING, Status.UNKNOWN),
+}
+
+
+def _ts(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def observe(
+    state: MessageState,
+    obs: Observation,
+    now: float,
+    policy: PollingSettings,
+    *,
+    polled: bool = True,
+) -> list[Event]:
+    """Apply a provider's observation (from a poll, or a callback with ``polled=False``)."""
+    events: list[Event] = []
+    if polled:
+        state.polls += 1
+        state.last_poll_at = now
+    state.errors = 0
+    state.last_error = None
+    if obs.sent_at is not None and state.sent_source == SentSource.REGISTERED:
+        state.sent_at = obs.sent_at.timestamp()
+        state.sent_source = SentSource.PROVIDER
+    if obs.country and not state.country:
+        state.country = obs.country
+    if not state.status.is_final:
+        _enter(state, obs, now, events)
+    _add_cost(state, obs, events)
+    if state.watched:
+        _schedule(state, now, policy, events)
+    return events
+
+
+def _enter(state: MessageState, obs: Observation, now: float, events: list[Event]) -> None:
+    new = obs.status
+    if state.status is Status.DELIVERED and new in (Status.PENDING, Status.UNKNOWN):
+        new = Status.DELIVERED  # never step back from delivered
+    state.provider_status = obs.provider_status or state.provider_status
+    for status in _IMPLIED[new]:
+        flag = Counted.for_status(status)
+        if state.counted & flag:
+            continue
+        state.counted |= flag
+        reason = _reason(obs, status)
+        if status is Status.DELIVERED:
+            state.delivered_at = _ts(obs.delivered_at) or _ts(obs.read_at) or now
+            latency = max(0.0, state.delivered_at - state.sent_at)
+            events.append(Latency(state.provider, state.id, "delivery", latency))
+        elif status is Status.READ:
+            state.read_at = _ts(obs.read_at) or now
+            events.append(
+                Latency(state.provider, state.id, "read", max(0.0, state.read_at - state.sent_at))
+            )
+        events.append(Transition(state.provider, state.id, status, reason, state.country))
+    if new is not state.status:
+        reason = _reason(obs, new)
+        events.append(StatusChanged(state.provider, state.id, state.status, new, reason))
+        state.status = new
+        state.reason = reason
+
+
+def _reason(obs: Observation, status: Status) -> str | None:
+    """Only failed, expired and unknown carry a reason."""
+    if status.is_failure or status is Status.UNKNOWN:
+        return obs.reason or "unspecified"
+    return None
+
+
+def _add_cost(state: MessageState, obs: Observation, events: list[Event]) -> None:
+    if obs.currency and not state.currency:
+        state.currency = obs.currency
+    currency = state.currency or obs.currency or UNKNOWN_CURRENCY
+    if obs.price is not None:
+        state.price = obs.price
+        if obs.price > state.cost_viber:  # a counter never decreases: add only the increase
+            events.append(
+                Cost(state.provider, currency, "viber", obs.price - state.cost_viber, state.country)
+            )
+            state.cost_viber = obs.price
+    if obs.fallbacks:
+        if not state.counted & Counted.SMS_FALLBACK:
+            state.counted |= Counted.SMS_FALLBACK
+            events.append(SmsFallback(state.provider))
+        legs = [leg for leg in obs.fallbacks if leg.price is not None]
+        if legs:
+            total = sum(leg.price or 0.0 for leg in legs)
+            state.sms_price = total
+            if total > state.cost_sms:
+                leg_currency = legs[0].currency or currency
+                events.append(
+                    Cost(state.provider, leg_currency, "sms", total - state.cost_sms, state.country)
+                )
+                state.cost_sms = total
+
+
+def _schedule(
+    state: MessageState, now: float, policy: PollingSettings, events: list[Event]
+) -> None:
+    """Pick the next poll after an answer, or settle the message."""
+    if state.status.is_final:
+        _settle(state, now)
+        return
+    next_poll = now + policy.step(state.polls)
+    if state.status is Status.DELIVERED:
+        window_end = (state.delivered_at or now) + policy.read_window
+        if now >= window_end:
+            _settle(state, now)
+            return
+        state.next_poll = min(next_poll, window_end)
+        return
+    age_end = state.sent_at + policy.max_age
+    if now >= age_end:
+        _expire_watch(state, now, events)
+        return
+    state.next_poll = min(next_poll, age_end)
+
+
+def _settle(state: MessageState, now: float) -> None:
+    state.next_poll = None
+    state.settled_at = now
+
+
+def _expire_watch(state: MessageState, now: float, events: list[Event]) -> None:
+    if not state.counted & Counted.WATCH_EXPIRED:
+        state.counted |= Counted.WATCH_EXPIRED
+        events.append(WatchExpired(state.provider))
+    _settle(state, now)
+
+
+def close_if_due(state: MessageState, now: float, policy: PollingSettings) -> list[Event] | None:
+    """Settle a due message without calling the provider when its watch is over.
+
+    Returns the events when it closed the message, None when it still needs a poll.
+    """
+    if state.status is Status.DELIVERED:
+        if now >= (state.delivered_at or now) + policy.read_window:
+            _settle(state, now)
+            return []
+        return None
+    if not state.status.is_final and now >= state.sent_at + policy.max_age:
+        events: list[Event] = []
+        _expire_watch(state, now, events)
+        return events
+    return None
+
+
+def not_found(state: MessageState, now: float, policy: PollingSettings) -> list[Event]:
+    """The provider does not know the id: retry within the grace period, then give up."""
+    state.polls += 1
+    state.last_poll_at = now
+    state.errors = 0
+    state.last_error = "the provider does not know this id (yet)"
+    events: list[Event] = []
+    if state.status is Status.PENDING and now - state.sent_at >= policy.not_found_grace:
+        flag = Counted.UNKNOWN
+        if not state.counted & flag:
+            state.counted |= flag
+            events.append(
+                Transition(
+                    state.provider, state.id, Status.UNKNOWN, NOT_FOUND_REASON, state.country
+                )
+            )
+        events.append(
+            StatusChanged(state.provider, state.id, state.status, Status.UNKNOWN, NOT_FOUND_REASON)
+        )
+        state.status = Status.UNKNOWN
+        state.reason = NOT_FOUND_REASON
+        _settle(state, now)
+        return events
+    _schedule(state, now, policy, events)
+    return events
+
+
+def call_failed(
+    state: MessageState,
+    outcome: Outcome,
+    message: str,
+    now: float,
+    policy: PollingSettings,
+    rng: random.Random,
+) -> list[Event]:
+    """A call that gave no answer about the message: keep it, retry later with backoff."""
+    state.last_error = f"{outcome.value}: {message}"[:500]
+    if outcome is Outcome.RATE_LIMITED:
+        return []  # not the message's fault: it stays due and goes first once the pause ends
+    state.errors += 1
+    state.last_poll_at = now
+    # Back off per message too, so one message the provider always chokes on moves
+    # to the back of the queue instead of being retried first on every tick.
+    delay = min(policy.step(state.polls), MESSAGE_RETRY_BASE * 2 ** min(state.errors - 1, 20))
+    state.next_poll = now + delay * (0.5 + rng.random() / 2)
+    events: list[Event] = []
+    if state.status is not Status.DELIVERED and now >= state.sent_at + policy.max_age:
+        _expire_watch(state, now, events)
+    return events

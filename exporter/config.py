@@ -1,0 +1,310 @@
+"""``config.toml`` → validated, immutable settings (SPEC §5).
+
+Everything wrong is collected and raised together as one :class:`ConfigError`,
+each problem with its key path. ``${VAR}`` / ``${VAR:-default}`` are substituted in
+every string first; secrets are :class:`~exporter.secrets.Secret` objects.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .configtable import ConfigTable, Problems
+from .errors import ConfigError
+from .pluginhost import ProviderType
+from .secrets import Secret
+
+DEFAULT_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+DEFAULT_SCHEDULE = ("10s", "30s", "1m", "2m", "5m", "10m", "30m")
+EXTRA_LABELS = ("country",)
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+INSTANCE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
+CONFIG_ENV = "VIBER_EXPORTER_CONFIG"
+
+
+@dataclass(frozen=True)
+class ExporterSettings:
+    listen_host: str
+    listen_port: int
+    state_path: Path
+    api_token: Secret | None
+    log_level: str
+    log_format: str
+
+    @property
+    def listen(self) -> str:
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"{host}:{self.listen_port}"
+
+
+@dataclass(frozen=True)
+class PollingSettings:
+    tick: float
+    schedule: tuple[float, ...]
+    max_age: float
+    read_window: float
+    not_found_grace: float
+    retention: float
+    max_watched: int
+
+    def step(self, polls_done: int) -> float:
+        """The wait before the next poll, after ``polls_done`` answered polls."""
+        return self.schedule[min(polls_done, len(self.schedule) - 1)]
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    latency_buckets: tuple[float, ...] = tuple(float(b) for b in DEFAULT_BUCKETS)
+    extra_labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """One ``[providers.<name>]`` table: the common keys plus the plugin's own settings."""
+
+    name: str
+    plugin: str
+    type: ProviderType
+    enabled: bool
+    concurrency: int
+    rate_limit: float
+    timeout: float
+    polling: PollingSettings
+    callback_token: Secret | None
+    settings: Any
+
+
+@dataclass(frozen=True)
+class Config:
+    exporter: ExporterSettings
+    polling: PollingSettings
+    metrics: MetricsSettings
+    providers: Mapping[str, ProviderConfig] = field(default_factory=lambda: MappingProxyType({}))
+    path: Path | None = None
+
+
+# -- loading ----------------------------------------------------------------------------
+
+
+def default_config_path(environ: Mapping[str, str] = os.environ) -> Path:
+    return Path(environ.get(CONFIG_ENV) or "config.toml")
+
+
+def load_config(
+    path: Path,
+    provider_types: Mapping[str, ProviderType],
+    environ: Mapping[str, str] = os.environ,
+) -> Config:
+    """Read and validate the file at ``path``; raise ConfigError listing every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([("", f"cannot read {str(path)!r}: {e.strerror or e}")]) from e
+    return parse_config(text, provider_types, environ, path=path)
+
+
+def parse_config(
+    text: str,
+    provider_types: Mapping[str, ProviderType],
+    environ: Mapping[str, str] = os.environ,
+    *,
+    path: Path | None = None,
+) -> Config:
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([("", f"not valid TOML: {e}")]) from e
+    problems = Problems()
+    document = substitute_env(document, "", environ, problems)
+    base_dir = path.parent if path is not None else Path(".")
+    root = ConfigTable(document, "", problems, base_dir)
+    config = _build(root, provider_types, path)
+    root.finish()
+    if problems:
+        raise ConfigError(problems.items)
+    return config
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def substitute_env(value: Any, path: str, environ: Mapping[str, str], problems: Problems) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of a parsed TOML value."""
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            current = environ.get(name)
+            if current:
+                return current
+            if default is not None:
+                return default
+            if current is None:
+                problems.add(path, f"environment variable {name} is not set")
+            return ""
+
+        return _VAR.sub(replace, value)
+    if isinstance(value, dict):
+        return {
+            k: substitute_env(v, f"{path}.{k}" if path else k, environ, problems)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [substitute_env(v, f"{path}[{i}]", environ, problems) for i, v in enumerate(value)]
+    return value
+
+
+def _build(
+    root: ConfigTable, provider_types: Mapping[str, ProviderType], path: Path | None
+) -> Config:
+    exporter = _exporter(root.child("exporter"), root.base_dir)
+    polling = _polling(root.child("polling"))
+    metrics = _metrics(root.child("metrics"))
+    providers_table = root.child("providers")
+    providers = {}
+    for name in providers_table.data:
+        table = providers_table.child(name)
+        if not re.fullmatch(INSTANCE_NAME, name):
+            providers_table.problem(
+                name,
+                "instance names are 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit",
+            )
+        provider = _provider(name, table, polling, provider_types)
+        table.finish()
+        if provider is not None:
+            providers[name] = provider
+    if not providers_table.data:
+        root.problem("providers", "configure at least one provider instance ([providers.<name>])")
+    return Config(exporter, polling, metrics, MappingProxyType(providers), path)
+
+
+def _exporter(table: ConfigTable, base_dir: Path) -> ExporterSettings:
+    host, port = _listen(table, table.string("listen", "0.0.0.0:9839"))
+    state = table.string("state_path", "viber-exporter.db")
+    state_path = Path(state) if Path(state).is_absolute() else base_dir / state
+    settings = ExporterSettings(
+        listen_host=host,
+        listen_port=port,
+        state_path=state_path,
+        api_token=table.secret("api_token", required=False),
+        log_level=table.string("log_level", "info", choices=LOG_LEVELS),
+        log_format=table.string("log_format", "text", choices=LOG_FORMATS),
+    )
+    table.finish()
+    return settings
+
+
+def _listen(table: ConfigTable, value: str) -> tuple[str, int]:
+    match = re.fullmatch(r"(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]]*)):(\d{1,5})", value)
+    if value and (not match or not 0 <= int(match.group(3)) <= 65535):
+        table.problem(
+            "listen", f'must be HOST:PORT like "0.0.0.0:9839" or "[::]:9839", got {value!r}'
+        )
+        return "0.0.0.0", 9839
+    if not match:
+        return "0.0.0.0", 9839
+    return match.group(1) or match.group(2) or "0.0.0.0", int(match.group(3))
+
+
+def _polling(table: ConfigTable) -> PollingSettings:
+    settings = PollingSettings(
+        tick=table.duration("tick", "5s"),
+        schedule=table.durations("schedule", DEFAULT_SCHEDULE),
+        max_age=table.duration("max_age", "48h"),
+        read_window=table.duration("read_window", "24h", positive=False),
+        not_found_grace=table.duration("not_found_grace", "10m", positive=False),
+        retention=table.duration("retention", "7d", positive=False),
+        max_watched=table.integer("max_watched", 1_000_000, minimum=1),
+    )
+    table.finish()
+    return settings
+
+
+def _metrics(table: ConfigTable) -> MetricsSettings:
+    raw = table.raw("latency_buckets", list(DEFAULT_BUCKETS))
+    buckets: tuple[float, ...] = tuple(float(b) for b in DEFAULT_BUCKETS)
+    if (
+        isinstance(raw, list)
+        and raw
+        and all(isinstance(b, int | float) and not isinstance(b, bool) and b > 0 for b in raw)
+        and list(raw) == sorted(set(raw))
+    ):
+        buckets = tuple(float(b) for b in raw)
+    else:
+        table.problem(
+            "latency_buckets", "must be a non-empty list of increasing positive numbers of seconds"
+        )
+    settings = MetricsSettings(buckets, table.string_list("extra_labels", [], choices=EXTRA_LABELS))
+    table.finish()
+    return settings
+
+
+COMMON_PROVIDER_KEYS = (
+    "plugin",
+    "enabled",
+    "concurrency",
+    "rate_limit",
+    "timeout",
+    "tick",
+    "schedule",
+)
+
+
+def _provider(
+    name: str,
+    table: ConfigTable,
+    polling: PollingSettings,
+    provider_types: Mapping[str, ProviderType],
+) -> ProviderConfig | None:
+    plugin = table.string("plugin")
+    enabled = table.boolean("enabled", True)
+    concurrency = table.integer("concurrency", 8, minimum=1, maximum=256)
+    rate_limit = table.number("rate_limit", 10, positive=True)
+    timeout = table.duration("timeout", "10s")
+    own = PollingSettings(
+        tick=table.duration("tick", polling.tick),
+        schedule=table.durations("schedule", polling.schedule)
+        if table.has("schedule")
+        else polling.schedule,
+        max_age=polling.max_age,
+        read_window=polling.read_window,
+        not_found_grace=polling.not_found_grace,
+        retention=polling.retention,
+        max_watched=polling.max_watched,
+    )
+    table.ignore("schedule")
+    callback_token = table.secret("callback_token", required=False)
+    provider_type = provider_types.get(plugin) if plugin else None
+    if provider_type is None:
+        if plugin:
+            known = ", ".join(sorted(provider_types)) or "none"
+            table.problem("plugin", f"no installed plugin provides {plugin!r} (available: {known})")
+        table.ignore(*table.data)  # the plugin's own keys cannot be checked without it
+        return None
+    try:
+        settings = provider_type.cls.parse_settings(table)
+    except Exception as e:  # a plugin bug must read as a config problem, not a traceback
+        table.problem(
+            "plugin", f"plugin {plugin!r} failed to validate its settings: {type(e).__name__}"
+        )
+        return None
+    return ProviderConfig(
+        name,
+        plugin,
+        provider_type,
+        enabled,
+        concurrency,
+        rate_limit,
+        timeout,
+        own,
+        callback_token,
+        settings,
+    )

@@ -1,0 +1,160 @@
+"""The running exporter: store, provider instances, metrics, recorder and poller together.
+
+The HTTP server and the command line sit on top of :class:`Exporter`; tests drive it
+directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from .config import Config
+from .errors import ViberExporterError
+from .health import ProviderHealth
+from .http import ProviderHttp
+from .metrics import Metrics, ProviderSnapshot, StateCollector
+from .model import Observation
+from .pluginhost import PluginHost
+from .poller import Poller, ProviderInstance
+from .recorder import Recorder
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+class RegistrationError(ViberExporterError):
+    """A registration batch had invalid items; nothing was stored."""
+
+    def __init__(self, details: list[tuple[int, str]]) -> None:
+        self.details = details
+        super().__init__(f"{len(details)} invalid item(s); nothing was stored")
+
+
+@dataclass(frozen=True)
+class Registration:
+    provider: str
+    id: str
+    sent_at: float | None = None
+
+
+@dataclass(frozen=True)
+class RegistrationResult:
+    accepted: int
+    duplicates: int
+
+
+class Exporter:
+    def __init__(
+        self,
+        config: Config,
+        host: PluginHost,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.host = host
+        self.clock = clock
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.store = Store(config.exporter.state_path)
+        self.metrics = Metrics(self.registry, config.metrics)
+        self.instances: dict[str, ProviderInstance] = {}
+        for name, pc in config.providers.items():
+            if not pc.enabled:
+                continue
+            provider = pc.type.cls(name, pc.settings, ProviderHttp(pc.timeout, pc.concurrency))
+            self.instances[name] = ProviderInstance(pc, provider, ProviderHealth())
+            self.metrics.add_provider(name)
+        self.registry.register(StateCollector(self.store, self.snapshots, clock))
+        self.recorder = Recorder(self.store, self.metrics, host, clock)
+        self.poller = Poller(
+            list(self.instances.values()),
+            self.store,
+            self.recorder,
+            self.metrics,
+            config.polling,
+            clock,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        self.poller.start()
+        log.info(
+            "polling %d provider instance(s): %s", len(self.instances), ", ".join(self.instances)
+        )
+
+    def stop(self, timeout: float = 8.0) -> None:
+        self.poller.stop(timeout)
+        for instance in self.instances.values():
+            instance.provider.close()
+        self.store.close()
+
+    @property
+    def ready(self) -> bool:
+        return not self.store.closed and self.poller.running
+
+    def snapshots(self) -> list[ProviderSnapshot]:
+        return [
+            ProviderSnapshot(
+                name,
+                i.config.plugin,
+                i.config.type.version,
+                i.health.up,
+                i.health.last_success,
+                i.health.overdue_since,
+            )
+            for name, i in self.instances.items()
+        ]
+
+    # -- registration ------------------------------------------------------------------
+    def check_registration(self, provider: str, message_id: object) -> str | None:
+        """Why this item cannot be registered, or None."""
+        instance = self.instances.get(provider)
+        if instance is None:
+            configured = self.config.providers.get(provider)
+            if configured is not None:
+                return f"provider {provider!r} is disabled"
+            known = ", ".join(sorted(self.instances)) or "none"
+            return f"unknown provider {provider!r} (configured: {known})"
+        if not isinstance(message_id, str):
+            return "id must be a string"
+        problem = instance.provider.check_id(message_id)
+        return f"invalid id for {provider}: {problem}" if problem else None
+
+    def register(self, items: Sequence[Registration]) -> RegistrationResult:
+        """Validate the whole batch, then store it durably. Raises RegistrationError,
+        WatchedSetFull or StoreError, storing nothing."""
+        details = [
+            (index, problem)
+            for index, item in enumerate(items)
+            if (problem := self.check_registration(item.provider, item.id)) is not None
+        ]
+        if details:
+            for item in items:
+                if item.provider in self.instances:
+                    self.metrics.registrations.labels(item.provider, "rejected").inc()
+            raise RegistrationError(details)
+        by_provider: dict[str, list[tuple[str, float | None]]] = {}
+        for item in items:
+            by_provider.setdefault(item.provider, []).append((item.id, item.sent_at))
+        batches = {
+            provider: (pairs, self.instances[provider].config.polling.step(0))
+            for provider, pairs in by_provider.items()
+        }
+        counts = self.store.register(batches, self.clock(), self.config.polling.max_watched)
+        for provider, (new, dup) in counts.items():
+            self.metrics.registrations.labels(provider, "accepted").inc(new)
+            self.metrics.registrations.labels(provider, "duplicate").inc(dup)
+        return RegistrationResult(
+            sum(new for new, _ in counts.values()), sum(dup for _, dup in counts.values())
+        )
+
+    def ingest_reports(self, provider: str, reports: Sequence[tuple[str, Observation]]) -> None:
+        """Feed pushed delivery reports through the same accounting path as polls."""
+        instance = self.instances[provider]
+        self.recorder.record_callback(provider, instance.config.polling, reports)

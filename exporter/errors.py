@@ -1,0 +1,30 @@
+"""One exception hierarchy; every message is written for the person running the exporter."""
+
+from __future__ import annotations
+
+
+class ViberExporterError(Exception):
+    """Base of every error the exporter raises on purpose."""
+
+
+class PluginError(ViberExporterError):
+    """A plugin could not be loaded, or two plugins claim the same provider name."""
+
+
+class ConfigError(ViberExporterError):
+    """The configuration has one or more problems; all of them are listed."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        lines = [f"{path}: {message}" if path else message for path, message in problems]
+        count = len(problems)
+        head = f"{count} configuration problem{'s' if count != 1 else ''}"
+        super().__init__(head + ":\n  " + "\n  ".join(lines))
+
+
+class StoreError(ViberExporterError):
+    """The state store could not be opened or written."""
+
+
+class WatchedSetFull(ViberExporterError):
+    """Registering these messages would exceed `polling.max_watched`."""

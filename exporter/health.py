@@ -1,0 +1,72 @@
+"""A provider instance's health: up/down, last success, and the pause that backs off.
+
+Failures that say the provider is unwell (5xx, timeouts, refused connections, bad
+credentials) pause the whole instance with exponential backoff and jitter, so an
+outage costs a bounded number of calls; a 429 pauses it for its Retry-After.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+
+from .model import PROVIDER_ANSWERS, PROVIDER_FAILURES, Outcome
+
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 60.0
+RETRY_AFTER_CAP = 3600.0
+
+
+class ProviderHealth:
+    def __init__(
+        self,
+        rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.up = True  # "0 after failures": nothing has failed yet
+        self.last_success: float | None = None
+        self.overdue_since: float | None = None
+        self.consecutive_failures = 0
+        self._level = 0
+        self._paused_until = 0.0
+        self._rng = rng or random.Random()
+        self._wall_clock = wall_clock
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def paused(self) -> bool:
+        return self._clock() < self._paused_until
+
+    def pause_remaining(self) -> float:
+        return max(0.0, self._paused_until - self._clock())
+
+    def backoff(self, level: int) -> float:
+        """Exponential backoff with equal jitter: half fixed, half random."""
+        delay: float = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** max(level - 1, 0))
+        return delay * (0.5 + self._rng.random() / 2)
+
+    def record(self, outcome: Outcome, retry_after: float | None = None) -> None:
+        with self._lock:
+            now = self._clock()
+            if outcome in (Outcome.OK, Outcome.NOT_FOUND):
+                self.last_success = self._wall_clock()
+            if outcome in PROVIDER_ANSWERS:
+                self.up = True
+                self._level = 0
+                self.consecutive_failures = 0
+            elif outcome is Outcome.RATE_LIMITED:
+                wait = retry_after if retry_after is not None else self.backoff(self._level + 1)
+                self._paused_until = max(self._paused_until, now + min(wait, RETRY_AFTER_CAP))
+            elif outcome in PROVIDER_FAILURES:
+                self.up = False
+                self.consecutive_failures += 1
+                # Calls already in flight when the pause began do not deepen it.
+                if now >= self._paused_until:
+                    self._level += 1
+                    wait = self.backoff(self._level)
+                    if retry_after is not None:
+                        wait = max(wait, min(retry_after, RETRY_AFTER_CAP))
+                    self._paused_until = now + wait

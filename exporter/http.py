@@ -1,0 +1,105 @@
+"""HTTP for provider plugins: one pooled session per provider instance, with every
+transport failure turned into a :class:`~exporter.model.FetchError` of the right outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .model import FetchError, Outcome
+from .version import __version__
+
+USER_AGENT = f"viber-exporter/{__version__}"
+
+
+def outcome_for_status(status_code: int) -> Outcome:
+    """The generic outcome of an HTTP status; plugins refine it from the body."""
+    if status_code < 400:
+        return Outcome.OK
+    if status_code == 429:
+        return Outcome.RATE_LIMITED
+    if status_code in (401, 403):
+        return Outcome.AUTH_ERROR
+    if status_code == 404:
+        return Outcome.NOT_FOUND
+    if status_code in (408, 504):
+        return Outcome.TIMEOUT
+    if status_code >= 500:
+        return Outcome.SERVER_ERROR
+    return Outcome.CLIENT_ERROR
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    """Retry-After as seconds (delta or HTTP date), or None when absent or unreadable."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+class ProviderHttp:
+    """A ``requests`` session sized for the instance's concurrency, with its timeout."""
+
+    def __init__(self, timeout: float, pool_size: int = 8) -> None:
+        self.timeout = timeout
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(pool_size, 1))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers["User-Agent"] = USER_AGENT
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """Send one request; transport failures become FetchError (timeout / connection_error)."""
+        kwargs.setdefault("timeout", self.timeout)
+        kwargs.setdefault("allow_redirects", False)
+        try:
+            return self.session.request(method, url, **kwargs)
+        except requests.Timeout as e:
+            raise FetchError(Outcome.TIMEOUT, f"no answer within {self.timeout:g}s") from e
+        except requests.ConnectionError as e:
+            raise FetchError(Outcome.CONNECTION_ERROR, f"cannot connect: {_short(e)}") from e
+        except requests.RequestException as e:
+            raise FetchError(Outcome.CONNECTION_ERROR, f"request failed: {_short(e)}") from e
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def json_body(response: requests.Response) -> Any:
+    """The decoded JSON body, or FetchError(invalid_response) naming what was wrong."""
+    try:
+        return json.loads(response.content)
+    except (ValueError, UnicodeDecodeError) as e:
+        kind = response.headers.get("Content-Type", "no content type")
+        raise FetchError(
+            Outcome.INVALID_RESPONSE,
+            f"HTTP {response.status_code} with a body that is not JSON ({kind}, {len(response.content)} bytes)",
+        ) from e
+
+
+def raise_for_status(response: requests.Response, detail: str = "") -> None:
+    """Raise FetchError for any non-2xx answer, with Retry-After honoured for 429 and 503."""
+    outcome = outcome_for_status(response.status_code)
+    if outcome is Outcome.OK:
+        return
+    retry_after = retry_after_seconds(response) if response.status_code in (429, 503) else None
+    message = f"HTTP {response.status_code}" + (f": {detail}" if detail else "")
+    raise FetchError(outcome, message, retry_after=retry_after)
+
+
+def _short(error: Exception) -> str:
+    text = str(error)
+    return text if len(text) <= 200 else text[:197] + "..."

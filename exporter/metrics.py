@@ -1,0 +1,261 @@
+"""Every binding metric of SPEC §4.
+
+Counters and histograms are prometheus_client objects fed by events after each
+commit. Gauges come from :class:`StateCollector`, which reads only in-memory state
+(the store's counts and each provider's health), so a scrape never touches the
+database or the network and costs the same with 10 or 1,000,000 messages.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .config import MetricsSettings
+from .model import Outcome, Status
+from .state import Cost, Event, Latency, SmsFallback, Transition, WatchExpired
+from .store import Store
+from .version import __version__
+
+MAX_REASONS = 50
+MAX_COUNTRIES = 300
+OTHER = "other"
+REQUEST_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+REGISTRATION_OUTCOMES = ("accepted", "duplicate", "rejected")
+CALLBACK_OUTCOMES = ("accepted", "rejected")
+_EXEMPLAR_ID_MAX = 100  # OpenMetrics allows 128 characters for all exemplar labels together
+
+
+class BoundedLabel:
+    """Keeps a label's distinct values under a limit; later newcomers become ``other``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        with self._lock:
+            if value in self._seen:
+                return value
+            if len(self._seen) < self.limit:
+                self._seen.add(value)
+                return value
+        return OTHER
+
+
+class Metrics:
+    """The counters and histograms, registered in ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry, settings: MetricsSettings) -> None:
+        self.country_label = "country" in settings.extra_labels
+        extra = ["country"] if self.country_label else []
+        self._countries = BoundedLabel(MAX_COUNTRIES)
+        self._reasons: dict[str, BoundedLabel] = {}
+        self.transitions = Counter(
+            "viber_message_status_transitions",
+            "Messages that entered each status.",
+            ["provider", "status", *extra],
+            registry=registry,
+        )
+        self.failures = Counter(
+            "viber_message_failures",
+            "Messages that ended failed or expired, by reason.",
+            ["provider", "reason", *extra],
+            registry=registry,
+        )
+        self.delivery_latency = Histogram(
+            "viber_message_delivery_latency_seconds",
+            "Time from sent to delivered.",
+            ["provider"],
+            buckets=settings.latency_buckets,
+            registry=registry,
+        )
+        self.read_latency = Histogram(
+            "viber_message_read_latency_seconds",
+            "Time from sent to read.",
+            ["provider"],
+            buckets=settings.latency_buckets,
+            registry=registry,
+        )
+        self.cost = Counter(
+            "viber_message_cost",
+            "Money spent on messages, in the currency's main unit.",
+            ["provider", "currency", "channel", *extra],
+            registry=registry,
+        )
+        self.sms_fallbacks = Counter(
+            "viber_message_sms_fallbacks",
+            "Messages the provider re-sent as SMS.",
+            ["provider"],
+            registry=registry,
+        )
+        self.watch_expired = Counter(
+            "viber_message_watch_expired",
+            "Messages that reached max_age without a final status.",
+            ["provider"],
+            registry=registry,
+        )
+        self.requests = Counter(
+            "viber_provider_requests",
+            "Provider API calls by outcome.",
+            ["provider", "outcome"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "viber_provider_request_duration_seconds",
+            "Provider API call latency.",
+            ["provider"],
+            buckets=REQUEST_BUCKETS,
+            registry=registry,
+        )
+        self.registrations = Counter(
+            "viber_watch_registrations",
+            "Message registrations by outcome.",
+            ["provider", "outcome"],
+            registry=registry,
+        )
+        self.callbacks = Counter(
+            "viber_callbacks",
+            "Pushed delivery reports by outcome.",
+            ["provider", "outcome"],
+            registry=registry,
+        )
+
+    def _extra(self, country: str | None) -> list[str]:
+        if not self.country_label:
+            return []
+        return [self._countries(country.upper()) if country else ""]
+
+    def add_provider(self, provider: str) -> None:
+        """Create every provider × status/outcome series at 0, so rate() works from the start."""
+        extra = self._extra(None)
+        self._reasons.setdefault(provider, BoundedLabel(MAX_REASONS))
+        for status in Status:
+            self.transitions.labels(provider, status.value, *extra)
+        for outcome in Outcome:
+            self.requests.labels(provider, outcome.value)
+        for registration in REGISTRATION_OUTCOMES:
+            self.registrations.labels(provider, registration)
+        for callback in CALLBACK_OUTCOMES:
+            self.callbacks.labels(provider, callback)
+        for metric in (
+            self.delivery_latency,
+            self.read_latency,
+            self.request_duration,
+            self.sms_fallbacks,
+            self.watch_expired,
+        ):
+            metric.labels(provider)
+
+    def record(self, events: Iterable[Event]) -> None:
+        """Count events produced by a committed change."""
+        for event in events:
+            if isinstance(event, Transition):
+                extra = self._extra(event.country)
+                self.transitions.labels(event.provider, event.status.value, *extra).inc()
+                if event.status.is_failure:
+                    reasons = self._reasons.setdefault(event.provider, BoundedLabel(MAX_REASONS))
+                    self.failures.labels(
+                        event.provider, reasons(event.reason or "unspecified"), *extra
+                    ).inc()
+            elif isinstance(event, Latency):
+                histogram = self.delivery_latency if event.kind == "delivery" else self.read_latency
+                exemplar = {"message_id": event.message_id[:_EXEMPLAR_ID_MAX]}
+                histogram.labels(event.provider).observe(event.seconds, exemplar=exemplar)
+            elif isinstance(event, Cost):
+                extra = self._extra(event.country)
+                self.cost.labels(event.provider, event.currency, event.channel, *extra).inc(
+                    event.amount
+                )
+            elif isinstance(event, SmsFallback):
+                self.sms_fallbacks.labels(event.provider).inc()
+            elif isinstance(event, WatchExpired):
+                self.watch_expired.labels(event.provider).inc()
+
+    def request(self, provider: str, outcome: Outcome, seconds: float) -> None:
+        self.requests.labels(provider, outcome.value).inc()
+        self.request_duration.labels(provider).observe(seconds)
+
+
+@dataclass(frozen=True)
+class ProviderSnapshot:
+    """What the gauges need to know about one configured provider instance."""
+
+    name: str
+    plugin: str
+    version: str
+    up: bool
+    last_success: float | None
+    overdue_since: float | None  # next_poll of the most overdue message left after a tick
+
+
+class StateCollector(Collector):
+    """The gauges, built fresh from in-memory state on every scrape."""
+
+    def __init__(
+        self,
+        store: Store,
+        providers: Callable[[], Sequence[ProviderSnapshot]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.providers = providers
+        self.clock = clock
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families([]))
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self._families(self.providers()))
+
+    def _families(self, providers: Sequence[ProviderSnapshot]) -> Iterable[Metric]:
+        now = self.clock()
+        watched = GaugeMetricFamily(
+            "viber_messages_watched", "Messages still being polled.", labels=["provider"]
+        )
+        messages = GaugeMetricFamily(
+            "viber_messages",
+            "Messages held in the state store, by current status.",
+            labels=["provider", "status"],
+        )
+        up = GaugeMetricFamily(
+            "viber_provider_up",
+            "1 while the provider answers authorised calls, 0 after failures.",
+            labels=["provider"],
+        )
+        last_success = GaugeMetricFamily(
+            "viber_provider_last_success_timestamp_seconds",
+            "Time of the last successful provider call.",
+            labels=["provider"],
+        )
+        lag = GaugeMetricFamily(
+            "viber_poll_lag_seconds",
+            "How far behind schedule the most overdue poll is.",
+            labels=["provider"],
+        )
+        info = GaugeMetricFamily(
+            "viber_provider_info",
+            "Configured provider instances.",
+            labels=["provider", "plugin", "version"],
+        )
+        counts, watched_counts = self.store.counts()
+        for p in providers:
+            watched.add_metric([p.name], watched_counts.get(p.name, 0))
+            for status in Status:
+                messages.add_metric([p.name, status.value], counts.get((p.name, status), 0))
+            up.add_metric([p.name], 1.0 if p.up else 0.0)
+            last_success.add_metric([p.name], p.last_success or 0.0)
+            lag.add_metric([p.name], max(0.0, now - p.overdue_since) if p.overdue_since else 0.0)
+            info.add_metric([p.name, p.plugin, p.version], 1.0)
+        build = GaugeMetricFamily(
+            "viber_exporter_build_info", "The exporter's version.", labels=["version"]
+        )
+        build.add_metric([__version__], 1.0)
+        yield from (watched, messages, up, last_success, lag, info, build)

@@ -1,0 +1,129 @@
+"""The normalised vocabulary every provider plugin speaks (SPEC §2).
+
+Plugins turn a provider's answer into an :class:`Observation` or raise a
+:class:`FetchError` carrying an :class:`Outcome`; the core does everything else.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """A message's normalised status (binding values)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"
+
+    @property
+    def is_final(self) -> bool:
+        """Final statuses stop polling at once."""
+        return self in (Status.READ, Status.FAILED, Status.EXPIRED)
+
+    @property
+    def is_failure(self) -> bool:
+        """Statuses counted in ``viber_message_failures_total``."""
+        return self in (Status.FAILED, Status.EXPIRED)
+
+
+class Outcome(StrEnum):
+    """The result of one provider API call (binding values of the ``outcome`` label)."""
+
+    OK = "ok"
+    NOT_FOUND = "not_found"
+    RATE_LIMITED = "rate_limited"
+    AUTH_ERROR = "auth_error"
+    CLIENT_ERROR = "client_error"
+    SERVER_ERROR = "server_error"
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+    INVALID_RESPONSE = "invalid_response"
+
+
+# Outcomes that say the provider itself is unwell: they pause the whole provider
+# instance (with backoff) and set viber_provider_up to 0.
+PROVIDER_FAILURES = frozenset(
+    {Outcome.AUTH_ERROR, Outcome.SERVER_ERROR, Outcome.TIMEOUT, Outcome.CONNECTION_ERROR}
+)
+# Outcomes that prove the provider answered an authorised call.
+PROVIDER_ANSWERS = frozenset({Outcome.OK, Outcome.NOT_FOUND, Outcome.CLIENT_ERROR})
+
+
+class FetchError(Exception):
+    """A provider call that did not yield an observation.
+
+    :param outcome: how the call ended; becomes the ``outcome`` label.
+    :param message: what happened, for logs and the message's ``last_error``.
+        Never put a secret in it.
+    :param retry_after: seconds the provider asked us to wait (429 Retry-After).
+    """
+
+    def __init__(self, outcome: Outcome, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.message = message
+        self.retry_after = retry_after
+
+
+_NON_WORD = re.compile(r"[^a-z0-9]+")
+
+
+def snake_case(text: str, max_length: int = 64) -> str:
+    """``"Not Viber User"`` → ``"not_viber_user"``; empty input gives ``"unspecified"``."""
+    words = _NON_WORD.sub("_", text.strip().lower()).strip("_")
+    return words[:max_length].rstrip("_") or "unspecified"
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """A leg the provider re-sent over another channel (BSG ``alt_route``)."""
+
+    channel: str = "sms"
+    price: float | None = None
+    currency: str | None = None
+    status: str | None = None
+
+
+def _check_time(name: str, value: datetime | None) -> None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError(f"Observation.{name} must be timezone-aware, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What a provider says about one message right now.
+
+    Times are the provider's own timestamps where it has them (timezone-aware);
+    leave them ``None`` otherwise and the core uses the time of the poll.
+    ``reason`` matters for ``failed``/``expired`` and should already be snake_case
+    (see :func:`snake_case`). ``price`` is the Viber leg's price; each
+    :class:`Fallback` carries its own.
+    """
+
+    status: Status
+    provider_status: str = ""
+    reason: str | None = None
+    sent_at: datetime | None = None
+    delivered_at: datetime | None = None
+    read_at: datetime | None = None
+    price: float | None = None
+    currency: str | None = None
+    fallbacks: tuple[Fallback, ...] = field(default_factory=tuple)
+    country: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.status, Status):
+            raise TypeError(f"Observation.status must be a Status, got {self.status!r}")
+        for name in ("sent_at", "delivered_at", "read_at"):
+            _check_time(name, getattr(self, name))
+        for price in [self.price, *(leg.price for leg in self.fallbacks)]:
+            if price is not None and (not math.isfinite(price) or price < 0):
+                raise ValueError(f"prices must be finite and non-negative, got {price!r}")

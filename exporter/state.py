@@ -1,0 +1,122 @@
+"""A watched message's stored state, and the events a change of it produces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum, IntFlag
+
+from .model import Status
+
+
+class SentSource(IntEnum):
+    """Where a message's sent time came from; a better source replaces a worse one."""
+
+    REGISTERED = 0  # fallback: the time we were told about it
+    PROVIDER = 1  # the provider's own send time
+    GIVEN = 2  # `sent_at` given at registration
+
+
+class Counted(IntFlag):
+    """What has already been counted for a message (persisted: exactly-once across restarts)."""
+
+    NONE = 0
+    PENDING = 1
+    DELIVERED = 2
+    READ = 4
+    FAILED = 8
+    EXPIRED = 16
+    UNKNOWN = 32
+    WATCH_EXPIRED = 64
+    SMS_FALLBACK = 128
+
+    @classmethod
+    def for_status(cls, status: Status) -> Counted:
+        return cls[status.name]
+
+
+@dataclass(slots=True)
+class MessageState:
+    """One row of the watched set. ``next_poll`` is None once the message is settled."""
+
+    provider: str
+    id: str
+    registered_at: float
+    sent_at: float
+    sent_source: SentSource
+    status: Status = Status.PENDING
+    provider_status: str | None = None
+    reason: str | None = None
+    delivered_at: float | None = None
+    read_at: float | None = None
+    price: float | None = None
+    currency: str | None = None
+    sms_price: float | None = None
+    cost_viber: float = 0.0
+    cost_sms: float = 0.0
+    counted: Counted = Counted.NONE
+    country: str | None = None
+    polls: int = 0
+    errors: int = 0
+    last_poll_at: float | None = None
+    next_poll: float | None = None
+    last_error: str | None = None
+    settled_at: float | None = None
+
+    @property
+    def watched(self) -> bool:
+        return self.next_poll is not None
+
+
+# -- events: produced by a stored change, turned into metrics after the commit ---------
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """The message entered ``status`` for the first time."""
+
+    provider: str
+    message_id: str
+    status: Status
+    reason: str | None
+    country: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    provider: str
+    message_id: str
+    kind: str  # "delivery" or "read"
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    provider: str
+    currency: str
+    channel: str
+    amount: float
+    country: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SmsFallback:
+    provider: str
+
+
+@dataclass(frozen=True, slots=True)
+class WatchExpired:
+    provider: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChanged:
+    """The stored status changed (for the ``message_status_changed`` hook)."""
+
+    provider: str
+    message_id: str
+    old_status: Status
+    new_status: Status
+    reason: str | None
+
+
+Event = Transition | Latency | Cost | SmsFallback | WatchExpired | StatusChanged

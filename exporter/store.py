@@ -1,0 +1,333 @@
+"""The watched set: a SQLite file in WAL mode at ``state_path``.
+
+All writes go through one connection under one lock, each batch in one transaction
+committed with ``synchronous=FULL`` before the caller hears about it. The store also
+keeps, in memory, the number of messages per provider and status and the number
+still watched, updated after each commit, so the gauges never query the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import astuple, fields
+from pathlib import Path
+
+from .errors import StoreError, WatchedSetFull
+from .model import Status
+from .state import Counted, Event, MessageState, SentSource
+
+SCHEMA_VERSION = 1
+_COLUMNS = tuple(f.name for f in fields(MessageState))
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM messages"
+_UPSERT = (
+    f"INSERT OR REPLACE INTO messages ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
+)
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    provider TEXT NOT NULL,
+    id TEXT NOT NULL,
+    registered_at REAL NOT NULL,
+    sent_at REAL NOT NULL,
+    sent_source INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    provider_status TEXT,
+    reason TEXT,
+    delivered_at REAL,
+    read_at REAL,
+    price REAL,
+    currency TEXT,
+    sms_price REAL,
+    cost_viber REAL NOT NULL DEFAULT 0,
+    cost_sms REAL NOT NULL DEFAULT 0,
+    counted INTEGER NOT NULL DEFAULT 0,   -- what was already counted (exactly once)
+    country TEXT,
+    polls INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    last_poll_at REAL,
+    next_poll REAL,                       -- NULL once settled
+    last_error TEXT,
+    settled_at REAL,
+    PRIMARY KEY (provider, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_due ON messages (provider, next_poll) WHERE next_poll IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_settled ON messages (settled_at) WHERE settled_at IS NOT NULL;
+"""
+
+#: An update function: given the stored state (None if absent), return the state to
+#: store (None: leave the row alone) and the events the change produces.
+Update = Callable[[MessageState | None], tuple[MessageState | None, list[Event]]]
+
+
+def _row_to_state(row: Sequence[object]) -> MessageState:
+    state = MessageState(*row)  # type: ignore[arg-type]
+    state.status = Status(state.status)
+    state.sent_source = SentSource(state.sent_source)
+    state.counted = Counted(state.counted)
+    return state
+
+
+def _state_to_row(state: MessageState) -> tuple[object, ...]:
+    row = list(astuple(state))
+    row[_COLUMNS.index("status")] = state.status.value
+    row[_COLUMNS.index("sent_source")] = int(state.sent_source)
+    row[_COLUMNS.index("counted")] = int(state.counted)
+    return tuple(row)
+
+
+def _new_state(
+    provider: str, message_id: str, sent_at: float | None, now: float, first_poll_in: float
+) -> MessageState:
+    return MessageState(
+        provider=provider,
+        id=message_id,
+        registered_at=now,
+        sent_at=sent_at if sent_at is not None else now,
+        sent_source=SentSource.GIVEN if sent_at is not None else SentSource.REGISTERED,
+        next_poll=now + first_poll_in,
+    )
+
+
+def _create_private(path: Path) -> None:
+    """Create the state file with mode 0600 before SQLite opens it (it holds message ids)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+
+
+class Store:
+    """The persistent watched set. Thread-safe; one instance per state file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        # Counts have their own lock so a scrape never waits behind a slow commit.
+        self._counts_lock = threading.Lock()
+        try:
+            _create_private(path)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+            self.status_counts: Counter[tuple[str, Status]] = Counter()
+            self.watched: Counter[str] = Counter()
+            self._load_counts()
+        except (sqlite3.Error, OSError) as e:
+            raise StoreError(f"cannot open the state store {str(path)!r}: {e}") from e
+        self.closed = False
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{str(self.path)!r} was written by a newer viber-exporter (schema {version})"
+            )
+        self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _load_counts(self) -> None:
+        rows = self._db.execute(
+            "SELECT provider, status, next_poll IS NOT NULL, COUNT(*) FROM messages GROUP BY 1, 2, 3"
+        )
+        for provider, status, watched, count in rows:
+            self.status_counts[(provider, Status(status))] += count
+            if watched:
+                self.watched[provider] += count
+
+    def close(self) -> None:
+        with self._lock:
+            if not self.closed:
+                self._db.close()
+                self.closed = True
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
+
+    # -- writes ------------------------------------------------------------------------
+    def register(
+        self,
+        batches: Mapping[str, tuple[Sequence[tuple[str, float | None]], float]],
+        now: float,
+        max_watched: int,
+    ) -> dict[str, tuple[int, int]]:
+        """Store new messages in one transaction, durable before this returns.
+
+        ``batches`` maps a provider to its ``(id, sent_at)`` pairs and the delay before
+        their first poll. Returns ``(accepted, duplicates)`` per provider. Raises
+        WatchedSetFull, storing nothing, when the new ones would not fit.
+        """
+        insert = _UPSERT.replace("INSERT OR REPLACE", "INSERT OR IGNORE")
+        result: dict[str, tuple[int, int]] = {}
+        with self._lock:
+            try:
+                with self._transaction() as db:
+                    for provider, (items, first_poll_in) in batches.items():
+                        rows = [
+                            _state_to_row(_new_state(provider, mid, sent, now, first_poll_in))
+                            for mid, sent in items
+                        ]
+                        accepted = db.executemany(insert, rows).rowcount
+                        result[provider] = (accepted, len(rows) - accepted)
+                    new_total = sum(accepted for accepted, _ in result.values())
+                    if self.total_watched() + new_total > max_watched:
+                        raise WatchedSetFull(
+                            f"the watched set is full (polling.max_watched = {max_watched})"
+                        )
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot store registrations: {e}") from e
+            with self._counts_lock:
+                for provider, (accepted, _) in result.items():
+                    self.watched[provider] += accepted
+                    self.status_counts[(provider, Status.PENDING)] += accepted
+        return result
+
+    def apply(self, provider: str, updates: Sequence[tuple[str, Update]]) -> list[Event]:
+        """Run each update against the current row inside one transaction; return the events.
+
+        Reading the row inside the transaction (not earlier, when the poll started)
+        keeps a callback and a poll for the same message from overwriting each other.
+        """
+        events: list[Event] = []
+        changes: list[tuple[tuple[Status, bool] | None, MessageState]] = []
+        with self._lock:
+            try:
+                with self._transaction() as db:
+                    for message_id, update in updates:
+                        row = db.execute(
+                            f"{_SELECT} WHERE provider = ? AND id = ?", (provider, message_id)
+                        ).fetchone()
+                        old = _row_to_state(row) if row else None
+                        before = (old.status, old.watched) if old else None
+                        new, new_events = update(old)
+                        if new is None:
+                            continue
+                        db.execute(_UPSERT, _state_to_row(new))
+                        events.extend(new_events)
+                        changes.append((before, new))
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot store message updates: {e}") from e
+            with self._counts_lock:
+                for before, new in changes:
+                    if before is not None:
+                        status, watched = before
+                        self.status_counts[(provider, status)] -= 1
+                        self.watched[provider] -= watched
+                    self.status_counts[(provider, new.status)] += 1
+                    self.watched[provider] += new.watched
+        return events
+
+    def delete(self, provider: str, message_id: str) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT status, next_poll IS NOT NULL FROM messages WHERE provider = ? AND id = ?",
+                (provider, message_id),
+            ).fetchone()
+            if row is None:
+                return False
+            with self._transaction() as db:
+                db.execute(
+                    "DELETE FROM messages WHERE provider = ? AND id = ?", (provider, message_id)
+                )
+            with self._counts_lock:
+                self.status_counts[(provider, Status(row[0]))] -= 1
+                self.watched[provider] -= row[1]
+        return True
+
+    def purge_settled(self, settled_before: float) -> int:
+        """Forget messages settled before the given time (``polling.retention``)."""
+        with self._lock:
+            doomed = self._db.execute(
+                "SELECT provider, status, COUNT(*) FROM messages WHERE settled_at < ? "
+                "AND next_poll IS NULL GROUP BY 1, 2",
+                (settled_before,),
+            ).fetchall()
+            if not doomed:
+                return 0
+            with self._transaction() as db:
+                db.execute(
+                    "DELETE FROM messages WHERE settled_at < ? AND next_poll IS NULL",
+                    (settled_before,),
+                )
+            with self._counts_lock:
+                for provider, status, count in doomed:
+                    self.status_counts[(provider, Status(status))] -= count
+        return sum(count for _, _, count in doomed)
+
+    # -- reads -------------------------------------------------------------------------
+    def due(self, provider: str, now: float, limit: int) -> list[MessageState]:
+        """Watched messages whose next poll time has come, most overdue first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"{_SELECT} WHERE provider = ? AND next_poll IS NOT NULL AND next_poll <= ? "
+                "ORDER BY next_poll LIMIT ?",
+                (provider, now, limit),
+            ).fetchall()
+        return [_row_to_state(row) for row in rows]
+
+    def oldest_next_poll(self, provider: str) -> float | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MIN(next_poll) FROM messages WHERE provider = ? AND next_poll IS NOT NULL",
+                (provider,),
+            ).fetchone()
+        return row[0] if row else None
+
+    def get(self, provider: str, message_id: str) -> MessageState | None:
+        with self._lock:
+            row = self._db.execute(
+                f"{_SELECT} WHERE provider = ? AND id = ?", (provider, message_id)
+            ).fetchone()
+        return _row_to_state(row) if row else None
+
+    def list(
+        self,
+        *,
+        provider: str | None = None,
+        status: Status | None = None,
+        after: tuple[str, str] | None = None,
+        limit: int = 100,
+    ) -> list[MessageState]:
+        """Messages in (provider, id) order, starting after the cursor."""
+        clauses, params = [], []
+        if provider is not None:
+            clauses.append("provider = ?")
+            params.append(provider)
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status.value)
+        if after is not None:
+            clauses.append("(provider, id) > (?, ?)")
+            params.extend(after)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            rows = self._db.execute(
+                f"{_SELECT}{where} ORDER BY provider, id LIMIT ?", (*params, limit)
+            ).fetchall()
+        return [_row_to_state(row) for row in rows]
+
+    def counts(self) -> tuple[dict[tuple[str, Status], int], dict[str, int]]:
+        """Messages per (provider, status) and watched per provider, from memory."""
+        with self._counts_lock:
+            return dict(self.status_counts), dict(self.watched)
+
+    def total_watched(self) -> int:
+        with self._counts_lock:
+            return sum(self.watched.values())

@@ -1,0 +1,123 @@
+"""Shared fixtures: a real fake-provider server, configs, and running exporters."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from pytest_httpserver import HTTPServer
+
+from exporter.config import Config, parse_config
+from exporter.engine import Exporter
+from exporter.pluginhost import PluginHost
+
+from .fakeprovider import FakeAPI, FakePlugin
+
+SENTINEL = "s3ntinel-SECRET-value-9f2c"
+
+
+@pytest.fixture
+def fake_host() -> PluginHost:
+    host = PluginHost()
+    host.register(FakePlugin(), "fake-plugin", package="tests", version="0.0", builtin=False)
+    return host
+
+
+@pytest.fixture
+def fake_server() -> Iterator[tuple[HTTPServer, FakeAPI]]:
+    server = HTTPServer(threaded=True)
+    server.start()
+    api = FakeAPI()
+    server.expect_request(re.compile(r"/messages/.*")).respond_with_handler(api.handle)
+    yield server, api
+    server.clear()
+    if server.is_running():
+        server.stop()
+
+
+def toml_table(values: dict[str, Any]) -> str:
+    """Render a flat table; JSON literals of strings, numbers, booleans and lists are valid TOML."""
+    return "\n".join(f"{key} = {json.dumps(value)}" for key, value in values.items())
+
+
+def config_text(
+    state_path: Path,
+    base_url: str,
+    *,
+    polling: dict[str, Any] | None = None,
+    provider: dict[str, Any] | None = None,
+    extra: str = "",
+) -> str:
+    polling_values = {
+        "tick": "100ms", "schedule": ["100ms"], "max_age": "1h", "read_window": "1h",
+        "not_found_grace": "1h", **(polling or {}),
+    }
+    provider_values = {
+        "plugin": "fake", "base_url": base_url, "api_key": SENTINEL, "concurrency": 4,
+        "rate_limit": 1000, "timeout": "2s", **(provider or {}),
+    }
+    return f"""
+[exporter]
+listen = "127.0.0.1:0"
+state_path = {json.dumps(str(state_path))}
+
+[polling]
+{toml_table(polling_values)}
+
+[providers.fake]
+{toml_table(provider_values)}
+
+{extra}
+"""
+
+
+@pytest.fixture
+def make_config(
+    tmp_path: Path, fake_server: tuple[HTTPServer, FakeAPI], fake_host: PluginHost
+) -> Callable[..., Config]:
+    server, _ = fake_server
+
+    def make(**kwargs: Any) -> Config:
+        text = config_text(tmp_path / "state.db", server.url_for("").rstrip("/"), **kwargs)
+        return parse_config(text, fake_host.provider_types(), environ={})
+
+    return make
+
+
+@pytest.fixture
+def run_exporter(fake_host: PluginHost) -> Iterator[Callable[..., Exporter]]:
+    """Start exporters on a fresh registry each; all are stopped at teardown."""
+    started: list[Exporter] = []
+
+    def start(config: Config, *, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time) -> Exporter:
+        exporter = Exporter(config, fake_host, registry=registry or CollectorRegistry(), clock=clock)
+        exporter.start()
+        started.append(exporter)
+        return exporter
+
+    yield start
+    for exporter in started:
+        if not exporter.store.closed:
+            exporter.stop(timeout=5)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll a condition until it holds; fail the test with a clear message if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def sample(exporter: Exporter, name: str, **labels: str) -> float:
+    value = exporter.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value

@@ -1,0 +1,215 @@
+"""The polling engine end to end: real scheduler, real SQLite file, real HTTP server."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from exporter.engine import Registration
+from exporter.model import Status
+
+from .conftest import sample, wait_for
+
+
+def at(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+def test_lifecycle_to_settled_metrics(fake_server, make_config, run_exporter):
+    _, api = fake_server
+    api.messages["m1"] = {"status": "QUEUED"}
+    exporter = run_exporter(make_config())
+    sent = time.time() - 5
+    exporter.register([Registration("fake", "m1", sent_at=sent)])
+    wait_for(lambda: sample(exporter, "viber_message_status_transitions_total", provider="fake", status="pending") == 1)
+    api.messages["m1"] = {"status": "DELIVERED", "delivered_at": at(sent + 3), "price": 0.035}
+    wait_for(lambda: exporter.store.get("fake", "m1").status is Status.DELIVERED)
+    api.messages["m1"] = {"status": "SEEN", "read_at": at(sent + 4), "price": 0.035}
+    wait_for(lambda: exporter.store.get("fake", "m1").status is Status.READ)
+    state = exporter.store.get("fake", "m1")
+    assert not state.watched, "read is final: polling stops"
+    calls = len(api.calls_for("m1"))
+    time.sleep(0.4)
+    assert len(api.calls_for("m1")) == calls, "no polls after a final status"
+    for status, expected in [("pending", 1), ("delivered", 1), ("read", 1), ("failed", 0)]:
+        assert sample(exporter, "viber_message_status_transitions_total", provider="fake", status=status) == expected
+    assert sample(exporter, "viber_message_delivery_latency_seconds_count", provider="fake") == 1
+    assert sample(exporter, "viber_message_delivery_latency_seconds_sum", provider="fake") == pytest.approx(3)
+    assert sample(exporter, "viber_message_read_latency_seconds_sum", provider="fake") == pytest.approx(4)
+    assert sample(exporter, "viber_message_cost_total", provider="fake", currency="EUR", channel="viber") == pytest.approx(0.035)
+    assert sample(exporter, "viber_messages", provider="fake", status="read") == 1
+    assert sample(exporter, "viber_messages_watched", provider="fake") == 0
+    assert sample(exporter, "viber_provider_requests_total", provider="fake", outcome="ok") == calls
+
+
+def test_first_seen_read_counts_delivered_too(fake_server, make_config, run_exporter):
+    _, api = fake_server
+    sent = time.time() - 10
+    api.messages["r1"] = {"status": "seen", "read_at": at(sent + 9)}  # lower case: compared case-insensitively
+    exporter = run_exporter(make_config())
+    exporter.register([Registration("fake", "r1", sent_at=sent)])
+    wait_for(lambda: exporter.store.get("fake", "r1").status is Status.READ)
+    for status in ("pending", "delivered", "read"):
+        assert sample(exporter, "viber_message_status_transitions_total", provider="fake", status=status) == 1
+    assert sample(exporter, "viber_message_delivery_latency_seconds_count", provider="fake") == 1
+    assert sample(exporter, "viber_message_delivery_latency_seconds_sum", provider="fake") == pytest.approx(9)
+
+
+def test_failures_by_reason_and_sms_fallback_cost(fake_server, make_config, run_exporter):
+    _, api = fake_server
+    api.messages["f1"] = {"status": "FAILED", "reason": "not_viber_user", "price": 0.01, "sms": [{"price": 0.05}]}
+    api.messages["f2"] = {"status": "EXPIRED", "reason": "ttl_expired"}
+    exporter = run_exporter(make_config())
+    exporter.register([Registration("fake", "f1"), Registration("fake", "f2")])
+    wait_for(lambda: exporter.store.counts()[1].get("fake") == 0)
+    assert sample(exporter, "viber_message_failures_total", provider="fake", reason="not_viber_user") == 1
+    assert sample(exporter, "viber_message_failures_total", provider="fake", reason="ttl_expired") == 1
+    assert sample(exporter, "viber_message_status_transitions_total", provider="fake", status="expired") == 1
+    assert sample(exporter, "viber_message_sms_fallbacks_total", provider="fake") == 1
+    assert sample(exporter, "viber_message_cost_total", provider="fake", currency="EUR", channel="sms") == pytest.approx(0.05)
+
+
+def test_restart_mid_life_loses_nothing_and_double_counts_nothing(fake_server, make_config, run_exporter):
+    _, api = fake_server
+    ids = [f"m{i}" for i in range(30)]
+    for message_id in ids:
+        api.messages[message_id] = {"status": "DELIVERED", "price": 0.02}
+    config = make_config()
+    first = run_exporter(config)
+    first.register([Registration("fake", i) for i in ids])
+    wait_for(lambda: sample(first, "viber_message_status_transitions_total", provider="fake", status="delivered") == 30)
+    first.stop(timeout=5)
+
+    # While it was down, a third of the messages were read.
+    for message_id in ids[:10]:
+        api.messages[message_id] = {"status": "SEEN", "price": 0.02}
+    second = run_exporter(config)
+    assert sample(second, "viber_messages_watched", provider="fake") == 30, "every unsettled message resumes"
+    wait_for(lambda: sample(second, "viber_message_status_transitions_total", provider="fake", status="read") == 10)
+    time.sleep(0.5)  # more polls of the still-delivered ones must not count anything again
+    assert sample(second, "viber_message_status_transitions_total", provider="fake", status="delivered") == 0
+    assert sample(second, "viber_message_status_transitions_total", provider="fake", status="pending") == 0
+    assert sample(second, "viber_message_cost_total", provider="fake", currency="EUR", channel="viber") == 0
+    assert sample(second, "viber_message_delivery_latency_seconds_count", provider="fake") == 0
+    assert sample(second, "viber_message_read_latency_seconds_count", provider="fake") == 10
+    assert sample(second, "viber_messages", provider="fake", status="read") == 10
+    assert sample(second, "viber_messages", provider="fake", status="delivered") == 20
+
+
+def test_concurrency_and_rate_limit_respected(fake_server, make_config, run_exporter):
+    _, api = fake_server
+    api.delay = 0.05
+    ids = [f"c{i}" for i in range(40)]
+    for message_id in ids:
+        api.messages[message_id] = {"status": "SEEN"}
+    exporter = run_exporter(make_config(provider={"concurrency": 3}))
+    exporter.register([Registration("fake", i) for i in ids])
+    wait_for(lambda: len(api.calls) >= 40)
+    assert api.max_in_flight == 3, "concurrency is both used and never exceeded"
+
+    api.calls.clear()
+    api.delay = 0.0
+    rate_ids = [f"r{i}" for i in range(60)]
+    for message_id in rate_ids:
+        api.messages[message_id] = {"status": "SEEN"}
+    exporter.stop(timeout=5)
+    limited = run_exporter(make_config(provider={"concurrency": 8, "rate_limit": 20}))
+    limited.register([Registration("fake", i) for i in rate_ids])
+    wait_for(lambda: len(api.calls) >= 60, timeout=15)
+    starts = sorted(c.started for c in api.calls)
+    # Any one-second window holds at most rate_limit calls (+1 for the window edge).
+    busiest = max(sum(1 for s in starts if t <= s < t + 1.0) for t in starts)
+    assert busiest <= 21
+    assert starts[-1] - starts[0] >= (60 - 1) / 20 * 0.9
+
+
+def test_429_with_retry_after_pauses_the_instance(fake_server, make_config, run_exporter):
+    _, api = fake_server
+    for i in range(5):
+        api.messages[f"q{i}"] = {"status": "SEEN"}
+    api.faults.append((429, json.dumps({"error": "slow down"}), {"Retry-After": "1"}))
+    exporter = run_exporter(make_config(provider={"concurrency": 1}))
+    exporter.register([Registration("fake", f"q{i}") for i in range(5)])
+    wait_for(lambda: sum(1 for c in api.calls if c.status == 200) == 5, timeout=10)
+    limited = [c for c in api.calls if c.status == 429]
+    assert len(limited) == 1
+    after = [c.started for c in api.calls if c.started > limited[0].started]
+    assert min(after) - limited[0].ended >= 0.9, "nothing was called during the Retry-After pause"
+    assert sample(exporter, "viber_provider_requests_total", provider="fake", outcome="rate_limited") == 1
+    assert sample(exporter, "viber_provider_up", provider="fake") == 1
+
+
+def test_malformed_json_and_unknown_status_are_counted_and_retried(fake_server, make_config, run_exporter):
+    _, api = fake_server
+    api.messages["bad"] = {"status": "QUEUED"}
+    api.messages["odd"] = {"status": "WEIRD_NEW_STATUS"}
+    api.faults.append((200, "{not json", {}))
+    exporter = run_exporter(make_config(provider={"concurrency": 1}))
+    exporter.register([Registration("fake", "bad")])
+    wait_for(lambda: sample(exporter, "viber_provider_requests_total", provider="fake", outcome="invalid_response") == 1)
+    wait_for(lambda: exporter.store.get("fake", "bad").polls >= 1)
+    assert exporter.store.get("fake", "bad").watched, "retried, not dropped"
+    exporter.register([Registration("fake", "odd")])
+    wait_for(lambda: exporter.store.get("fake", "odd").status is Status.UNKNOWN)
+    state = exporter.store.get("fake", "odd")
+    assert state.watched, "unknown keeps polling until max_age"
+    assert state.provider_status == "WEIRD_NEW_STATUS"
+    assert sample(exporter, "viber_message_status_transitions_total", provider="fake", status="unknown") == 1
+
+
+def test_max_age_closes_unsettled_messages(fake_server, make_config, run_exporter):
+    _, api = fake_server
+    api.messages["old"] = {"status": "QUEUED"}
+    exporter = run_exporter(make_config(polling={"max_age": "1s"}))
+    exporter.register([Registration("fake", "old", sent_at=time.time() - 0.5)])
+    wait_for(lambda: not exporter.store.get("fake", "old").watched, timeout=5)
+    assert sample(exporter, "viber_message_watch_expired_total", provider="fake") == 1
+    assert exporter.store.get("fake", "old").status is Status.PENDING
+
+
+def test_not_found_grace_then_unknown(fake_server, make_config, run_exporter):
+    _, api = fake_server
+    exporter = run_exporter(make_config(polling={"not_found_grace": "1s"}))
+    exporter.register([Registration("fake", "ghost"), Registration("fake", "late")])
+    wait_for(lambda: len(api.calls_for("late")) >= 2)
+    api.messages["late"] = {"status": "DELIVERED"}  # appears within the grace period
+    wait_for(lambda: not exporter.store.get("fake", "ghost").watched, timeout=5)
+    ghost = exporter.store.get("fake", "ghost")
+    assert (ghost.status, ghost.reason) == (Status.UNKNOWN, "not_found")
+    assert exporter.store.get("fake", "late").status is Status.DELIVERED
+    assert sample(exporter, "viber_provider_requests_total", provider="fake", outcome="not_found") >= 2
+    assert sample(exporter, "viber_message_status_transitions_total", provider="fake", status="unknown") == 1
+
+
+def test_outage_backs_off_sets_down_and_recovers(fake_server, make_config, run_exporter):
+    _, api = fake_server
+    api.messages["o1"] = {"status": "QUEUED"}
+    api.outage = (503, "<html>down</html>", {})
+    exporter = run_exporter(make_config(provider={"concurrency": 1}))
+    exporter.register([Registration("fake", "o1")])
+    wait_for(lambda: sample(exporter, "viber_provider_up", provider="fake") == 0)
+    time.sleep(2.0)
+    # With a 100ms tick and no backoff this would be ~20 calls; backoff keeps it to a few.
+    assert len(api.calls) <= 5
+    assert sample(exporter, "viber_poll_lag_seconds", provider="fake") > 0
+    api.outage = None
+    wait_for(lambda: sample(exporter, "viber_provider_up", provider="fake") == 1, timeout=70)
+    assert exporter.store.get("fake", "o1").watched
+    assert sample(exporter, "viber_provider_requests_total", provider="fake", outcome="server_error") >= 1
+    wait_for(lambda: sample(exporter, "viber_poll_lag_seconds", provider="fake") == 0)
+
+
+def test_timeouts_and_refused_connections_are_outcomes(fake_server, make_config, run_exporter):
+    server, api = fake_server
+    api.messages["t1"] = {"status": "QUEUED"}
+    api.delay = 1.5
+    exporter = run_exporter(make_config(provider={"timeout": "200ms", "concurrency": 1}))
+    exporter.register([Registration("fake", "t1")])
+    wait_for(lambda: sample(exporter, "viber_provider_requests_total", provider="fake", outcome="timeout") >= 1)
+    server.stop()
+    wait_for(lambda: sample(exporter, "viber_provider_requests_total", provider="fake", outcome="connection_error") >= 1, timeout=10)
+    assert exporter.store.get("fake", "t1").watched
+    assert exporter.poller.running
