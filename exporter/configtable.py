@@ -35,6 +35,10 @@ class Problems:
         self.items: list[tuple[str, str]] = []
 
     def add(self, path: str, message: str) -> None:
+        # One problem per key: the first is the most specific (e.g. an unset
+        # environment variable, rather than the "is required" that follows from it).
+        if path and any(known == path for known, _ in self.items):
+            return
         self.items.append((path, message))
 
     def __bool__(self) -> bool:

@@ -73,6 +73,8 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self._origins: dict[str, _Origin] = {}
         self._provider_types: dict[str, ProviderType] | None = None
+        self._tracing = False
+        self._trace_log = logging.getLogger("exporter.plugins.trace")
 
     # -- loading --------------------------------------------------------------------
     def register(
@@ -123,8 +125,8 @@ class PluginHost:
 
     def enable_tracing(self) -> None:
         """Log every hook call and its result at DEBUG (``VIBER_EXPORTER_TRACE_PLUGINS=1``)."""
-        trace_log = logging.getLogger("exporter.plugins.trace")
-        self.pm.trace.root.setwriter(lambda text: trace_log.debug("%s", text.rstrip()))
+        self._tracing = True
+        self.pm.trace.root.setwriter(lambda text: self._trace_log.debug("%s", text.rstrip()))
         self.pm.enable_tracing()
 
     # -- providers ------------------------------------------------------------------
@@ -204,8 +206,12 @@ class PluginHost:
         return infos
 
     def notify_status_changed(self, **kwargs: Any) -> None:
-        """Call ``message_status_changed`` on every plugin; an exception is logged, never raised."""
-        try:
-            self.pm.hook.message_status_changed(**kwargs)
-        except Exception:
-            log.exception("a message_status_changed hook failed")
+        """Call every ``message_status_changed`` implementation on its own, so one that
+        raises is logged and does not keep the others from hearing about the change."""
+        for impl in self.pm.hook.message_status_changed.get_hookimpls():
+            if self._tracing:
+                self._trace_log.debug("message_status_changed %r -> %s", kwargs, impl.plugin_name)
+            try:
+                impl.function(*(kwargs[name] for name in impl.argnames))
+            except Exception:
+                log.exception("plugin %s failed in message_status_changed", impl.plugin_name)

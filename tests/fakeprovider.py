@@ -95,7 +95,11 @@ class FakeProvider(Provider):
             headers={"X-Key": self.settings.api_key.reveal()},
         )
         raise_for_status(response)
-        observation = parse_message(json_body(response))
+        data = json_body(response)
+        if isinstance(data, dict) and data.get("explode"):
+            # Plays a careless plugin whose exception text holds its secret.
+            raise RuntimeError(f"could not use key {self.settings.api_key.reveal()}")
+        observation = parse_message(data)
         if observation.currency is None:
             from dataclasses import replace
 

@@ -1,0 +1,156 @@
+"""The pure state-transition rules of SPEC §2 and §3."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import pytest
+
+from exporter import accounting
+from exporter.config import PollingSettings
+from exporter.model import Fallback, Observation, Outcome, Status
+from exporter.state import (
+    Cost,
+    Latency,
+    MessageState,
+    SentSource,
+    SmsFallback,
+    StatusChanged,
+    Transition,
+    WatchExpired,
+)
+
+POLICY = PollingSettings(
+    tick=1, schedule=(10.0, 30.0, 60.0), max_age=1000.0, read_window=100.0, not_found_grace=50.0,
+    retention=0, max_watched=10,
+)
+
+
+def message(**kwargs) -> MessageState:
+    values = {"provider": "p", "id": "m", "registered_at": 0.0, "sent_at": 0.0, "sent_source": SentSource.GIVEN, "next_poll": 10.0}
+    values.update(kwargs)
+    return MessageState(**values)
+
+
+def ts(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def kinds(events):
+    return [(type(e).__name__, getattr(e, "status", getattr(e, "kind", None))) for e in events]
+
+
+def test_read_first_seen_counts_pending_delivered_and_read_once():
+    state = message()
+    events = accounting.observe(state, Observation(Status.READ, "SEEN", read_at=ts(7)), 20.0, POLICY)
+    transitions = [e.status for e in events if isinstance(e, Transition)]
+    assert transitions == [Status.PENDING, Status.DELIVERED, Status.READ]
+    latencies = {e.kind: e.seconds for e in events if isinstance(e, Latency)}
+    assert latencies == {"delivery": 7.0, "read": 7.0}
+    assert not state.watched and state.settled_at == 20.0
+    again = accounting.observe(state, Observation(Status.READ, "SEEN"), 30.0, POLICY)
+    assert not [e for e in again if isinstance(e, Transition | Latency)]
+
+
+def test_delivered_time_is_kept_from_the_first_poll_that_saw_it():
+    state = message()
+    accounting.observe(state, Observation(Status.DELIVERED, delivered_at=ts(5)), 10.0, POLICY)
+    assert state.delivered_at == 5.0 and state.next_poll == 40.0  # schedule step 2 after one poll
+    events = accounting.observe(state, Observation(Status.READ, delivered_at=ts(9), read_at=ts(12)), 40.0, POLICY)
+    assert state.delivered_at == 5.0
+    assert [e.seconds for e in events if isinstance(e, Latency)] == [12.0]
+
+
+def test_delivered_is_polled_until_the_read_window_closes():
+    state = message()
+    accounting.observe(state, Observation(Status.DELIVERED), 10.0, POLICY)
+    assert state.delivered_at == 10.0, "no provider time: the time of the poll"
+    for now in (40.0, 100.0):
+        accounting.observe(state, Observation(Status.DELIVERED), now, POLICY)
+    assert state.next_poll == 110.0, "capped at delivered + read_window"
+    assert accounting.close_if_due(state, 110.0, POLICY) == []
+    assert not state.watched
+
+
+def test_no_step_back_from_delivered_and_expired_after_delivery_counts():
+    state = message()
+    accounting.observe(state, Observation(Status.DELIVERED), 10.0, POLICY)
+    accounting.observe(state, Observation(Status.PENDING), 20.0, POLICY)
+    assert state.status is Status.DELIVERED
+    events = accounting.observe(state, Observation(Status.EXPIRED, "EXPIRED", reason="ttl_expired"), 30.0, POLICY)
+    assert [(e.status, e.reason) for e in events if isinstance(e, Transition)] == [(Status.EXPIRED, "ttl_expired")]
+    assert state.reason == "ttl_expired" and not state.watched
+
+
+def test_cost_only_grows_and_sms_legs_count_once():
+    state = message()
+    first = accounting.observe(state, Observation(Status.PENDING, price=0.02, currency="EUR"), 10.0, POLICY)
+    assert [(e.channel, e.amount, e.currency) for e in first if isinstance(e, Cost)] == [("viber", 0.02, "EUR")]
+    assert not [e for e in accounting.observe(state, Observation(Status.PENDING, price=0.01), 20.0, POLICY) if isinstance(e, Cost)]
+    more = accounting.observe(state, Observation(Status.PENDING, price=0.05), 30.0, POLICY)
+    assert [e.amount for e in more if isinstance(e, Cost)] == [pytest.approx(0.03)]
+    legs = (Fallback("sms", 0.04, "EUR"),)
+    sms = accounting.observe(state, Observation(Status.FAILED, price=0.05, fallbacks=legs), 40.0, POLICY)
+    assert [type(e) for e in sms if isinstance(e, SmsFallback | Cost)] == [SmsFallback, Cost]
+    assert not [e for e in accounting.observe(state, Observation(Status.FAILED, price=0.05, fallbacks=legs), 50.0, POLICY) if isinstance(e, SmsFallback | Cost)]
+
+
+def test_missing_currency_is_xxx():
+    events = accounting.observe(message(), Observation(Status.PENDING, price=1.0), 10.0, POLICY)
+    assert [e.currency for e in events if isinstance(e, Cost)] == ["XXX"]
+
+
+def test_provider_sent_time_replaces_only_the_registration_fallback():
+    fallback = message(sent_source=SentSource.REGISTERED, sent_at=100.0)
+    accounting.observe(fallback, Observation(Status.PENDING, sent_at=ts(90)), 110.0, POLICY)
+    assert (fallback.sent_at, fallback.sent_source) == (90.0, SentSource.PROVIDER)
+    given = message(sent_at=100.0)
+    accounting.observe(given, Observation(Status.PENDING, sent_at=ts(90)), 110.0, POLICY)
+    assert given.sent_at == 100.0
+
+
+def test_latency_is_never_negative():
+    events = accounting.observe(message(sent_at=100.0), Observation(Status.DELIVERED, delivered_at=ts(50)), 110.0, POLICY)
+    assert [e.seconds for e in events if isinstance(e, Latency)] == [0.0]
+
+
+def test_max_age_closes_pending_and_caps_next_poll():
+    state = message()
+    accounting.observe(state, Observation(Status.PENDING), 995.0, POLICY)
+    assert state.next_poll == 1000.0
+    assert accounting.close_if_due(state, 999.0, POLICY) is None
+    events = accounting.close_if_due(state, 1000.0, POLICY)
+    assert events == [WatchExpired("p")] and not state.watched
+
+
+def test_not_found_within_grace_then_unknown_not_found():
+    state = message()
+    assert accounting.not_found(state, 10.0, POLICY) == []
+    assert state.watched and state.status is Status.PENDING
+    events = accounting.not_found(state, 60.0, POLICY)
+    assert [(e.status, e.reason) for e in events if isinstance(e, Transition)] == [(Status.UNKNOWN, "not_found")]
+    assert any(isinstance(e, StatusChanged) for e in events)
+    assert not state.watched and state.reason == "not_found"
+
+
+def test_failed_calls_back_off_per_message_but_rate_limits_do_not():
+    state = message(next_poll=10.0)
+    rng = random.Random(1)
+    assert accounting.call_failed(state, Outcome.RATE_LIMITED, "429", 10.0, POLICY, rng) == []
+    assert state.next_poll == 10.0 and state.errors == 0
+    delays = []
+    for _ in range(6):
+        accounting.call_failed(state, Outcome.SERVER_ERROR, "HTTP 500", 10.0, POLICY, rng)
+        delays.append(state.next_poll - 10.0)
+    assert delays[0] <= 1.0 and delays[3] >= 4.0, "grows exponentially"
+    assert max(delays) <= 10.0, "never longer than the message's schedule step"
+    assert state.last_error == "server_error: HTTP 500"
+
+
+def test_unknown_status_keeps_polling_and_counts_once():
+    state = message()
+    events = accounting.observe(state, Observation(Status.UNKNOWN, "WHAT"), 10.0, POLICY)
+    assert kinds([e for e in events if isinstance(e, Transition)]) == [("Transition", Status.PENDING), ("Transition", Status.UNKNOWN)]
+    assert state.watched
+    assert not [e for e in accounting.observe(state, Observation(Status.UNKNOWN, "WHAT"), 20.0, POLICY) if isinstance(e, Transition)]

@@ -1,0 +1,184 @@
+"""Configuration: validated, immutable, every problem at once with its key path, secrets hidden."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from exporter.config import load_config, parse_config
+from exporter.durations import format_duration, parse_duration
+from exporter.errors import ConfigError
+
+from .conftest import SENTINEL
+
+VALID = """
+[exporter]
+listen = "127.0.0.1:9839"
+state_path = "state.db"
+api_token = "${{TOKEN:-}}"
+
+[polling]
+tick = "5s"
+schedule = ["10s", "1m"]
+
+[providers.one]
+plugin = "fake"
+base_url = "http://127.0.0.1:1"
+api_key = "${{FAKE_KEY}}"
+{extra}
+"""
+
+
+def problems(text: str, host, environ=None) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, host.provider_types(), environ or {})
+    return info.value.problems
+
+
+def test_valid_config_is_parsed_into_frozen_objects(fake_host):
+    config = parse_config(VALID.format(extra=""), fake_host.provider_types(), {"FAKE_KEY": "k" * 8})
+    assert (config.exporter.listen_host, config.exporter.listen_port) == ("127.0.0.1", 9839)
+    assert config.exporter.api_token is None, "an empty ${VAR:-} default means unset"
+    assert config.polling.schedule == (10.0, 60.0)
+    assert config.polling.max_age == 48 * 3600, "defaults fill what is not given"
+    provider = config.providers["one"]
+    assert (provider.concurrency, provider.rate_limit, provider.timeout) == (8, 10.0, 10.0)
+    assert provider.polling.tick == 5.0
+    assert provider.settings.api_key.reveal() == "k" * 8
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.polling.tick = 1.0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.providers["two"] = provider  # type: ignore[index]
+
+
+def test_provider_overrides_tick_and_schedule(fake_host):
+    extra = 'tick = "1s"\nschedule = ["2s"]\nconcurrency = 3\nrate_limit = 2.5\ntimeout = "500ms"\nenabled = false'
+    config = parse_config(VALID.format(extra=extra), fake_host.provider_types(), {"FAKE_KEY": "abcd"})
+    provider = config.providers["one"]
+    assert provider.polling.tick == 1.0 and provider.polling.schedule == (2.0,)
+    assert (provider.concurrency, provider.rate_limit, provider.timeout, provider.enabled) == (3, 2.5, 0.5, False)
+    assert config.polling.tick == 5.0
+
+
+def test_every_problem_is_reported_at_once_with_its_key_path(fake_host):
+    text = """
+[exporter]
+listen = "nowhere"
+log_level = "chatty"
+colour = "blue"
+
+[polling]
+tick = "soon"
+schedule = ["10s", "-"]
+max_watched = 0
+
+[metrics]
+extra_labels = ["phone"]
+
+[providers.one]
+plugin = "fake"
+base_url = "ftp://x"
+currency = "euro"
+concurrency = 0
+rate_limit = -1
+
+[providers.two]
+plugin = "nobody"
+
+[providers.three]
+plugin = "fake"
+base_url = "http://127.0.0.1:1"
+api_key = "${MISSING_VAR}"
+"""
+    found = dict(problems(text, fake_host))
+    expected_paths = {
+        "exporter.listen", "exporter.log_level", "exporter.colour", "polling.tick",
+        "polling.schedule[1]", "polling.max_watched", "metrics.extra_labels[0]",
+        "providers.one.base_url", "providers.one.currency", "providers.one.api_key",
+        "providers.one.concurrency", "providers.one.rate_limit", "providers.two.plugin",
+        "providers.three.api_key",
+    }
+    assert expected_paths <= set(found), sorted(found)
+    assert "MISSING_VAR" in found["providers.three.api_key"]
+    assert "nobody" in found["providers.two.plugin"] and "fake" in found["providers.two.plugin"]
+    assert "not a known setting" in found["exporter.colour"]
+
+
+def test_config_error_message_lists_all_problems(fake_host):
+    with pytest.raises(ConfigError) as info:
+        parse_config("[polling]\ntick = 'x'\nmax_age = 'y'\n", fake_host.provider_types(), {})
+    text = str(info.value)
+    assert "polling.tick" in text and "polling.max_age" in text and "providers" in text
+
+
+def test_invalid_toml_is_one_clear_problem(fake_host):
+    assert "not valid TOML" in problems("[exporter\n", fake_host)[0][1]
+
+
+def test_secret_from_file_and_conflicts(fake_host, tmp_path: Path):
+    (tmp_path / "key.txt").write_text(SENTINEL + "\n")
+    text = VALID.format(extra="").replace('api_key = "${FAKE_KEY}"', 'api_key_file = "key.txt"')
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    config = load_config(path, fake_host.provider_types(), {})
+    assert config.providers["one"].settings.api_key.reveal() == SENTINEL, "relative to the config file"
+    assert config.exporter.state_path == tmp_path / "state.db"
+
+    both = text.replace('api_key_file = "key.txt"', 'api_key_file = "key.txt"\napi_key = "x"')
+    assert any("not both" in m for _, m in problems(both, fake_host))
+    missing = text.replace("key.txt", "/nonexistent/key")
+    found = dict(problems(missing, fake_host))
+    assert "cannot read" in found["providers.one.api_key_file"]
+
+
+def test_secrets_never_appear_in_repr_or_errors(fake_host):
+    config = parse_config(VALID.format(extra=""), fake_host.provider_types(), {"FAKE_KEY": SENTINEL, "TOKEN": SENTINEL})
+    assert SENTINEL not in repr(config)
+    assert SENTINEL not in str(config.providers["one"].settings)
+    bad = VALID.format(extra='concurrency = "lots"\nbogus = 1\ncallback_token = 5')
+    with pytest.raises(ConfigError) as info:
+        parse_config(bad, fake_host.provider_types(), {"FAKE_KEY": SENTINEL, "TOKEN": SENTINEL})
+    assert SENTINEL not in str(info.value)
+
+
+def test_env_substitution_forms(fake_host):
+    text = VALID.format(extra='currency = "${CUR:-USD}"\ncallback_token = "pre-${TOKEN}-post"')
+    config = parse_config(text, fake_host.provider_types(), {"FAKE_KEY": "abcd", "TOKEN": "tok"})
+    assert config.providers["one"].settings.currency == "USD"
+    assert config.providers["one"].callback_token.reveal() == "pre-tok-post"
+    config = parse_config(text, fake_host.provider_types(), {"FAKE_KEY": "abcd", "TOKEN": "t", "CUR": "GBP"})
+    assert config.providers["one"].settings.currency == "GBP"
+
+
+def test_url_with_credentials_is_refused_without_echoing_them(fake_host):
+    text = VALID.format(extra="").replace("http://127.0.0.1:1", f"https://user:{SENTINEL}@example.com")
+    found = dict(problems(text, fake_host, {"FAKE_KEY": "abcd"}))
+    assert "credentials" in found["providers.one.base_url"]
+    assert SENTINEL not in repr(found)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("10s", 10), ("5m", 300), ("48h", 172800), ("7d", 604800), ("1h30m", 5400), (30, 30), (1.5, 1.5)],
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "10", "5 minutes", "m5", -1, True, "1x"])
+def test_bad_durations(text):
+    with pytest.raises(ValueError, match="duration|negative"):
+        parse_duration(text)
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (0.5, 10, 300, 86400, 90)] == ["500ms", "10s", "5m", "1d", "90s"]
+
+
+def test_listen_forms(fake_host):
+    for listen, expected in [("[::1]:9000", ("::1", 9000)), ("0.0.0.0:1", ("0.0.0.0", 1)), (":9839", ("0.0.0.0", 9839))]:
+        text = VALID.format(extra="").replace("127.0.0.1:9839", listen)
+        config = parse_config(text, fake_host.provider_types(), {"FAKE_KEY": "abcd"})
+        assert (config.exporter.listen_host, config.exporter.listen_port) == expected

@@ -1,0 +1,115 @@
+"""Metrics: binding names and labels, pre-initialised series, exemplars, bounded labels."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.config import MetricsSettings
+from exporter.engine import Registration
+from exporter.metrics import MAX_REASONS, Metrics
+from exporter.model import Outcome, Status
+from exporter.state import Cost, Transition
+
+from .conftest import sample, wait_for
+
+BINDING = {
+    "viber_messages_watched": ("gauge", {"provider"}),
+    "viber_messages": ("gauge", {"provider", "status"}),
+    "viber_message_status_transitions": ("counter", {"provider", "status"}),
+    "viber_message_failures": ("counter", {"provider", "reason"}),
+    "viber_message_delivery_latency_seconds": ("histogram", {"provider"}),
+    "viber_message_read_latency_seconds": ("histogram", {"provider"}),
+    "viber_message_cost": ("counter", {"provider", "currency", "channel"}),
+    "viber_message_sms_fallbacks": ("counter", {"provider"}),
+    "viber_message_watch_expired": ("counter", {"provider"}),
+    "viber_provider_requests": ("counter", {"provider", "outcome"}),
+    "viber_provider_request_duration_seconds": ("histogram", {"provider"}),
+    "viber_provider_up": ("gauge", {"provider"}),
+    "viber_provider_last_success_timestamp_seconds": ("gauge", {"provider"}),
+    "viber_poll_lag_seconds": ("gauge", {"provider"}),
+    "viber_watch_registrations": ("counter", {"provider", "outcome"}),
+    "viber_callbacks": ("counter", {"provider", "outcome"}),
+    "viber_provider_info": ("gauge", {"provider", "plugin", "version"}),
+    "viber_exporter_build_info": ("gauge", {"version"}),
+}
+
+
+def test_every_binding_metric_with_exact_labels_and_zero_series_from_start(make_config, run_exporter):
+    exporter = run_exporter(make_config())
+    text = generate_latest(exporter.registry).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for name, (kind, labels) in BINDING.items():
+        assert name in families, name
+        family = families[name]
+        assert family.type == kind, name
+        for s in family.samples:
+            if s.name.endswith("_created"):
+                continue
+            assert set(s.labels) - {"le"} == labels, (name, s.labels)
+    for status in Status:
+        assert sample(exporter, "viber_message_status_transitions_total", provider="fake", status=status.value) == 0
+        assert sample(exporter, "viber_messages", provider="fake", status=status.value) == 0
+    for outcome in Outcome:
+        assert exporter.registry.get_sample_value(
+            "viber_provider_requests_total", {"provider": "fake", "outcome": outcome.value}) == 0
+    for outcome in ("accepted", "duplicate", "rejected"):
+        assert exporter.registry.get_sample_value(
+            "viber_watch_registrations_total", {"provider": "fake", "outcome": outcome}) == 0
+    assert sample(exporter, "viber_provider_info", provider="fake", plugin="fake", version="0.0") == 1
+    assert sample(exporter, "viber_provider_up", provider="fake") == 1
+
+
+def test_latency_exemplars_carry_the_message_id_in_openmetrics(fake_server, make_config, run_exporter):
+    _, api = fake_server
+    api.messages["ex1"] = {"status": "SEEN"}
+    exporter = run_exporter(make_config())
+    exporter.register([Registration("fake", "ex1")])
+    wait_for(lambda: sample(exporter, "viber_message_read_latency_seconds_count", provider="fake") == 1)
+    text = generate_openmetrics(exporter.registry).decode()
+    assert '# {message_id="ex1"}' in text
+    assert "message_id" not in generate_latest(exporter.registry).decode(), "never a label, only an exemplar"
+
+
+def test_scrape_reads_memory_only(make_config, run_exporter):
+    exporter = run_exporter(make_config())
+    exporter.register([Registration("fake", f"id{i}") for i in range(20)])
+    exporter.poller.stop(timeout=5)
+
+    class NoDatabase:
+        def __getattr__(self, name):
+            raise AssertionError("a scrape touched the database")
+
+    real, exporter.store._db = exporter.store._db, NoDatabase()
+    try:
+        assert sample(exporter, "viber_messages", provider="fake", status="pending") == 20
+        assert sample(exporter, "viber_messages_watched", provider="fake") == 20
+        generate_openmetrics(exporter.registry)
+    finally:
+        exporter.store._db = real
+
+
+def test_reasons_are_bounded_per_provider():
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, MetricsSettings())
+    metrics.add_provider("p")
+    events = [Transition("p", f"m{i}", Status.FAILED, f"reason_{i}", None) for i in range(MAX_REASONS + 5)]
+    metrics.record(events)
+    values = [s for f in registry.collect() if f.name == "viber_message_failures" for s in f.samples if s.name.endswith("_total")]
+    reasons = {s.labels["reason"] for s in values}
+    assert len(reasons) == MAX_REASONS + 1 and "other" in reasons
+    assert registry.get_sample_value("viber_message_failures_total", {"provider": "p", "reason": "other"}) == 5
+
+
+def test_country_label_is_optional_and_bounded():
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, MetricsSettings(extra_labels=("country",)))
+    metrics.add_provider("p")
+    metrics.record([Transition("p", "m", Status.DELIVERED, None, "gr"), Cost("p", "EUR", "viber", 0.5, "GR")])
+    assert registry.get_sample_value(
+        "viber_message_status_transitions_total", {"provider": "p", "status": "delivered", "country": "GR"}) == 1
+    assert registry.get_sample_value(
+        "viber_message_cost_total", {"provider": "p", "currency": "EUR", "channel": "viber", "country": "GR"}) == 0.5
+    assert registry.get_sample_value(
+        "viber_message_status_transitions_total", {"provider": "p", "status": "pending", "country": ""}) == 0

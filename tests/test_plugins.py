@@ -1,0 +1,158 @@
+"""The plugin host: built-ins and entry points through one call, filters, clashes, hooks."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pluggy
+import pytest
+
+from exporter import hookimpl
+from exporter.config import parse_config
+from exporter.errors import ConfigError, PluginError
+from exporter.pluginhost import PluginHost
+
+from .fakeprovider import FakePlugin, FakeProvider
+
+
+@pytest.fixture
+def installed_plugin(tmp_path: Path, monkeypatch):
+    """A real installed distribution with a `viber_exporter` entry point, found by importlib.metadata."""
+    (tmp_path / "acme_viber.py").write_text(textwrap.dedent('''
+        from exporter import hookimpl, Provider, Observation, Status
+
+        class AcmeProvider(Provider):
+            plugin_name = "acme"
+
+            @classmethod
+            def parse_settings(cls, table):
+                return {"token": table.secret("token")}
+
+            def fetch(self, message_id):
+                return Observation(Status.PENDING)
+
+        @hookimpl
+        def register_providers(register):
+            register(AcmeProvider)
+    '''))
+    (tmp_path / "broken_viber.py").write_text("raise ImportError('missing dependency xyz')\n")
+    for name, module in [("acme-viber", "acme_viber"), ("broken-viber", "broken_viber")]:
+        info = tmp_path / f"{name.replace('-', '_')}-1.2.3.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.2.3\n")
+        (info / "entry_points.txt").write_text(f"[viber_exporter]\n{name.split('-')[0]} = {module}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    for module in ("acme_viber", "broken_viber"):
+        sys.modules.pop(module, None)
+
+
+def test_entry_point_plugins_load_and_broken_ones_are_listed_not_fatal(installed_plugin):
+    host = PluginHost()
+    host.load(environ={})
+    types = host.provider_types()
+    assert types["acme"].package == "acme-viber" and types["acme"].version == "1.2.3"
+    listing = {info.name: info for info in host.describe(include_builtin=False)}
+    assert listing["acme"].providers == ("acme",) and listing["acme"].hooks == ("register_providers",)
+    assert "missing dependency xyz" in (listing["broken"].error or "")
+
+
+def test_load_plugins_env_limits_installed_plugins(installed_plugin):
+    host = PluginHost()
+    host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})
+    assert "acme" not in host.provider_types(), "empty: no installed plugin loads"
+    host = PluginHost()
+    host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": "acme-viber"})
+    assert "acme" in host.provider_types()
+    assert "broken" not in {info.name for info in host.describe(include_builtin=True)}
+
+
+def test_builtin_plugins_go_through_the_same_registration(monkeypatch):
+    calls = []
+    original = PluginHost.register
+
+    def spy(self, plugin, name, **kwargs):
+        calls.append((name, kwargs["builtin"]))
+        return original(self, plugin, name, **kwargs)
+
+    monkeypatch.setattr(PluginHost, "register", spy)
+    monkeypatch.setattr("exporter.pluginhost.DEFAULT_PLUGINS", ("tests.fakeprovider_module",))
+    PluginHost().load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})
+    assert calls == [("tests.fakeprovider_module", True)]
+
+
+def test_two_plugins_registering_one_name_is_a_clear_error():
+    host = PluginHost()
+    host.register(FakePlugin(), "first", package="a", version="1", builtin=False)
+
+    class Again:
+        @hookimpl
+        def register_providers(self, register):
+            register(FakeProvider)
+
+    host.register(Again(), "second", package="b", version="1", builtin=False)
+    with pytest.raises(PluginError, match="'fake' is registered twice.*first.*second|second.*first"):
+        host.provider_types()
+
+
+def test_a_config_naming_an_unregistered_plugin_is_a_config_error(fake_host):
+    with pytest.raises(ConfigError, match=r"providers\.x\.plugin: no installed plugin provides 'ghost'"):
+        parse_config('[providers.x]\nplugin = "ghost"\n', fake_host.provider_types(), {})
+
+
+def test_misspelled_hook_is_caught_by_check_pending():
+    class Typo:
+        @hookimpl
+        def register_provider(self, register):  # missing "s"
+            pass
+
+    host = PluginHost()
+    host.register(Typo(), "typo", package="t", version="1", builtin=False)
+    with pytest.raises(pluggy.PluginValidationError):
+        host.pm.check_pending()
+
+
+def test_hook_register_providers(fake_host):
+    types = fake_host.provider_types()
+    assert types["fake"].cls is FakeProvider and types["fake"].plugin == "fake-plugin"
+
+
+def test_hook_message_status_changed(fake_server, make_config, run_exporter, fake_host):
+    from exporter.engine import Registration
+
+    from .conftest import wait_for
+
+    seen = []
+
+    class Listener:
+        @hookimpl
+        def message_status_changed(self, provider, message_id, old_status, new_status, reason):
+            seen.append((provider, message_id, old_status, new_status, reason))
+
+    class Broken:
+        @hookimpl
+        def message_status_changed(self, provider, message_id, old_status, new_status, reason):
+            raise RuntimeError("listener bug")
+
+    fake_host.register(Listener(), "listener", package="t", version="1", builtin=False)
+    fake_host.register(Broken(), "broken", package="t", version="1", builtin=False)
+    _, api = fake_server
+    api.messages["h1"] = {"status": "FAILED", "reason": "opted_out"}
+    exporter = run_exporter(make_config())
+    exporter.register([Registration("fake", "h1")])
+    wait_for(lambda: seen)
+    assert seen == [("fake", "h1", "pending", "failed", "opted_out")]
+    assert exporter.poller.running, "a failing hook does not break polling"
+
+
+def test_tracing_logs_hook_calls(caplog):
+    import logging
+
+    host = PluginHost()
+    host.register(FakePlugin(), "fake-plugin", package="t", version="1", builtin=False)
+    host.enable_tracing()
+    with caplog.at_level(logging.DEBUG, logger="exporter.plugins.trace"):
+        host.provider_types()
+    assert any("register_providers" in r.getMessage() for r in caplog.records)
