@@ -27,7 +27,7 @@ from .version import __version__
 log = logging.getLogger(__name__)
 
 #: Built-in plugins, registered through the same call as installed ones.
-DEFAULT_PLUGINS: tuple[str, ...] = ()
+DEFAULT_PLUGINS: tuple[str, ...] = ("plugins.routee", "plugins.bsg")
 
 LOAD_PLUGINS_ENV = "VIBER_EXPORTER_LOAD_PLUGINS"
 TRACE_PLUGINS_ENV = "VIBER_EXPORTER_TRACE_PLUGINS"

@@ -1,0 +1,315 @@
+"""The BSG plugin against a fake BSG served over real HTTP, quirks included."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from prometheus_client import CollectorRegistry
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from exporter.config import parse_config
+from exporter.engine import Exporter, Registration
+from exporter.errors import ConfigError
+from exporter.http import ProviderHttp
+from exporter.model import FetchError, Outcome, Status
+from exporter.pluginhost import PluginHost
+from exporter.provider import InvalidCallback
+from plugins.bsg import STATUS_MAP, BsgProvider
+
+from .conftest import sample, toml_table, wait_for
+
+API_KEY = "live_bsg-key-sentinel-31"
+
+
+class FakeBsg:
+    """Serves /rest/viber/{id} and /rest/viber/reference/{ref} as providers.md §2 shows them."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, Any] = {}
+        self.by_reference: dict[str, Any] = {}
+        self.faults: deque[Response] = deque()
+        self.not_found_http = 200  # BSG's HTTP status for error 40 is unknown: test both
+        self.delay = 0.0
+        self.requests: list[str] = []
+        self._lock = threading.Lock()
+
+    def handle(self, request: Request) -> Response:
+        with self._lock:
+            self.requests.append(request.path)
+            fault = self.faults.popleft() if self.faults else None
+        if self.delay:
+            time.sleep(self.delay)
+        if fault is not None:
+            return fault
+        if request.headers.get("X-API-KEY") != API_KEY:
+            return Response(json.dumps({"error": 1, "errorDescription": "Invalid API key"}), 200, content_type="application/json")
+        key = request.path.rsplit("/", 1)[-1]
+        table = self.by_reference if "/reference/" in request.path else self.by_id
+        body = table.get(key)
+        if body is None:
+            return Response(json.dumps({"error": "40", "errorDescription": "Message not found"}), self.not_found_http,
+                            content_type="application/json")
+        return Response(json.dumps(body), 200, content_type="application/json")
+
+
+def status_body(status: str, *, price: Any = "0.02", error: Any = "0", time_dr: str = "2016-01-01 00:01:01",
+                alt_route: list[dict[str, Any]] | None = None, reference: str = "ref1",
+                time_in: str = "2016-01-01 00:00:01", time_sent: str = "2016-01-01 00:00:02") -> dict[str, Any]:
+    body = {"error": error, "errorDescription": "No errors", "id": "380972920000", "msisdn": "380972920000",
+            "reference": reference, "time_in": time_in, "time_sent": time_sent,
+            "time_dr": time_dr, "status": status, "price": price, "currency": "EUR"}
+    if alt_route is not None:
+        body["alt_route"] = alt_route
+    return body
+
+
+@pytest.fixture
+def bsg() -> Iterator[tuple[HTTPServer, FakeBsg]]:
+    server = HTTPServer(threaded=True)
+    server.start()
+    fake = FakeBsg()
+    server.expect_request(re.compile(r"/rest/viber/.*"), method="GET").respond_with_handler(fake.handle)
+    yield server, fake
+    server.clear()
+    if server.is_running():
+        server.stop()
+
+
+@pytest.fixture
+def builtin_host() -> PluginHost:
+    host = PluginHost()
+    host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})
+    return host
+
+
+def bsg_config(server: HTTPServer, state: Path, **provider: Any) -> str:
+    values = {"plugin": "bsg", "api_key": API_KEY, "base_url": server.url_for("").rstrip("/"),
+              "concurrency": 4, "rate_limit": 1000, "timeout": "1s", **provider}
+    return f"""
+[exporter]
+state_path = {json.dumps(str(state))}
+[polling]
+tick = "100ms"
+schedule = ["100ms"]
+[providers.bsg]
+{toml_table(values)}
+"""
+
+
+def make_provider(server, host, tmp_path, **settings) -> BsgProvider:
+    config = parse_config(bsg_config(server, tmp_path / "s.db", **settings), host.provider_types(), {})
+    return BsgProvider("bsg", config.providers["bsg"].settings, ProviderHttp(timeout=1.0))
+
+
+@pytest.fixture
+def provider(bsg, builtin_host, tmp_path) -> BsgProvider:
+    return make_provider(bsg[0], builtin_host, tmp_path)
+
+
+def utc(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+def test_config_validation_reports_every_problem(builtin_host):
+    text = '[providers.b]\nplugin = "bsg"\nlookup = "phone"\ntimezone = "Mars/Olympus"\nbase_url = "x"\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, builtin_host.provider_types(), {})
+    paths = {path for path, _ in info.value.problems}
+    assert {"providers.b.api_key", "providers.b.lookup", "providers.b.timezone", "providers.b.base_url"} <= paths
+
+
+def test_defaults_and_key_file(builtin_host, tmp_path):
+    (tmp_path / "key").write_text(API_KEY + "\n")
+    text = f'[providers.b]\nplugin = "bsg"\napi_key_file = "{tmp_path / "key"}"\n'
+    settings = parse_config(text, builtin_host.provider_types(), {}).providers["b"].settings
+    assert (settings.api_key.reveal(), settings.base_url, settings.lookup) == (API_KEY, "https://api.bsg.world", "id")
+    assert settings.timezone == ZoneInfo("UTC")
+
+
+def test_ids_per_lookup_mode(bsg, builtin_host, tmp_path, provider):
+    assert provider.check_id("217") is None
+    assert "digits" in provider.check_id("ext_id_19")
+    by_ref = make_provider(bsg[0], builtin_host, tmp_path, lookup="reference")
+    assert by_ref.check_id("extid19") is None
+    for bad in ("", "x" * 33, "ext_id_19", "a b"):
+        assert "reference" in by_ref.check_id(bad)
+
+
+def test_both_lookup_modes_use_their_paths_and_the_key_header(bsg, builtin_host, tmp_path, provider):
+    _, fake = bsg
+    fake.by_id["217"] = status_body("delivered")
+    fake.by_reference["ref19"] = status_body("read", reference="ref19")
+    assert provider.fetch("217").status is Status.DELIVERED
+    by_ref = make_provider(bsg[0], builtin_host, tmp_path, lookup="reference")
+    assert by_ref.fetch("ref19").status is Status.READ
+    assert fake.requests == ["/rest/viber/217", "/rest/viber/reference/ref19"]
+
+
+@pytest.mark.parametrize(("error", "price_value"), [(0, 0.23), ("0", "0.02"), ("0", 0), (0, "1")])
+def test_numeric_and_string_error_and_price(bsg, provider, error, price_value):
+    _, fake = bsg
+    fake.by_id["1"] = status_body("sent", error=error, price=price_value)
+    obs = provider.fetch("1")
+    assert obs.price == float(price_value) and obs.currency == "EUR"
+
+
+@pytest.mark.parametrize(("raw", "expected"), sorted(STATUS_MAP.items()) + [("unknown", Status.UNKNOWN), ("Brand_New", Status.UNKNOWN)])
+def test_every_status(bsg, provider, raw, expected):
+    _, fake = bsg
+    fake.by_id["1"] = status_body(raw.upper() if raw == "read" else raw)  # compared case-insensitively
+    obs = provider.fetch("1")
+    assert obs.status is expected
+    if expected.is_failure or expected is Status.UNKNOWN:
+        assert obs.reason == raw.lower()
+    else:
+        assert obs.reason is None
+
+
+def test_times_and_time_dr_only_for_delivered_or_read(bsg, provider):
+    _, fake = bsg
+    fake.by_id["1"] = status_body("delivered")
+    obs = provider.fetch("1")
+    assert obs.sent_at.timestamp() == utc("2016-01-01 00:00:02")
+    assert obs.delivered_at.timestamp() == utc("2016-01-01 00:01:01")
+    fake.by_id["1"] = status_body("expired")
+    obs = provider.fetch("1")
+    assert obs.delivered_at is None and obs.read_at is None and obs.reason == "expired"
+    body = status_body("sent")
+    body["time_sent"] = ""
+    fake.by_id["1"] = body
+    assert provider.fetch("1").sent_at.timestamp() == utc("2016-01-01 00:00:01"), "time_in when time_sent is empty"
+
+
+def test_non_utc_timezone(bsg, builtin_host, tmp_path):
+    _, fake = bsg
+    kyiv = make_provider(bsg[0], builtin_host, tmp_path, timezone="Europe/Kyiv")
+    fake.by_id["1"] = status_body("read")
+    obs = kyiv.fetch("1")
+    assert obs.read_at.timestamp() == utc("2016-01-01 00:01:01") - 2 * 3600  # UTC+2 in winter
+
+
+def test_alt_route_fallbacks(bsg, provider):
+    _, fake = bsg
+    fake.by_id["1"] = status_body("failed", alt_route=[{"channel": "sms", "id": "9", "status": "delivered", "price": "0.05"}])
+    obs = provider.fetch("1")
+    assert [(f.channel, f.price, f.currency, f.status) for f in obs.fallbacks] == [("sms", 0.05, "EUR", "delivered")]
+    fake.by_id["1"] = status_body("failed", alt_route=[{"channel": "sms", "id": "string", "status": "scheduled", "price": "string"}])
+    assert [f.price for f in provider.fetch("1").fallbacks] == [None], "BSG's own placeholder price"
+
+
+@pytest.mark.parametrize("http_status", [200, 404])
+def test_error_40_is_not_found_at_either_http_status(bsg, provider, http_status):
+    _, fake = bsg
+    fake.not_found_http = http_status
+    with pytest.raises(FetchError) as info:
+        provider.fetch("404")
+    assert info.value.outcome is Outcome.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("response", "outcome"),
+    [
+        (lambda: Response(json.dumps({"error": 1, "errorDescription": "Invalid API key"}), 200), Outcome.AUTH_ERROR),
+        (lambda: Response(json.dumps({"error": "7", "errorDescription": "Invalid parameters"}), 200), Outcome.CLIENT_ERROR),
+        (lambda: Response(json.dumps({"message": "Too many"}), 429, headers={"Retry-After": "3"}), Outcome.RATE_LIMITED),
+        (lambda: Response("<html>oops</html>", 500), Outcome.SERVER_ERROR),
+        (lambda: Response(json.dumps({"code": 401, "message": "Unauthorized"}), 401), Outcome.AUTH_ERROR),
+        (lambda: Response("{broken", 200), Outcome.INVALID_RESPONSE),
+        (lambda: Response("[]", 200), Outcome.INVALID_RESPONSE),
+        (lambda: Response(json.dumps({"error": "zero"}), 200), Outcome.INVALID_RESPONSE),
+        (lambda: Response(json.dumps(status_body("read", price="free")), 200), Outcome.INVALID_RESPONSE),
+        (lambda: Response(json.dumps(status_body("read", time_dr="yesterday")), 200), Outcome.INVALID_RESPONSE),
+        (lambda: Response(json.dumps({k: v for k, v in status_body("read").items() if k != "status"}), 200), Outcome.INVALID_RESPONSE),
+    ],
+)
+def test_error_answers_become_outcomes(bsg, provider, response, outcome):
+    _, fake = bsg
+    fake.by_id["1"] = status_body("read")
+    fake.faults.append(response())
+    with pytest.raises(FetchError) as info:
+        provider.fetch("1")
+    assert info.value.outcome is outcome
+    if outcome is Outcome.RATE_LIMITED:
+        assert info.value.retry_after == 3.0
+
+
+def test_invalid_key_and_timeout(bsg, builtin_host, tmp_path):
+    _, fake = bsg
+    fake.by_id["1"] = status_body("read")
+    wrong = make_provider(bsg[0], builtin_host, tmp_path, api_key="live_wrong")
+    with pytest.raises(FetchError) as info:
+        wrong.fetch("1")
+    assert info.value.outcome is Outcome.AUTH_ERROR
+    fake.delay = 1.5
+    with pytest.raises(FetchError) as info:
+        make_provider(bsg[0], builtin_host, tmp_path).fetch("1")
+    assert info.value.outcome is Outcome.TIMEOUT
+
+
+def test_callback_parsing(bsg, builtin_host, tmp_path, provider):
+    body = status_body("delivered") | {"id": "217"}
+    [(message_id, obs)] = provider.parse_callback(json.dumps(body).encode(), "application/json")
+    assert message_id == "217" and obs.status is Status.DELIVERED and obs.price == 0.02
+    by_ref = make_provider(bsg[0], builtin_host, tmp_path, lookup="reference")
+    [(message_id, _)] = by_ref.parse_callback(json.dumps([body]).encode(), "application/json")
+    assert message_id == "ref1"
+    for bad in (b"nope", b"[3]", json.dumps(body | {"id": "abc"}).encode(), json.dumps(body | {"status": None}).encode()):
+        with pytest.raises(InvalidCallback):
+            provider.parse_callback(bad, "application/json")
+
+
+def test_poller_run_matches_ground_truth(bsg, builtin_host, tmp_path):
+    """Registration to settled metrics through the real poller; counts equal the fake's truth."""
+    _, fake = bsg
+    base = int(time.time()) - 600  # BSG's example dates are years old and would exceed max_age
+
+    def at(offset: int) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(base + offset))
+
+    truth = {  # id: (status, price, time_dr, sms legs)
+        "101": ("read", "0.02", at(32), []),
+        "102": ("delivered", 0.03, at(62), []),
+        "103": ("rejected", "0.01", at(5), []),
+        "104": ("expired", "0", at(600), [{"channel": "sms", "id": "9", "status": "delivered", "price": "0.05"}]),
+        "105": ("not_viber_user", 0, "", [{"channel": "sms", "id": "8", "status": "delivered", "price": 0.06}]),
+        "106": ("undelivered", "0.01", "", []),
+    }
+    config = parse_config(bsg_config(bsg[0], tmp_path / "s.db"), builtin_host.provider_types(), {})
+    exporter = Exporter(config, builtin_host, registry=CollectorRegistry())
+    exporter.start()
+    try:
+        exporter.register([Registration("bsg", i) for i in truth])  # no sent_at: BSG's time_sent is used
+        wait_for(lambda: sample(exporter, "viber_provider_requests_total", provider="bsg", outcome="not_found") >= 6)
+        for i in truth:
+            fake.by_id[i] = status_body("sent", price=None, time_in=at(1), time_sent=at(2))
+        wait_for(lambda: sample(exporter, "viber_message_status_transitions_total", provider="bsg", status="pending") == 6)
+        for i, (status, price_value, time_dr, legs) in truth.items():
+            fake.by_id[i] = status_body(status, price=price_value, time_dr=time_dr, alt_route=legs, time_in=at(1), time_sent=at(2))
+        wait_for(lambda: exporter.store.counts()[1]["bsg"] == 1, timeout=15)  # only the delivered one still polls
+        expected = {"pending": 6, "delivered": 2, "read": 1, "failed": 3, "expired": 1, "unknown": 0}
+        for status, count in expected.items():
+            assert sample(exporter, "viber_message_status_transitions_total", provider="bsg", status=status) == count, status
+        for reason in ("rejected", "expired", "not_viber_user", "undelivered"):
+            assert sample(exporter, "viber_message_failures_total", provider="bsg", reason=reason) == 1, reason
+        # sent = time_sent (base + 2); delivered at base + 32 (read) and base + 62: 30 s + 60 s.
+        assert sample(exporter, "viber_message_delivery_latency_seconds_count", provider="bsg") == 2
+        assert sample(exporter, "viber_message_delivery_latency_seconds_sum", provider="bsg") == pytest.approx(90)
+        assert sample(exporter, "viber_message_read_latency_seconds_sum", provider="bsg") == pytest.approx(30)
+        assert sample(exporter, "viber_message_cost_total", provider="bsg", currency="EUR", channel="viber") == pytest.approx(0.07)
+        assert sample(exporter, "viber_message_cost_total", provider="bsg", currency="EUR", channel="sms") == pytest.approx(0.11)
+        assert sample(exporter, "viber_message_sms_fallbacks_total", provider="bsg") == 2
+        state = exporter.store.get("bsg", "101")
+        assert state.sent_at == base + 2, "keyed on the queried id, sent time from BSG"
+    finally:
+        exporter.stop()

@@ -1,0 +1,337 @@
+"""The Routee plugin against a fake Routee served over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from pytest_httpserver import HTTPServer
+from werkzeug import Response
+
+from exporter.config import parse_config
+from exporter.engine import Exporter, Registration
+from exporter.errors import ConfigError
+from exporter.http import ProviderHttp
+from exporter.model import FetchError, Outcome, Status
+from exporter.pluginhost import PluginHost
+from exporter.provider import InvalidCallback
+from plugins.routee import RouteeProvider
+
+from .conftest import sample, toml_table, wait_for
+from .fake_routee import APP_ID, APP_SECRET, FakeRoutee, error, tracking
+
+TRACKING = "0a047b46-a4dd-4ca8-b817-a6a134dd1234"
+
+
+@pytest.fixture
+def routee() -> Iterator[tuple[HTTPServer, FakeRoutee]]:
+    server = HTTPServer(threaded=True)
+    server.start()
+    fake = FakeRoutee()
+    server.expect_request("/oauth/token", method="POST").respond_with_handler(fake.handle_token)
+    server.expect_request(re.compile(r"/viber/tracking/.*"), method="GET").respond_with_handler(fake.handle_tracking)
+    yield server, fake
+    server.clear()
+    if server.is_running():
+        server.stop()
+
+
+@pytest.fixture
+def builtin_host() -> PluginHost:
+    host = PluginHost()
+    host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})
+    return host
+
+
+def routee_config(server: HTTPServer, state: Path, **provider: Any) -> str:
+    url = server.url_for("").rstrip("/")
+    values = {"plugin": "routee", "application_id": APP_ID, "application_secret": APP_SECRET, "currency": "EUR",
+              "base_url": url, "token_url": f"{url}/oauth/token", "concurrency": 4, "rate_limit": 1000, "timeout": "2s",
+              **provider}
+    return f"""
+[exporter]
+state_path = {json.dumps(str(state))}
+[polling]
+tick = "100ms"
+schedule = ["100ms"]
+not_found_grace = "1h"
+[providers.routee]
+{toml_table(values)}
+"""
+
+
+@pytest.fixture
+def provider(routee, builtin_host, tmp_path) -> RouteeProvider:
+    server, _ = routee
+    config = parse_config(routee_config(server, tmp_path / "s.db"), builtin_host.provider_types(), {})
+    return RouteeProvider("routee", config.providers["routee"].settings, ProviderHttp(timeout=1.0, pool_size=8))
+
+
+def test_config_validation_reports_every_problem(builtin_host):
+    text = '[providers.r]\nplugin = "routee"\ncurrency = "euro"\nbase_url = "nope"\ntoken_url = "ftp://x"\nextra = 1\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, builtin_host.provider_types(), {})
+    paths = {path for path, _ in info.value.problems}
+    assert {"providers.r.application_id", "providers.r.application_secret", "providers.r.currency",
+            "providers.r.base_url", "providers.r.token_url", "providers.r.extra"} <= paths
+
+
+def test_secret_file_and_defaults(builtin_host, tmp_path):
+    (tmp_path / "secret").write_text(APP_SECRET)
+    text = f'[providers.r]\nplugin = "routee"\napplication_id = "a"\napplication_secret_file = "{tmp_path / "secret"}"\ncurrency = "USD"\n'
+    settings = parse_config(text, builtin_host.provider_types(), {}).providers["r"].settings
+    assert settings.application_secret.reveal() == APP_SECRET
+    assert (settings.base_url, settings.token_url) == ("https://connect.routee.net", "https://auth.routee.net/oauth/token")
+    assert APP_SECRET not in repr(settings)
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 65, "abc/def", "abc def", "ä"])
+def test_ids_are_validated(provider, bad):
+    assert "tracking id" in provider.check_id(bad)
+
+
+def test_ids_accepted(provider):
+    assert provider.check_id(TRACKING) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "reason"),
+    [
+        ("QUEUED", Status.PENDING, None),
+        ("Delivered", Status.DELIVERED, None),
+        ("SEEN", Status.READ, None),
+        ("UNDELIVERED", Status.FAILED, "not_viber_user"),
+        ("failed", Status.FAILED, "not_viber_user"),
+        ("UNSENT", Status.FAILED, "not_viber_user"),
+        ("EXPIRED", Status.EXPIRED, "not_viber_user"),
+        ("BRAND_NEW", Status.UNKNOWN, "not_viber_user"),
+    ],
+)
+def test_every_status(routee, provider, raw, status, reason):
+    _, fake = routee
+    fake.messages[TRACKING] = tracking(TRACKING, raw, reason="Not Viber User")
+    obs = provider.fetch(TRACKING)
+    assert (obs.status, obs.reason, obs.provider_status) == (status, reason, raw)
+    assert (obs.price, obs.currency, obs.country) == (0.035, "EUR", "GR")
+
+
+@pytest.mark.parametrize(
+    ("detailed", "reason"),
+    [("Not Viber User", "not_viber_user"), ("Opted Out", "opted_out"), ("System Failure", "system_failure"),
+     ("Message Rejected", "message_rejected"), ("Timed Out", "timed_out"),
+     ("Unsupported Equipment", "unsupported_equipment"), ("TTL Expired", "ttl_expired"), (None, "undelivered")],
+)
+def test_every_reason(routee, provider, detailed, reason):
+    _, fake = routee
+    fake.messages[TRACKING] = tracking(TRACKING, "UNDELIVERED", reason=detailed)
+    assert provider.fetch(TRACKING).reason == reason
+
+
+@pytest.mark.parametrize(
+    ("date", "epoch"),
+    [("2019-07-05T10:28:44.996Z", 1562322524.996), ("2019-07-05T10:28:44.44Z", 1562322524.44),
+     ("2019-07-05T10:28:49Z", 1562322529.0), ("2019-07-05T10:28:49", 1562322529.0),
+     ("2019-07-05T12:28:49+02:00", 1562322529.0)],
+)
+def test_each_date_form(routee, provider, date, epoch):
+    _, fake = routee
+    fake.messages[TRACKING] = tracking(TRACKING, "DELIVERED", date=date)
+    assert provider.fetch(TRACKING).delivered_at.timestamp() == pytest.approx(epoch)
+    fake.messages[TRACKING] = tracking(TRACKING, "SEEN", date=date)
+    obs = provider.fetch(TRACKING)
+    assert obs.read_at.timestamp() == pytest.approx(epoch) and obs.delivered_at is None
+
+
+@pytest.mark.parametrize("shape", ["list", "page"])
+def test_list_and_page_shapes(routee, provider, shape):
+    _, fake = routee
+    item = tracking(TRACKING, "SEEN")
+    fake.messages[TRACKING] = [item] if shape == "list" else {"content": [item], "totalElements": 1, "number": 0, "size": 20}
+    assert provider.fetch(TRACKING).status is Status.READ
+    fake.messages[TRACKING] = {"content": [], "totalElements": 0}
+    with pytest.raises(FetchError) as info:
+        provider.fetch(TRACKING)
+    assert info.value.outcome is Outcome.NOT_FOUND
+
+
+def test_token_fetched_once_and_reused_across_concurrent_polls(routee, provider):
+    _, fake = routee
+    fake.delay = 0.01
+    for i in range(40):
+        fake.messages[f"id-{i}"] = tracking(f"id-{i}", "QUEUED")
+    threads = [threading.Thread(target=provider.fetch, args=(f"id-{i}",)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert fake.token_requests == 1
+    assert len(fake.lookups) == 40
+
+
+def test_token_refreshed_before_expiry(routee, provider):
+    _, fake = routee
+    fake.expires_in = 1  # short-lived: refreshed at half its life (the 60 s margin does not fit)
+    fake.messages[TRACKING] = tracking(TRACKING, "QUEUED")
+    provider.fetch(TRACKING)
+    time.sleep(0.6)
+    provider.fetch(TRACKING)
+    assert fake.token_requests == 2
+    assert all(code == 200 for _, code in fake.lookups), "never used an expired token"
+
+
+def test_revoked_token_is_replaced_once_and_the_call_retried(routee, provider):
+    _, fake = routee
+    fake.messages[TRACKING] = tracking(TRACKING, "QUEUED")
+    provider.fetch(TRACKING)
+    fake.expire_all_tokens()
+    assert provider.fetch(TRACKING).status is Status.PENDING
+    assert fake.token_requests == 2
+    assert [code for _, code in fake.lookups] == [200, 401, 200]
+
+
+def test_403_after_a_fresh_token_is_auth_error(routee, provider):
+    _, fake = routee
+    fake.messages[TRACKING] = tracking(TRACKING, "QUEUED")
+    fake.faults.extend([error(403, "403000001", "insufficient scope"), error(403, "403000001", "insufficient scope")])
+    with pytest.raises(FetchError) as info:
+        provider.fetch(TRACKING)
+    assert info.value.outcome is Outcome.AUTH_ERROR and "insufficient scope" in info.value.message
+    assert fake.token_requests == 2, "one new token, one retry, then give up"
+
+
+@pytest.mark.parametrize(
+    ("response", "outcome", "retry_after"),
+    [
+        (lambda: error(429, "429000000", "too many"), Outcome.RATE_LIMITED, None),
+        (lambda: Response("{}", 429, headers={"Retry-After": "7"}), Outcome.RATE_LIMITED, 7.0),
+        (lambda: error(500, "500000000", "boom"), Outcome.SERVER_ERROR, None),
+        (lambda: error(400, "400019001", "bad id"), Outcome.CLIENT_ERROR, None),
+        (lambda: Response("<html>not found</html>", 404), Outcome.CLIENT_ERROR, None),
+        (lambda: Response("{not json", 200), Outcome.INVALID_RESPONSE, None),
+        (lambda: Response(json.dumps({"trackingId": TRACKING}), 200), Outcome.INVALID_RESPONSE, None),
+        (lambda: Response(json.dumps(tracking(TRACKING, "SEEN", date="yesterday")), 200), Outcome.INVALID_RESPONSE, None),
+        (lambda: Response(json.dumps(tracking(TRACKING, "SEEN") | {"price": "lots"}), 200), Outcome.INVALID_RESPONSE, None),
+    ],
+)
+def test_error_answers_become_outcomes(routee, provider, response, outcome, retry_after):
+    _, fake = routee
+    fake.messages[TRACKING] = tracking(TRACKING, "QUEUED")
+    provider.fetch(TRACKING)  # get a token first
+    fake.faults.append(response())
+    with pytest.raises(FetchError) as info:
+        provider.fetch(TRACKING)
+    assert info.value.outcome is outcome
+    assert info.value.retry_after == retry_after
+
+
+def test_not_found_code_and_bad_credentials(routee, provider):
+    _, fake = routee
+    with pytest.raises(FetchError) as info:
+        provider.fetch(TRACKING)
+    assert info.value.outcome is Outcome.NOT_FOUND
+    fake.valid_secret = "something-else"
+    fake.expire_all_tokens()
+    with pytest.raises(FetchError) as info:
+        provider.fetch(TRACKING)
+    assert info.value.outcome is Outcome.AUTH_ERROR
+    assert APP_SECRET not in info.value.message
+
+
+def test_timeout(routee, provider):
+    _, fake = routee
+    fake.messages[TRACKING] = tracking(TRACKING, "QUEUED")
+    provider.fetch(TRACKING)
+    fake.delay = 1.5
+    with pytest.raises(FetchError) as info:
+        provider.fetch(TRACKING)
+    assert info.value.outcome is Outcome.TIMEOUT
+
+
+def test_callback_parsing(provider):
+    body = {
+        "trackingId": TRACKING, "campaignTrackingId": "c", "to": "+30", "from": "S", "groups": [], "country": "GR",
+        "status": {"name": "DELIVERED", "reason": {"detailedStatus": "Delivered", "description": "…"},
+                   "updatedDate": "2019-07-05T10:28:44.996Z"},
+        "body": {"text": "hi"}, "ttl": 0, "applicationName": "default", "price": 0.035,
+        "direction": "Outbound", "originatingService": "Viber", "createdAt": "2019-07-05T10:28:44.566Z",
+    }
+    [(tracking_id, obs)] = provider.parse_callback(json.dumps(body).encode(), "application/json")
+    assert tracking_id == TRACKING
+    assert obs.status is Status.DELIVERED and obs.price == 0.035 and obs.currency == "EUR"
+    assert obs.sent_at.timestamp() == pytest.approx(1562322524.566)
+    assert obs.delivered_at.timestamp() == pytest.approx(1562322524.996)
+    failed = body | {"status": {"name": "Undelivered", "reason": {"detailedStatus": "Opted Out"}, "updatedDate": "2019-07-05T10:29:00Z"}}
+    [(_, obs)] = provider.parse_callback(json.dumps([failed]).encode(), "application/json")
+    assert (obs.status, obs.reason) == (Status.FAILED, "opted_out")
+    for bad in (b"{", b"[1]", json.dumps({"status": {"name": "SEEN"}}).encode(), json.dumps(body | {"status": {}}).encode()):
+        with pytest.raises(InvalidCallback):
+            provider.parse_callback(bad, "application/json")
+
+
+def run_exporter(host: PluginHost, text: str) -> Exporter:
+    exporter = Exporter(parse_config(text, host.provider_types(), {}), host, registry=CollectorRegistry())
+    exporter.start()
+    return exporter
+
+
+def test_poller_run_matches_ground_truth(routee, builtin_host, tmp_path):
+    """Registration to settled metrics through the real poller; counts equal the fake's truth."""
+    server, fake = routee
+    fake.expires_in = 2  # tokens expire (and are refreshed) during the run
+    truth = {
+        "a1": ("SEEN", None, 0.035), "a2": ("SEEN", None, 0.04), "a3": ("DELIVERED", None, 0.035),
+        "a4": ("UNDELIVERED", "Not Viber User", 0.0), "a5": ("EXPIRED", "TTL Expired", 0.01),
+        "a6": ("UNSENT", "Opted Out", None), "a7": ("FAILED", "Not Viber User", 0.02),
+    }
+    sent = float(int(time.time()) - 100)  # whole seconds: the fake's dates have no fraction
+    exporter = run_exporter(builtin_host, routee_config(server, tmp_path / "s.db", concurrency=3))
+    try:
+        exporter.register([Registration("routee", f"{i}-x", sent_at=sent) for i in truth])
+        # First the ids are not visible yet (404019006), then everything is QUEUED, then final.
+        wait_for(lambda: sample(exporter, "viber_provider_requests_total", provider="routee", outcome="not_found") >= 7)
+        for i in truth:
+            fake.messages[f"{i}-x"] = tracking(f"{i}-x", "QUEUED", price=None)
+        wait_for(lambda: sample(exporter, "viber_message_status_transitions_total", provider="routee", status="pending") == 7)
+        for i, (status, reason, price) in truth.items():
+            fake.messages[f"{i}-x"] = tracking(f"{i}-x", status, reason=reason, price=price,
+                                               date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sent + 30)))
+        wait_for(lambda: exporter.store.counts()[0].get(("routee", Status.DELIVERED), 0) == 1
+                 and exporter.store.counts()[1]["routee"] == 1, timeout=15)
+        time.sleep(2.5)  # the token expires at least once more while a3 is still polled
+        expected = {"pending": 7, "delivered": 3, "read": 2, "failed": 3, "expired": 1, "unknown": 0}
+        for status, count in expected.items():
+            assert sample(exporter, "viber_message_status_transitions_total", provider="routee", status=status) == count, status
+        assert sample(exporter, "viber_message_failures_total", provider="routee", reason="not_viber_user") == 2
+        assert sample(exporter, "viber_message_failures_total", provider="routee", reason="opted_out") == 1
+        assert sample(exporter, "viber_message_failures_total", provider="routee", reason="ttl_expired") == 1
+        assert sample(exporter, "viber_message_delivery_latency_seconds_count", provider="routee") == 3
+        assert sample(exporter, "viber_message_delivery_latency_seconds_sum", provider="routee") == pytest.approx(90)
+        assert sample(exporter, "viber_message_cost_total", provider="routee", currency="EUR", channel="viber") == pytest.approx(0.035 * 2 + 0.04 + 0.01 + 0.02)
+        assert fake.token_requests >= 2
+        assert sample(exporter, "viber_provider_requests_total", provider="routee", outcome="auth_error") == 0
+    finally:
+        exporter.stop()
+
+
+def test_bad_credentials_take_the_provider_down_and_lose_nothing(routee, builtin_host, tmp_path):
+    server, fake = routee
+    fake.valid_secret = "rotated"
+    fake.messages["b-1"] = tracking("b-1", "SEEN")
+    exporter = run_exporter(builtin_host, routee_config(server, tmp_path / "s.db", concurrency=1))
+    try:
+        exporter.register([Registration("routee", "b-1")])
+        wait_for(lambda: sample(exporter, "viber_provider_up", provider="routee") == 0)
+        assert sample(exporter, "viber_provider_requests_total", provider="routee", outcome="auth_error") >= 1
+        assert exporter.store.get("routee", "b-1").watched
+        fake.valid_secret = APP_SECRET  # credentials work again
+        wait_for(lambda: exporter.store.get("routee", "b-1").status is Status.READ, timeout=15)
+        assert sample(exporter, "viber_provider_up", provider="routee") == 1
+    finally:
+        exporter.stop()
