@@ -164,7 +164,7 @@ def test_numeric_and_string_error_and_price(bsg, provider, error, price_value):
     assert obs.price == float(price_value) and obs.currency == "EUR"
 
 
-@pytest.mark.parametrize(("raw", "expected"), sorted(STATUS_MAP.items()) + [("unknown", Status.UNKNOWN), ("Brand_New", Status.UNKNOWN)])
+@pytest.mark.parametrize(("raw", "expected"), [*sorted(STATUS_MAP.items()), ("unknown", Status.UNKNOWN), ("Brand_New", Status.UNKNOWN)])
 def test_every_status(bsg, provider, raw, expected):
     _, fake = bsg
     fake.by_id["1"] = status_body(raw.upper() if raw == "read" else raw)  # compared case-insensitively
