@@ -10,13 +10,26 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .model import PROVIDER_ANSWERS, PROVIDER_FAILURES, Outcome
 
+RECENT_ERRORS = 20
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 60.0
 RETRY_AFTER_CAP = 3600.0
+
+
+@dataclass(frozen=True)
+class RecentError:
+    """One failed call, for the landing page and the providers API (already redacted)."""
+
+    at: float
+    message_id: str
+    outcome: str
+    message: str
 
 
 class ProviderHealth:
@@ -30,6 +43,7 @@ class ProviderHealth:
         self.last_success: float | None = None
         self.overdue_since: float | None = None
         self.consecutive_failures = 0
+        self.recent_errors: deque[RecentError] = deque(maxlen=RECENT_ERRORS)
         self._level = 0
         self._paused_until = 0.0
         self._rng = rng or random.Random()
@@ -47,6 +61,11 @@ class ProviderHealth:
         """Exponential backoff with equal jitter: half fixed, half random."""
         delay: float = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** max(level - 1, 0))
         return delay * (0.5 + self._rng.random() / 2)
+
+    def note_error(self, message_id: str, outcome: Outcome, message: str) -> None:
+        self.recent_errors.append(
+            RecentError(self._wall_clock(), message_id, outcome.value, message)
+        )
 
     def record(self, outcome: Outcome, retry_after: float | None = None) -> None:
         with self._lock:

@@ -139,28 +139,34 @@ class ProviderPoller:
             return []
         if health.paused():
             return []
-        provider = self.instance.provider
         started = time.perf_counter()
-        answers: dict[str, Observation | FetchError]
-        try:
-            if len(ids) == 1 and provider.batch_size == 1:
-                answers = {ids[0]: provider.fetch(ids[0])}
-            else:
-                answers = dict(provider.fetch_many(ids))
-            outcome, retry_after = Outcome.OK, None
-        except FetchError as e:
-            answers = dict.fromkeys(ids, e)
-            outcome, retry_after = e.outcome, e.retry_after
-        except Exception as e:  # a plugin bug is an invalid answer, never a dead poller
-            log.warning("plugin %s raised %s", self.name, type(e).__name__, exc_info=True)
-            error = FetchError(Outcome.INVALID_RESPONSE, f"plugin error: {type(e).__name__}: {e}")
-            answers = dict.fromkeys(ids, error)
-            outcome, retry_after = error.outcome, None
+        answers, outcome, retry_after = self._fetch(ids)
         self.metrics.request(self.name, outcome, time.perf_counter() - started)
         was_up = health.up
         health.record(outcome, retry_after)
+        if outcome not in (Outcome.OK, Outcome.NOT_FOUND):
+            failure = next((a for a in answers.values() if isinstance(a, FetchError)), None)
+            health.note_error(
+                ",".join(ids), outcome, redact(failure.message) if failure else outcome.value
+            )
         self._log_health_change(was_up, health.up, answers)
         return [self._result(message_id, answers.get(message_id)) for message_id in ids]
+
+    def _fetch(
+        self, ids: list[str]
+    ) -> tuple[dict[str, Observation | FetchError], Outcome, float | None]:
+        """Call the plugin; every exception becomes an outcome."""
+        provider = self.instance.provider
+        try:
+            if len(ids) == 1 and provider.batch_size == 1:
+                return {ids[0]: provider.fetch(ids[0])}, Outcome.OK, None
+            return dict(provider.fetch_many(ids)), Outcome.OK, None
+        except FetchError as e:
+            return dict.fromkeys(ids, e), e.outcome, e.retry_after
+        except Exception as e:  # a plugin bug is an invalid answer, never a dead poller
+            log.warning("plugin %s raised %s", self.name, type(e).__name__, exc_info=True)
+            error = FetchError(Outcome.INVALID_RESPONSE, f"plugin error: {type(e).__name__}: {e}")
+            return dict.fromkeys(ids, error), error.outcome, None
 
     @staticmethod
     def _result(message_id: str, answer: Observation | FetchError | None) -> PollResult:

@@ -52,8 +52,10 @@ def config_text(
     *,
     polling: dict[str, Any] | None = None,
     provider: dict[str, Any] | None = None,
+    exporter: dict[str, Any] | None = None,
     extra: str = "",
 ) -> str:
+    exporter_values = {"listen": "127.0.0.1:0", "state_path": str(state_path), **(exporter or {})}
     polling_values = {
         "tick": "100ms", "schedule": ["100ms"], "max_age": "1h", "read_window": "1h",
         "not_found_grace": "1h", **(polling or {}),
@@ -64,8 +66,7 @@ def config_text(
     }
     return f"""
 [exporter]
-listen = "127.0.0.1:0"
-state_path = {json.dumps(str(state_path))}
+{toml_table(exporter_values)}
 
 [polling]
 {toml_table(polling_values)}

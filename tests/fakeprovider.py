@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -99,18 +99,18 @@ class FakeProvider(Provider):
         if isinstance(data, dict) and data.get("explode"):
             # Plays a careless plugin whose exception text holds its secret.
             raise RuntimeError(f"could not use key {self.settings.api_key.reveal()}")
-        observation = parse_message(data)
-        if observation.currency is None:
-            from dataclasses import replace
+        return self._with_currency(parse_message(data))
 
-            observation = replace(observation, currency=self.settings.currency)
+    def _with_currency(self, observation: Observation) -> Observation:
+        if observation.currency is None:
+            return replace(observation, currency=self.settings.currency)
         return observation
 
     def parse_callback(self, body: bytes, content_type: str) -> list[tuple[str, Observation]]:
         try:
             data = json.loads(body)
-            return [(data["id"], parse_message(data))]
-        except (ValueError, KeyError, FetchError) as e:
+            return [(data["id"], self._with_currency(parse_message(data)))]
+        except (ValueError, KeyError, TypeError, FetchError) as e:
             raise InvalidCallback(str(e)) from e
 
 

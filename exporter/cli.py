@@ -1,0 +1,350 @@
+"""The command line (SPEC §7). ``main(argv) -> int``; only this module prints."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import tomllib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import requests
+
+from .config import Config, default_config_path, load_config
+from .errors import ConfigError, PluginError, StoreError, ViberExporterError
+from .logs import setup_logging
+from .pluginhost import PluginHost
+from .version import __version__
+
+log = logging.getLogger(__name__)
+
+API_TOKEN_ENV = "VIBER_EXPORTER_API_TOKEN"  # noqa: S105 (a variable name)
+IMPORT_BATCH = 1000
+STOP_TIMEOUT = 8.0
+
+
+class Failure(click.ClickException):
+    """Exit 1 with a one-line reason on stderr."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"viber-exporter: {self.message}", err=True)
+
+
+def load_plugins() -> PluginHost:
+    host = PluginHost()
+    host.load()
+    return host
+
+
+def load(config_path: Path | None, host: PluginHost) -> Config:
+    path = config_path or default_config_path()
+    try:
+        return load_config(path, host.provider_types())
+    except PluginError as e:
+        raise Failure(str(e)) from e
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Configuration file (default: $VIBER_EXPORTER_CONFIG or ./config.toml).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="viber-exporter")
+def cli() -> None:
+    """Prometheus exporter for the delivery status, latency and cost of Viber messages."""
+
+
+@cli.command()
+@config_option
+def run(config_path: Path | None) -> None:
+    """Run the exporter: poll providers and serve /metrics and the API."""
+    from .engine import Exporter
+    from .server import HttpServer
+
+    host = load_plugins()
+    try:
+        config = load(config_path, host)
+    except ConfigError as e:
+        click.echo(str(e), err=True)
+        raise Failure("invalid configuration") from e
+    setup_logging(config.exporter.log_level, config.exporter.log_format)
+    try:
+        exporter = Exporter(config, host)
+    except StoreError as e:
+        raise Failure(str(e)) from e
+    try:
+        server = HttpServer(exporter, config.exporter.listen_host, config.exporter.listen_port)
+    except OSError as e:
+        exporter.stop()
+        raise Failure(f"cannot listen on {config.exporter.listen}: {e.strerror or e}") from e
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: Any) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, request_stop)
+    exporter.start()
+    server.start()
+    log.info("viber-exporter %s listening on %s", __version__, server.url)
+    stop.wait()
+    server.stop()
+    exporter.stop(timeout=STOP_TIMEOUT)
+    log.info("stopped")
+
+
+@cli.command("check-config")
+@config_option
+def check_config(config_path: Path | None) -> None:
+    """Validate the configuration and list every problem (exit 1 on any)."""
+    host = load_plugins()
+    try:
+        config = load(config_path, host)
+    except ConfigError as e:
+        click.echo(str(e), err=True)
+        raise Failure("invalid configuration") from e
+    providers = ", ".join(
+        f"{name} ({p.plugin}{'' if p.enabled else ', disabled'})"
+        for name, p in config.providers.items()
+    )
+    click.echo(f"configuration OK: {len(config.providers)} provider instance(s): {providers}")
+
+
+@cli.command()
+@click.option("--all", "include_builtin", is_flag=True, help="Include the built-in plugins.")
+def plugins(include_builtin: bool) -> None:
+    """List installed provider plugins as JSON."""
+    host = load_plugins()
+    try:
+        infos = host.describe(include_builtin=include_builtin)
+    except PluginError as e:
+        raise Failure(str(e)) from e
+    listing = [
+        {
+            "name": i.name,
+            "package": i.package,
+            "version": i.version,
+            "builtin": i.builtin,
+            "hooks": list(i.hooks),
+            "providers": list(i.providers),
+            **({"error": i.error} if i.error else {}),
+        }
+        for i in infos
+    ]
+    click.echo(json.dumps(listing, indent=2))
+
+
+@cli.command()
+@click.argument("provider")
+@click.argument("message_id", metavar="ID")
+@config_option
+def probe(provider: str, message_id: str, config_path: Path | None) -> None:
+    """Look one message up now: the provider's raw answer and the normalised result."""
+    from .probe import run_probe
+
+    host = load_plugins()
+    try:
+        config = load(config_path, host)
+    except ConfigError as e:
+        click.echo(str(e), err=True)
+        raise Failure("invalid configuration") from e
+    if provider not in config.providers:
+        raise Failure(f"no provider instance {provider!r} in the configuration")
+    report, ok = run_probe(config.providers[provider], message_id)
+    click.echo(json.dumps(report, indent=2))
+    if not ok:
+        raise Failure(f"lookup failed: {report['result']['outcome']}")
+
+
+# -- watch: a client of a running exporter's API -----------------------------------------
+
+
+def default_url(config_path: Path | None) -> str:
+    """The running exporter's address from the config's `listen` (unvalidated read)."""
+    path = config_path or default_config_path()
+    listen = "127.0.0.1:9839"
+    with contextlib.suppress(OSError, tomllib.TOMLDecodeError):
+        listen = str(
+            tomllib.loads(path.read_text(encoding="utf-8"))
+            .get("exporter", {})
+            .get("listen", listen)
+        )
+    host, _, port = listen.rpartition(":")
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
+    return f"http://{host}:{port}"
+
+
+class ApiClient:
+    def __init__(self, url: str | None, config_path: Path | None) -> None:
+        self.url = (url or default_url(config_path)).rstrip("/")
+        self.session = requests.Session()
+        token = os.environ.get(API_TOKEN_ENV)
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.session.request(method, f"{self.url}{path}", timeout=30, **kwargs)
+        except requests.RequestException as e:
+            raise Failure(f"cannot reach the exporter at {self.url}: {type(e).__name__}") from e
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code >= 400:
+            error = body.get("error") if isinstance(body, dict) else response.reason
+            details = body.get("details") if isinstance(body, dict) else None
+            if details:
+                for d in details[:20]:
+                    click.echo(f"  item {d.get('index')}: {d.get('error')}", err=True)
+            raise Failure(f"HTTP {response.status_code}: {error}")
+        return body
+
+
+url_option = click.option(
+    "--url", help="The exporter's address (default: from the config's listen)."
+)
+
+
+@cli.group()
+def watch() -> None:
+    """Register and list watched messages on a running exporter (token: $VIBER_EXPORTER_API_TOKEN)."""
+
+
+@watch.command("add")
+@click.argument("provider")
+@click.argument("ids", metavar="ID...", nargs=-1, required=True)
+@click.option("--sent-at", help="RFC 3339 send time for all IDs, e.g. 2026-11-23T10:00:00Z.")
+@url_option
+@config_option
+def watch_add(
+    provider: str,
+    ids: Sequence[str],
+    sent_at: str | None,
+    url: str | None,
+    config_path: Path | None,
+) -> None:
+    """Register one or more message ids of one provider instance."""
+    items = [
+        {"provider": provider, "id": i, **({"sent_at": sent_at} if sent_at else {})} for i in ids
+    ]
+    result = ApiClient(url, config_path).call("POST", "/api/v1/messages", json={"messages": items})
+    click.echo(f"accepted {result['accepted']}, duplicates {result['duplicates']}")
+
+
+def _csv_items(path: Path) -> Iterator[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        for number, row in enumerate(csv.reader(f), start=1):
+            if not row or (
+                number == 1 and [c.strip().lower() for c in row[:2]] == ["provider", "id"]
+            ):
+                continue
+            if len(row) < 2 or len(row) > 3:
+                raise Failure(
+                    f"{path}:{number}: expected provider,id[,sent_at], got {len(row)} columns"
+                )
+            item = {"provider": row[0].strip(), "id": row[1].strip()}
+            if len(row) == 3 and row[2].strip():
+                item["sent_at"] = row[2].strip()
+            yield item
+
+
+@watch.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@url_option
+@config_option
+def watch_import(file: Path, url: str | None, config_path: Path | None) -> None:
+    """Register every row of a CSV file (columns: provider,id[,sent_at])."""
+    client = ApiClient(url, config_path)
+    accepted = duplicates = 0
+    batch: list[dict[str, str]] = []
+
+    def send() -> None:
+        nonlocal accepted, duplicates
+        result = client.call("POST", "/api/v1/messages", json={"messages": batch})
+        accepted += result["accepted"]
+        duplicates += result["duplicates"]
+        batch.clear()
+
+    for item in _csv_items(file):
+        batch.append(item)
+        if len(batch) == IMPORT_BATCH:
+            send()
+    if batch:
+        send()
+    click.echo(f"accepted {accepted}, duplicates {duplicates}")
+
+
+@watch.command("list")
+@click.option("--provider", help="Only this provider instance.")
+@click.option(
+    "--status", type=click.Choice(["pending", "delivered", "read", "failed", "expired", "unknown"])
+)
+@url_option
+@config_option
+def watch_list(
+    provider: str | None, status: str | None, url: str | None, config_path: Path | None
+) -> None:
+    """List stored messages (tab-separated: provider, id, status, reason, polls, next poll)."""
+    client = ApiClient(url, config_path)
+    params: dict[str, str] = {"limit": "1000"}
+    if provider:
+        params["provider"] = provider
+    if status:
+        params["status"] = status
+    while True:
+        page = client.call("GET", "/api/v1/messages", params=params)
+        for m in page["messages"]:
+            fields = [
+                m["provider"],
+                m["id"],
+                m["status"],
+                m["reason"] or "-",
+                str(m["polls"]),
+                m["next_poll_at"] or "-",
+            ]
+            click.echo("\t".join(fields))
+        if not page["next"]:
+            break
+        params["after"] = page["next"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code (0 success, 1 failure, 2 usage error)."""
+    try:
+        cli.main(
+            args=list(argv) if argv is not None else sys.argv[1:],
+            prog_name="viber-exporter",
+            standalone_mode=False,
+        )
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        return int(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 1
+    except ViberExporterError as e:
+        click.echo(f"viber-exporter: {e}", err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""``viber-exporter probe``: one live lookup, showing the raw answer and the result.
+
+Every exchange with the provider is recorded; bodies are shown with secrets redacted
+(both the configured ones and token-like fields such as ``access_token``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+import requests
+
+from .config import ProviderConfig
+from .http import ProviderHttp
+from .model import FetchError, Observation
+from .secrets import MASK, redact
+
+SENSITIVE_KEYS = ("token", "secret", "password", "api_key", "apikey", "authorization")
+
+
+class RecordingHttp(ProviderHttp):
+    def __init__(self, timeout: float) -> None:
+        super().__init__(timeout)
+        self.exchanges: list[requests.Response] = []
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        response = super().request(method, url, **kwargs)
+        self.exchanges.append(response)
+        return response
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: MASK if any(s in k.lower() for s in SENSITIVE_KEYS) else _mask(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    return value
+
+
+def _body(response: requests.Response) -> Any:
+    try:
+        return _mask(json.loads(response.content))
+    except ValueError:
+        return redact(response.text[:2000])
+
+
+def _observation(obs: Observation) -> dict[str, Any]:
+    data = asdict(obs)
+    for key in ("sent_at", "delivered_at", "read_at"):
+        data[key] = data[key].isoformat() if data[key] else None
+    data["status"] = obs.status.value
+    return data
+
+
+def run_probe(config: ProviderConfig, message_id: str) -> tuple[dict[str, Any], bool]:
+    http = RecordingHttp(config.timeout)
+    provider = config.type.cls(config.name, config.settings, http)
+    problem = provider.check_id(message_id)
+    if problem:
+        return {
+            "provider": config.name,
+            "id": message_id,
+            "result": {"outcome": "rejected", "error": problem},
+        }, False
+    try:
+        observation = provider.fetch(message_id)
+        result: dict[str, Any] = {"outcome": "ok", "observation": _observation(observation)}
+        ok = True
+    except FetchError as e:
+        result = {"outcome": e.outcome.value, "error": redact(e.message)}
+        ok = False
+    finally:
+        provider.close()
+    exchanges = [
+        {
+            "method": r.request.method,
+            "url": redact(r.url),
+            "status": r.status_code,
+            "body": _body(r),
+        }
+        for r in http.exchanges
+    ]
+    return {
+        "provider": config.name,
+        "plugin": config.plugin,
+        "id": message_id,
+        "exchanges": exchanges,
+        "result": result,
+    }, ok

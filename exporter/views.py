@@ -1,0 +1,87 @@
+"""JSON shapes the HTTP API returns: messages and provider instances."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from .engine import Exporter
+from .model import Status
+from .state import MessageState, SentSource
+
+
+def rfc3339(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return (
+        datetime.fromtimestamp(timestamp, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def message_json(state: MessageState) -> dict[str, Any]:
+    return {
+        "provider": state.provider,
+        "id": state.id,
+        "status": state.status.value,
+        "provider_status": state.provider_status,
+        "reason": state.reason,
+        "watched": state.watched,
+        "sent_at": rfc3339(state.sent_at),
+        "sent_at_source": {
+            SentSource.GIVEN: "registration",
+            SentSource.PROVIDER: "provider",
+            SentSource.REGISTERED: "registration_time",
+        }[state.sent_source],
+        "registered_at": rfc3339(state.registered_at),
+        "delivered_at": rfc3339(state.delivered_at),
+        "read_at": rfc3339(state.read_at),
+        "price": state.price,
+        "currency": state.currency,
+        "sms_price": state.sms_price,
+        "country": state.country,
+        "polls": state.polls,
+        "errors": state.errors,
+        "last_poll_at": rfc3339(state.last_poll_at),
+        "next_poll_at": rfc3339(state.next_poll),
+        "settled_at": rfc3339(state.settled_at),
+        "last_error": state.last_error,
+    }
+
+
+def providers_json(exporter: Exporter) -> list[dict[str, Any]]:
+    counts, watched = exporter.store.counts()
+    now = exporter.clock()
+    result = []
+    for name, config in exporter.config.providers.items():
+        instance = exporter.instances.get(name)
+        entry: dict[str, Any] = {
+            "name": name,
+            "plugin": config.plugin,
+            "version": config.type.version,
+            "enabled": instance is not None,
+            "callbacks": config.callback_token is not None,
+            "watched": watched.get(name, 0),
+            "messages": {s.value: counts.get((name, s), 0) for s in Status},
+        }
+        if instance is not None:
+            health = instance.health
+            overdue = health.overdue_since
+            entry |= {
+                "up": health.up,
+                "last_success_at": rfc3339(health.last_success),
+                "poll_lag_seconds": round(max(0.0, now - overdue), 3) if overdue else 0.0,
+                "paused_for_seconds": round(health.pause_remaining(), 3),
+                "recent_errors": [
+                    {
+                        "at": rfc3339(e.at),
+                        "message_id": e.message_id,
+                        "outcome": e.outcome,
+                        "message": e.message,
+                    }
+                    for e in reversed(health.recent_errors)
+                ],
+            }
+        result.append(entry)
+    return result

@@ -1,0 +1,45 @@
+"""The shipped config.toml is complete and valid once its environment variables are set."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from exporter.config import parse_config
+from exporter.errors import ConfigError
+from exporter.pluginhost import PluginHost
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {"ROUTEE_APPLICATION_ID": "id", "ROUTEE_APPLICATION_SECRET": "secret", "BSG_API_KEY": "live_key"}
+
+
+@pytest.fixture
+def host() -> PluginHost:
+    host = PluginHost()
+    host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})
+    return host
+
+
+def test_shipped_config_is_valid_with_its_environment(host):
+    config = parse_config((ROOT / "config.toml").read_text(), host.provider_types(), ENV)
+    assert set(config.providers) == {"routee", "bsg"}
+    assert config.exporter.api_token is None
+    assert config.polling.schedule == (10, 30, 60, 120, 300, 600, 1800)
+
+
+def test_shipped_config_names_its_missing_variables(host):
+    with pytest.raises(ConfigError) as info:
+        parse_config((ROOT / "config.toml").read_text(), host.provider_types(), {})
+    text = str(info.value)
+    for var in ENV:
+        assert var in text
+
+
+def test_shipped_config_sets_every_binding_key():
+    document = tomllib.loads((ROOT / "config.toml").read_text())
+    assert set(document["exporter"]) >= {"listen", "state_path", "api_token", "log_level"}
+    assert set(document["polling"]) == {
+        "tick", "schedule", "max_age", "read_window", "not_found_grace", "retention", "max_watched",
+    }
