@@ -193,7 +193,7 @@ def test_get_delete_and_list_with_filters_and_cursor(make_config, serve, fake_se
 def test_providers_endpoint_and_landing_page(make_config, serve, fake_server):
     _, api = fake_server
     api.outage = (500, "oops", {})
-    exporter, url = serve(make_config())
+    _, url = serve(make_config())
     post(url, messages("e1"))
     wait_for(lambda: requests.get(f"{url}/api/v1/providers", timeout=5).json()["providers"][0]["recent_errors"])
     [provider] = requests.get(f"{url}/api/v1/providers", timeout=5).json()["providers"]
