@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -13,16 +14,21 @@ from .web import WebApp
 class HttpServer:
     def __init__(self, exporter: Exporter, host: str, port: int) -> None:
         self.app = WebApp(exporter)
-        self._server: BaseWSGIServer = make_server(host, port, self.app, threaded=True)
+        # Bind ourselves: on a busy port Werkzeug would print and sys.exit(); we raise OSError.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._socket = socket.create_server((host, port), family=family, backlog=128)
+        self._server: BaseWSGIServer = make_server(
+            host, port, self.app, threaded=True, fd=self._socket.fileno()
+        )
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 
     @property
     def port(self) -> int:
-        return int(self._server.server_port)
+        return int(self._socket.getsockname()[1])
 
     @property
     def url(self) -> str:
-        host = self._server.host
+        host = str(self._socket.getsockname()[0])
         host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
@@ -33,3 +39,4 @@ class HttpServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self._socket.close()

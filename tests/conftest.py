@@ -108,6 +108,25 @@ def run_exporter(fake_host: PluginHost) -> Iterator[Callable[..., Exporter]]:
             exporter.stop(timeout=5)
 
 
+@pytest.fixture
+def serve(run_exporter: Callable[..., Exporter]) -> Iterator[Callable[[Config], tuple[Exporter, str]]]:
+    """Run an exporter and its HTTP server on a free loopback port; returns (exporter, base URL)."""
+    from exporter.server import HttpServer
+
+    servers: list[HttpServer] = []
+
+    def start(config: Config) -> tuple[Exporter, str]:
+        exporter = run_exporter(config)
+        server = HttpServer(exporter, "127.0.0.1", 0)
+        server.start()
+        servers.append(server)
+        return exporter, server.url
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
     """Poll a condition until it holds; fail the test with a clear message if it never does."""
     deadline = time.monotonic() + timeout

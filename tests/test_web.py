@@ -3,37 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
 from werkzeug.test import Client
 
-from exporter.engine import Exporter
 from exporter.errors import StoreError
-from exporter.server import HttpServer
 from exporter.web import URLS, WebApp, openapi_document
 
 from .conftest import SENTINEL, sample, wait_for
 
 TOKEN = "api-token-sentinel-42"
-
-
-@pytest.fixture
-def serve(run_exporter) -> Iterator[Callable[..., tuple[Exporter, str]]]:
-    servers: list[HttpServer] = []
-
-    def start(config) -> tuple[Exporter, str]:
-        exporter = run_exporter(config)
-        server = HttpServer(exporter, "127.0.0.1", 0)
-        server.start()
-        servers.append(server)
-        return exporter, server.url
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def post(url: str, body: Any, token: str | None = None, **kwargs: Any) -> requests.Response:

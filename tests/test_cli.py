@@ -1,0 +1,222 @@
+"""The command line through main(argv), plus the installed script in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from pytest_httpserver import HTTPServer
+
+from exporter.cli import main
+
+from .conftest import SENTINEL, wait_for
+from .fake_routee import APP_ID, APP_SECRET, FakeRoutee, tracking
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def only_builtin_plugins(monkeypatch):
+    monkeypatch.setenv("VIBER_EXPORTER_LOAD_PLUGINS", "")
+    monkeypatch.delenv("VIBER_EXPORTER_CONFIG", raising=False)
+
+
+@pytest.fixture
+def routee_server():
+    server = HTTPServer(threaded=True)
+    server.start()
+    fake = FakeRoutee()
+    server.expect_request("/oauth/token", method="POST").respond_with_handler(fake.handle_token)
+    server.expect_request(re.compile(r"/viber/tracking/.*")).respond_with_handler(fake.handle_tracking)
+    yield server, fake
+    server.clear()
+    server.stop()
+
+
+def write_config(path: Path, body: str) -> Path:
+    path.write_text(body)
+    return path
+
+
+def routee_config(tmp_path: Path, server: HTTPServer, listen: str = "127.0.0.1:9839") -> Path:
+    url = server.url_for("").rstrip("/")
+    return write_config(tmp_path / "config.toml", f"""
+[exporter]
+listen = "{listen}"
+state_path = "state.db"
+[polling]
+tick = "100ms"
+schedule = ["200ms"]
+[providers.routee]
+plugin = "routee"
+application_id = "{APP_ID}"
+application_secret = "${{ROUTEE_SECRET}}"
+currency = "EUR"
+base_url = "{url}"
+token_url = "{url}/oauth/token"
+concurrency = 4
+rate_limit = 100
+""")
+
+
+def test_version_and_usage_errors(capsys):
+    assert main(["--version"]) == 0
+    assert "0.1.0" in capsys.readouterr().out
+    assert main(["no-such-command"]) == 2
+    assert main(["watch", "add"]) == 2
+    assert main(["--help"]) == 0
+    assert "check-config" in capsys.readouterr().out
+
+
+def test_check_config_ok_and_every_problem(tmp_path, capsys, monkeypatch, routee_server):
+    server, _ = routee_server
+    path = routee_config(tmp_path, server)
+    monkeypatch.setenv("ROUTEE_SECRET", SENTINEL)
+    assert main(["check-config", "--config", str(path)]) == 0
+    assert "configuration OK: 1 provider instance(s): routee (routee)" in capsys.readouterr().out
+    path.write_text(path.read_text().replace('currency = "EUR"', 'currency = "euro"\ncolour = 1').replace('tick = "100ms"', 'tick = "soon"'))
+    assert main(["check-config", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    for key in ("providers.routee.currency", "providers.routee.colour", "polling.tick"):
+        assert key in err
+    assert SENTINEL not in err
+    monkeypatch.delenv("ROUTEE_SECRET")
+    assert main(["check-config", "--config", str(path)]) == 1
+    assert "ROUTEE_SECRET" in capsys.readouterr().err
+    assert main(["check-config", "--config", str(tmp_path / "missing.toml")]) == 1
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_config_path_from_environment(tmp_path, capsys, monkeypatch, routee_server):
+    path = routee_config(tmp_path, routee_server[0])
+    monkeypatch.setenv("ROUTEE_SECRET", "x")
+    monkeypatch.setenv("VIBER_EXPORTER_CONFIG", str(path))
+    assert main(["check-config"]) == 0
+
+
+def test_plugins_lists_json(capsys):
+    assert main(["plugins"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["plugins", "--all"]) == 0
+    listing = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
+    assert listing["plugins.routee"]["providers"] == ["routee"]
+    assert listing["plugins.bsg"]["providers"] == ["bsg"]
+    assert listing["plugins.bsg"]["hooks"] == ["register_providers"]
+    assert listing["plugins.bsg"]["package"] == "viber-exporter" and listing["plugins.bsg"]["builtin"] is True
+
+
+def test_probe_shows_raw_answer_and_result_without_secrets(tmp_path, capsys, monkeypatch, routee_server):
+    server, fake = routee_server
+    tracking_id = "0a047b46-a4dd-4ca8-b817-a6a134dd1234"
+    fake.messages[tracking_id] = tracking(tracking_id, "UNDELIVERED", reason="Not Viber User")
+    monkeypatch.setenv("ROUTEE_SECRET", APP_SECRET)
+    path = routee_config(tmp_path, server)
+    assert main(["probe", "routee", tracking_id, "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out)
+    token_exchange, lookup = report["exchanges"]
+    assert token_exchange["body"]["access_token"] == "********", "the bearer token is masked"
+    assert lookup["status"] == 200 and lookup["body"]["status"]["status"] == "UNDELIVERED"
+    assert report["result"]["observation"]["status"] == "failed"
+    assert report["result"]["observation"]["reason"] == "not_viber_user"
+    assert APP_SECRET not in out and "tok-1" not in out
+    assert main(["probe", "routee", "ffff-0000", "--config", str(path)]) == 1
+    assert json.loads(capsys.readouterr().out)["result"]["outcome"] == "not_found"
+    assert main(["probe", "routee", "bad id!", "--config", str(path)]) == 1
+    assert main(["probe", "nobody", "x", "--config", str(path)]) == 1
+
+
+def test_watch_add_import_and_list(make_config, serve, tmp_path, capsys, monkeypatch):
+    exporter, url = serve(make_config(exporter={"api_token": "tok-cli"}))
+    monkeypatch.setenv("VIBER_EXPORTER_API_TOKEN", "tok-cli")
+    assert main(["watch", "add", "fake", "w1", "w2", "--sent-at", "2026-11-20T10:00:00Z", "--url", url]) == 0
+    assert "accepted 2, duplicates 0" in capsys.readouterr().out
+    csv_file = tmp_path / "ids.csv"
+    csv_file.write_text("provider,id,sent_at\nfake,w2,\n" + "".join(f"fake,i{n},2026-11-20T10:00:00Z\n" for n in range(1500)))
+    assert main(["watch", "import", str(csv_file), "--url", url]) == 0
+    assert "accepted 1500, duplicates 1" in capsys.readouterr().out
+    assert exporter.store.total_watched() == 1502
+    assert main(["watch", "list", "--provider", "fake", "--url", url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1502 and lines[0].startswith("fake\ti0\tpending")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("fake,ok1\nfake,not valid!\n")
+    assert main(["watch", "import", str(bad), "--url", url]) == 1
+    err = capsys.readouterr().err
+    assert "item 1" in err and "HTTP 400" in err
+    monkeypatch.setenv("VIBER_EXPORTER_API_TOKEN", "wrong")
+    assert main(["watch", "add", "fake", "w9", "--url", url]) == 1
+    assert "HTTP 401" in capsys.readouterr().err
+    assert main(["watch", "list", "--url", "http://127.0.0.1:9"]) == 1
+    assert "cannot reach" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_installed_script_stops_on_sigterm_under_load(tmp_path, routee_server):
+    server, fake = routee_server
+    fake.delay = 0.3  # polls are in flight when the signal arrives
+    port = free_port()
+    path = routee_config(tmp_path, server, listen=f"127.0.0.1:{port}")
+    script = Path(sys.executable).parent / "viber-exporter"
+    env = {**os.environ, "ROUTEE_SECRET": APP_SECRET, "VIBER_EXPORTER_LOAD_PLUGINS": ""}
+    process = subprocess.Popen([str(script), "run", "--config", str(path)], env=env, cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _ready(url), timeout=15)
+        ids = [f"{n:04d}-aaaa" for n in range(300)]
+        for chunk in range(0, 300, 100):
+            body = {"messages": [{"provider": "routee", "id": i} for i in ids[chunk:chunk + 100]]}
+            assert requests.post(f"{url}/api/v1/messages", json=body, timeout=10).json()["accepted"] == 100
+        for i in ids:
+            fake.messages[i] = tracking(i, "QUEUED")
+        wait_for(lambda: len(fake.lookups) > 20, timeout=15)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=12)
+        assert process.returncode == 0, output
+        assert time.monotonic() - started < 10
+        assert "stopped" in output and APP_SECRET not in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+    db = sqlite3.connect(tmp_path / "state.db")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert db.execute("SELECT COUNT(*) FROM messages WHERE next_poll IS NOT NULL").fetchone()[0] == 300
+    db.close()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/-/ready", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_run_fails_cleanly_on_bad_config_and_busy_port(tmp_path, capsys, monkeypatch, routee_server):
+    path = routee_config(tmp_path, routee_server[0])
+    assert main(["run", "--config", str(path)]) == 1  # ROUTEE_SECRET unset
+    assert "ROUTEE_SECRET" in capsys.readouterr().err
+    monkeypatch.setenv("ROUTEE_SECRET", "x")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        path = routee_config(tmp_path, routee_server[0], listen=f"127.0.0.1:{port}")
+        assert main(["run", "--config", str(path)]) == 1
+        assert "cannot listen" in capsys.readouterr().err
