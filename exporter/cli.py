@@ -91,6 +91,16 @@ def run(config_path: Path | None) -> None:
     except OSError as e:
         exporter.stop()
         raise Failure(f"cannot listen on {config.exporter.listen}: {e.strerror or e}") from e
+    exporter.start()
+    server.start()
+    log.info("viber-exporter %s listening on %s", __version__, server.url)
+    _wait_for_signal()
+    server.stop()
+    exporter.stop(timeout=STOP_TIMEOUT)
+    log.info("stopped")
+
+
+def _wait_for_signal() -> None:
     stop = threading.Event()
 
     def request_stop(signum: int, frame: Any) -> None:
@@ -99,13 +109,34 @@ def run(config_path: Path | None) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, request_stop)
-    exporter.start()
-    server.start()
-    log.info("viber-exporter %s listening on %s", __version__, server.url)
     stop.wait()
-    server.stop()
-    exporter.stop(timeout=STOP_TIMEOUT)
-    log.info("stopped")
+
+
+@cli.command()
+@click.option(
+    "--listen", default="127.0.0.1:9839", show_default=True, help="The exporter's HOST:PORT."
+)
+@click.option(
+    "--state",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Keep the state here (default: a temporary file).",
+)
+def demo(listen: str, state: Path | None) -> None:
+    """Mock Routee and BSG, an exporter polling them, and simulated traffic. No credentials needed."""
+    from .demo import Demo
+
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter("must be HOST:PORT", param_hint="--listen")
+    setup_logging("info", "text")
+    try:
+        running = Demo(load_plugins(), host.strip("[]"), int(port), state)
+    except OSError as e:
+        raise Failure(f"cannot listen on {listen}: {e.strerror or e}") from e
+    running.start(click.echo)
+    _wait_for_signal()
+    running.stop()
+    click.echo("demo stopped")
 
 
 @cli.command("check-config")

@@ -1,4 +1,4 @@
-"""Serving the WSGI app: Werkzeug's threaded server on a background thread."""
+"""Serving WSGI apps on Werkzeug's threaded server, on a background thread."""
 
 from __future__ import annotations
 
@@ -8,19 +8,20 @@ import threading
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from .engine import Exporter
-from .web import WebApp
+from .web import WebApp, WSGIApp
 
 
-class HttpServer:
-    def __init__(self, exporter: Exporter, host: str, port: int) -> None:
-        self.app = WebApp(exporter)
+class BackgroundServer:
+    """A threaded HTTP server for one WSGI app; ``port`` 0 picks a free port."""
+
+    def __init__(self, app: WSGIApp, host: str, port: int, name: str = "http") -> None:
         # Bind ourselves: on a busy port Werkzeug would print and sys.exit(); we raise OSError.
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.create_server((host, port), family=family, backlog=128)
         self._server: BaseWSGIServer = make_server(
-            host, port, self.app, threaded=True, fd=self._socket.fileno()
+            host, port, app, threaded=True, fd=self._socket.fileno()
         )
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)
 
     @property
     def port(self) -> int:
@@ -29,7 +30,7 @@ class HttpServer:
     @property
     def url(self) -> str:
         host = str(self._socket.getsockname()[0])
-        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
 
@@ -37,6 +38,15 @@ class HttpServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() would wait forever for a loop never started
+            self._server.shutdown()
         self._server.server_close()
         self._socket.close()
+
+
+class HttpServer(BackgroundServer):
+    """The exporter's own server: /metrics, health, landing page and /api/v1."""
+
+    def __init__(self, exporter: Exporter, host: str, port: int) -> None:
+        self.app = WebApp(exporter)
+        super().__init__(self.app, host, port)

@@ -1,0 +1,151 @@
+"""``viber-exporter demo``: mock providers, an exporter, and simulated traffic, all local.
+
+The traffic generator "sends" messages by asking the mock providers to create them,
+then registers each through the exporter's real watch API, as an application would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import requests
+
+from .config import Config, parse_config
+from .engine import Exporter
+from .pluginhost import PluginHost, ProviderType
+from .server import BackgroundServer, HttpServer
+from .testing.mock import BSG_API_KEY, ROUTEE_APP_ID, ROUTEE_APP_SECRET, MockProviders
+
+log = logging.getLogger(__name__)
+
+DEMO_RATE = 4.0  # messages per second, alternating providers
+
+
+def demo_config(
+    mock_url: str,
+    state_path: Path,
+    host: str,
+    port: int,
+    provider_types: Mapping[str, ProviderType],
+) -> Config:
+    text = f"""
+[exporter]
+listen = "{host}:{port}"
+state_path = {json.dumps(str(state_path))}
+
+[polling]
+tick = "1s"
+schedule = ["1s", "2s", "3s", "5s", "10s"]
+max_age = "10m"
+read_window = "1m"
+not_found_grace = "30s"
+retention = "1h"
+
+[providers.routee]
+plugin = "routee"
+application_id = "{ROUTEE_APP_ID}"
+application_secret = "{ROUTEE_APP_SECRET}"
+currency = "EUR"
+base_url = "{mock_url}"
+token_url = "{mock_url}/oauth/token"
+rate_limit = 50
+
+[providers.bsg]
+plugin = "bsg"
+api_key = "{BSG_API_KEY}"
+base_url = "{mock_url}"
+rate_limit = 50
+"""
+    return parse_config(text, provider_types, environ={})
+
+
+class TrafficGenerator:
+    """Creates simulated messages at the mock and registers them with the exporter."""
+
+    def __init__(self, mock_url: str, exporter_url: str, rate: float = DEMO_RATE) -> None:
+        self.mock_url = mock_url
+        self.exporter_url = exporter_url
+        self.rate = rate
+        self.sent = 0
+        self.stopping = threading.Event()
+        self._session = requests.Session()
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        providers = ("routee", "bsg")
+        while not self.stopping.is_set():
+            provider = providers[self.sent % 2]
+            try:
+                created = self._session.post(
+                    f"{self.mock_url}/mock/messages", json={"provider": provider}, timeout=5
+                )
+                items = [
+                    {"provider": m["provider"], "id": m["id"], "sent_at": m["sent_at"]}
+                    for m in created.json()["messages"]
+                ]
+                self._session.post(
+                    f"{self.exporter_url}/api/v1/messages", json={"messages": items}, timeout=5
+                )
+                self.sent += 1
+            except (requests.RequestException, ValueError, KeyError) as e:
+                log.warning("traffic generator: %s", e)
+            self.stopping.wait(1.0 / self.rate)
+
+
+class Demo:
+    """Everything the demo runs; ``start()``, then ``stop()``."""
+
+    def __init__(
+        self, host: PluginHost, listen_host: str, listen_port: int, state: Path | None
+    ) -> None:
+        self.mock = MockProviders()
+        self.mock_server = BackgroundServer(self.mock, "127.0.0.1", 0, name="mock")
+        self._tempdir = (
+            None if state else tempfile.TemporaryDirectory(prefix="viber-exporter-demo-")
+        )
+        state_path = state or Path(self._tempdir.name) / "demo.db"  # type: ignore[union-attr]
+        self.config = demo_config(
+            self.mock_server.url, state_path, listen_host, listen_port, host.provider_types()
+        )
+        self.exporter = Exporter(self.config, host)
+        try:
+            self.server = HttpServer(self.exporter, listen_host, listen_port)
+        except OSError:
+            self.exporter.stop()
+            self.mock_server.stop()
+            raise
+        self.traffic = TrafficGenerator(self.mock_server.url, self.server.url)
+
+    def start(self, echo: Callable[[str], None]) -> None:
+        self.mock_server.start()
+        self.exporter.start()
+        self.server.start()
+        self.traffic.start()
+        url = self.server.url
+        echo(f"viber-exporter demo: mock Routee and BSG APIs at {self.mock_server.url}")
+        echo(f"  exporter:  {url}/  (landing page)")
+        echo(f"  metrics:   {url}/metrics")
+        echo(f"  messages:  {url}/api/v1/messages   providers: {url}/api/v1/providers")
+        echo(f"  state:     {self.config.exporter.state_path}")
+        echo(f"  traffic:   {DEMO_RATE:g} simulated messages per second through the watch API")
+        echo("Press Ctrl-C to stop.")
+
+    def stop(self) -> None:
+        self.traffic.stop()
+        self.server.stop()
+        self.exporter.stop()
+        self.mock_server.stop()
+        if self._tempdir is not None:
+            self._tempdir.cleanup()

@@ -1,0 +1,319 @@
+"""Mock Routee and BSG APIs in one HTTP app, for the demo, the tests and plugin authors.
+
+Speaks both built-in APIs as providers.md documents them, quirks included: Routee's
+OAuth token endpoint and tracking lookup (404019006 while an id is not yet visible,
+ISO times with and without fractions), BSG's lookups by id and by reference (numbers
+as strings, zone-less times, ``time_dr`` on expired messages, ``alt_route`` SMS legs).
+Control endpoints create messages (``POST /mock/messages``), report the ground truth
+(``GET /mock/truth``) and change faults at run time (``POST /mock/faults``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from werkzeug import Request, Response
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.routing import Map, Rule
+
+from .simulation import BSG_FAILED, ROUTEE_FAILED, ROUTEE_REASONS, Mix, Plan, Simulation
+
+ROUTEE_APP_ID = "demo-application"
+ROUTEE_APP_SECRET = "demo-application-secret"  # noqa: S105 (the mock's own demo credential)
+BSG_API_KEY = "test_demo-api-key"
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Optional misbehaviour; every rate is a probability per lookup."""
+
+    latency: float = 0.0  # seconds added to every lookup
+    rate_limit: float = 0.0  # lookups per second per provider before 429 (0: no limit)
+    retry_after: int = 1
+    error_rate: float = 0.0  # HTTP 500/503
+    slow_rate: float = 0.0  # answers that take slow_seconds
+    slow_seconds: float = 5.0
+    malformed_rate: float = 0.0  # 200 with a body that is not JSON
+    token_lifetime: int = 3600  # Routee expires_in, seconds
+    outage: bool = False  # every lookup answers 503
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body), status, headers=headers, content_type="application/json")
+
+
+def _iso(timestamp: float, style: int) -> str:
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    if style == 0:
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if style == 1:
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 10000:02d}Z"
+
+
+def _bsg_time(timestamp: float | None) -> str:
+    return "" if timestamp is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(timestamp))
+
+
+class MockProviders:
+    """The WSGI app. ``clock`` is injectable so tests can move time."""
+
+    def __init__(
+        self,
+        mix: Mix | None = None,
+        faults: Faults | None = None,
+        seed: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.simulation = Simulation(mix or Mix(), seed)
+        self.faults = faults or Faults()
+        self.clock = clock
+        self.tokens: dict[str, float] = {}
+        self.calls: deque[tuple[float, str, int]] = deque(
+            maxlen=100_000
+        )  # (time, provider, status)
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._windows: dict[str, deque[float]] = {"routee": deque(), "bsg": deque()}
+        self.urls = Map(
+            [
+                Rule("/oauth/token", endpoint="token", methods=["POST"]),
+                Rule("/viber/tracking/<tracking_id>", endpoint="routee", methods=["GET"]),
+                Rule("/rest/viber/reference/<key>", endpoint="bsg_reference", methods=["GET"]),
+                Rule("/rest/viber/<key>", endpoint="bsg_id", methods=["GET"]),
+                Rule("/mock/messages", endpoint="create", methods=["POST"]),
+                Rule("/mock/truth", endpoint="truth", methods=["GET"]),
+                Rule("/mock/faults", endpoint="faults", methods=["GET", "POST"]),
+            ]
+        )
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        request = Request(environ)
+        try:
+            endpoint, args = self.urls.bind_to_environ(environ).match()
+            response = getattr(self, f"_{endpoint}")(request, **args)
+        except NotFound:
+            response = _json({"error": "no such mock endpoint"}, 404)
+        except HTTPException as e:
+            response = e.get_response()
+        return response(environ, start_response)
+
+    # -- control ---------------------------------------------------------------------
+    def _create(self, request: Request) -> Response:
+        body = request.get_json(silent=True) or {}
+        provider, count = body.get("provider"), body.get("count", 1)
+        if (
+            provider not in ("routee", "bsg")
+            or not isinstance(count, int)
+            or not 1 <= count <= 10_000
+        ):
+            return _json({"error": "give provider (routee or bsg) and count (1-10000)"}, 400)
+        now = self.clock()
+        plans = [self.simulation.create(provider, now, body.get("fate")) for _ in range(count)]
+        return _json(
+            {
+                "messages": [
+                    {
+                        "provider": p.provider,
+                        "id": p.id,
+                        "reference": p.reference,
+                        "sent_at": _iso(p.created, 0),
+                    }
+                    for p in plans
+                ]
+            }
+        )
+
+    def _truth(self, request: Request) -> Response:
+        return _json(self.simulation.truth(self.clock()))
+
+    def _faults(self, request: Request) -> Response:
+        if request.method == "POST":
+            changes = request.get_json(silent=True) or {}
+            known = {f.name for f in fields(Faults)}
+            self.faults = replace(self.faults, **{k: v for k, v in changes.items() if k in known})
+        return _json(asdict(self.faults))
+
+    # -- shared fault handling ----------------------------------------------------------
+    def _fault(self, provider: str) -> Response | None:
+        faults = self.faults
+        if faults.latency:
+            time.sleep(faults.latency)
+        if faults.outage:
+            return _json({"error": "service unavailable"}, 503)
+        now = time.monotonic()
+        with self._lock:
+            window = self._windows[provider]
+            while window and window[0] < now - 1.0:
+                window.popleft()
+            limited = bool(faults.rate_limit) and len(window) >= faults.rate_limit
+            if not limited:
+                window.append(now)
+            draw = self._rng.random()
+        if limited:
+            return _json(
+                {"message": "Too many requests"}, 429, {"Retry-After": str(faults.retry_after)}
+            )
+        if draw < faults.error_rate:
+            return _json({"error": "internal"}, self._rng.choice((500, 503)))
+        draw -= faults.error_rate
+        if draw < faults.malformed_rate:
+            return Response("<html><body>Bad gateway</body></html>", 200, content_type="text/html")
+        draw -= faults.malformed_rate
+        if draw < faults.slow_rate:
+            time.sleep(faults.slow_seconds)
+        return None
+
+    def _record(self, provider: str, response: Response) -> Response:
+        self.calls.append((self.clock(), provider, response.status_code))
+        return response
+
+    # -- Routee ----------------------------------------------------------------------
+    def _token(self, request: Request) -> Response:
+        expected = (
+            "Basic " + base64.b64encode(f"{ROUTEE_APP_ID}:{ROUTEE_APP_SECRET}".encode()).decode()
+        )
+        if (
+            request.headers.get("Authorization") != expected
+            or request.form.get("grant_type") != "client_credentials"
+        ):
+            return _json({"error": "unauthorized", "error_description": "Bad credentials"}, 401)
+        token = secrets.token_hex(16)
+        lifetime = self.faults.token_lifetime
+        with self._lock:
+            self.tokens[token] = self.clock() + lifetime
+        return _json(
+            {
+                "access_token": token,
+                "token_type": "bearer",
+                "expires_in": lifetime,
+                "scope": "viber sms account",
+                "permissions": ["MT_ROLE_VIBER"],
+            }
+        )
+
+    def _routee(self, request: Request, tracking_id: str) -> Response:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        with self._lock:
+            valid = self.tokens.get(token, 0) > self.clock()
+        if not valid:
+            return self._record(
+                "routee", _json({"error": "invalid_token", "error_description": "expired"}, 401)
+            )
+        fault = self._fault("routee")
+        if fault is not None:
+            return self._record("routee", fault)
+        plan = self.simulation.find("routee", tracking_id)
+        now = self.clock()
+        if plan is None or now < plan.visible_at:
+            body = {"code": "404019006", "developerMessage": "viberTracking was not found"}
+            return self._record("routee", _json(body, 404))
+        return self._record("routee", _json(self._routee_body(plan, now)))
+
+    def _routee_body(self, plan: Plan, now: float) -> dict[str, Any]:
+        phase = plan.phase(now)
+        status: dict[str, Any]
+        if phase == "pending":
+            status = {"status": "QUEUED", "date": _iso(plan.created, 0)}
+        elif phase == "delivered":
+            status = {
+                "status": "DELIVERED",
+                "date": _iso(plan.delivered_at or now, plan.failure % 3),
+                "reason": {
+                    "detailedStatus": "Delivered",
+                    "description": "Delivered to the handset",
+                },
+            }
+        elif phase == "read":
+            status = {"status": "SEEN", "date": _iso(plan.read_at or now, plan.failure % 3)}
+        elif phase == "expired":
+            status = {
+                "status": "EXPIRED",
+                "date": _iso(plan.final_at or now, 0),
+                "reason": {"detailedStatus": "TTL Expired", "description": "Not delivered in time"},
+            }
+        else:
+            status = {
+                "status": ROUTEE_FAILED[plan.failure],
+                "date": _iso(plan.final_at or now, 0),
+                "reason": {"detailedStatus": ROUTEE_REASONS[plan.failure], "description": "…"},
+            }
+        return {
+            "trackingId": plan.id,
+            "to": "+30690000000",
+            "from": "Demo",
+            "country": plan.country,
+            "status": status,
+            "applicationName": "default",
+            "originatingService": "Viber",
+            "direction": "Outbound",
+            "ttl": "3600",
+            "message": "Hello",
+            "price": plan.price,
+            "sessionMessage": False,
+            "expireOnDelivery": False,
+        }
+
+    # -- BSG -------------------------------------------------------------------------
+    def _bsg_id(self, request: Request, key: str) -> Response:
+        return self._bsg(request, self.simulation.find("bsg", key))
+
+    def _bsg_reference(self, request: Request, key: str) -> Response:
+        return self._bsg(request, self.simulation.find("bsg-ref", key))
+
+    def _bsg(self, request: Request, plan: Plan | None) -> Response:
+        if request.headers.get("X-API-KEY") != BSG_API_KEY:
+            return self._record("bsg", _json({"error": 1, "errorDescription": "Invalid API key"}))
+        fault = self._fault("bsg")
+        if fault is not None:
+            return self._record("bsg", fault)
+        now = self.clock()
+        if plan is None or now < plan.visible_at:
+            return self._record(
+                "bsg", _json({"error": "40", "errorDescription": "Message not found"})
+            )
+        return self._record("bsg", _json(self._bsg_body(plan, now)))
+
+    def _bsg_body(self, plan: Plan, now: float) -> dict[str, Any]:
+        phase = plan.phase(now)
+        raw, time_dr = {
+            "pending": ("scheduled" if now < plan.created + 1 else "sent", None),
+            "delivered": ("delivered", plan.delivered_at),
+            "read": ("read", plan.read_at),
+            "expired": ("expired", plan.final_at),  # BSG fills time_dr for expired messages too
+            "failed": (BSG_FAILED[plan.failure], None),
+        }[phase]
+        numeric = int(plan.id) % 2 == 0  # half the answers use numbers, half numeric strings
+        body: dict[str, Any] = {
+            "error": 0 if numeric else "0",
+            "errorDescription": "No errors",
+            "id": "380972920000",
+            "msisdn": "380972920000",
+            "reference": plan.reference,
+            "time_in": _bsg_time(plan.created),
+            "time_sent": _bsg_time(plan.created),
+            "time_dr": _bsg_time(time_dr),
+            "status": raw,
+            "price": plan.price if numeric else f"{plan.price:.4f}",
+            "currency": "EUR",
+        }
+        if phase == "failed" and plan.sms_price is not None:
+            body["alt_route"] = [
+                {
+                    "channel": "sms",
+                    "id": f"sms{plan.id}",
+                    "status": "delivered",
+                    "price": f"{plan.sms_price:.4f}",
+                }
+            ]
+        return body

@@ -1,0 +1,189 @@
+"""Simulated message lifecycles for the mock providers, and their ground truth.
+
+Each message gets a planned fate when it is created (delivered, read, failed with a
+reason, expired, or never settling), with delays drawn from log-normal distributions,
+a price, and possibly an SMS fallback. Its status at any moment follows from the plan
+and the clock, so the ground truth of a run can be computed exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+FATES = ("read", "delivered", "failed", "expired", "pending")
+ROUTEE_REASONS = (
+    "Not Viber User",
+    "Opted Out",
+    "System Failure",
+    "Message Rejected",
+    "Unsupported Equipment",
+)
+ROUTEE_FAILED = ("UNDELIVERED", "UNDELIVERED", "UNDELIVERED", "FAILED", "UNSENT")
+BSG_FAILED = ("not_viber_user", "rejected", "undeliverable", "failed", "undelivered")
+COUNTRIES = ("GR", "CY", "UA", "RO", "BG")
+
+
+@dataclass(frozen=True)
+class Mix:
+    """Relative weights of each fate, and the shape of the delays (seconds)."""
+
+    read: float = 0.5
+    delivered: float = 0.25
+    failed: float = 0.15
+    expired: float = 0.05
+    pending: float = 0.05
+    delivery_median: float = 3.0
+    read_median: float = 6.0  # after delivery
+    final_median: float = 4.0  # time to a failure or expiry
+    sigma: float = 0.6  # log-normal spread
+    visible_after: float = 0.5  # ids are unknown to the provider for up to this long
+    sms_fallback: float = 0.6  # share of BSG failures re-sent as SMS
+
+    def weights(self) -> list[float]:
+        return [self.read, self.delivered, self.failed, self.expired, self.pending]
+
+
+@dataclass
+class Plan:
+    """One simulated message: what happens to it and when (absolute times)."""
+
+    provider: str  # "routee" or "bsg"
+    id: str
+    reference: str
+    created: float
+    visible_at: float
+    fate: str
+    delivered_at: float | None = None
+    read_at: float | None = None
+    final_at: float | None = None  # failed/expired
+    failure: int = 0  # index into the reason tables
+    price: float = 0.0
+    sms_price: float | None = None
+    country: str = "GR"
+
+    def phase(self, now: float) -> str:
+        """The normalised status at ``now``: pending, delivered, read, failed or expired."""
+        if self.read_at is not None and now >= self.read_at:
+            return "read"
+        if self.final_at is not None and now >= self.final_at:
+            return self.fate
+        if self.delivered_at is not None and now >= self.delivered_at:
+            return "delivered"
+        return "pending"
+
+
+@dataclass
+class Simulation:
+    """Creates plans and answers for them; thread-safe."""
+
+    mix: Mix = field(default_factory=Mix)
+    seed: int | None = None
+    plans: dict[tuple[str, str], Plan] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._lock = threading.Lock()
+        self._next_id = 100000
+
+    def _delay(self, median: float) -> float:
+        return median * math.exp(self._rng.gauss(0.0, self.mix.sigma))
+
+    def create(self, provider: str, now: float, fate: str | None = None) -> Plan:
+        with self._lock:
+            self._next_id += 1
+            number = self._next_id
+            fate = fate or self._rng.choices(FATES, self.mix.weights())[0]
+            if provider == "routee":
+                message_id = f"{self._rng.getrandbits(32):08x}-{number:04x}-4000-8000-{self._rng.getrandbits(48):012x}"
+            else:
+                message_id = str(number)
+            plan = Plan(
+                provider=provider,
+                id=message_id,
+                reference=f"ref{number}",
+                created=now,
+                visible_at=now + self._rng.uniform(0, self.mix.visible_after),
+                fate=fate,
+                failure=self._rng.randrange(len(ROUTEE_REASONS)),
+                price=round(self._rng.choice((0.012, 0.02, 0.035, 0.04)), 4),
+                country=self._rng.choice(COUNTRIES),
+            )
+            if fate in ("read", "delivered"):
+                plan.delivered_at = now + self._delay(self.mix.delivery_median)
+            if fate == "read":
+                plan.read_at = (plan.delivered_at or now) + self._delay(self.mix.read_median)
+            if fate in ("failed", "expired"):
+                plan.final_at = now + self._delay(self.mix.final_median)
+                if (
+                    provider == "bsg"
+                    and fate == "failed"
+                    and self._rng.random() < self.mix.sms_fallback
+                ):
+                    plan.sms_price = 0.05
+            self.plans[(provider, message_id)] = plan
+            if provider == "bsg":
+                self.plans[("bsg-ref", plan.reference)] = plan
+            return plan
+
+    def find(self, provider: str, key: str) -> Plan | None:
+        with self._lock:
+            return self.plans.get((provider, key))
+
+    def all(self) -> list[Plan]:
+        with self._lock:
+            return [p for (kind, _), p in self.plans.items() if kind != "bsg-ref"]
+
+    def truth(self, now: float) -> dict[str, Any]:
+        """What a perfect exporter would have counted by ``now``, per provider."""
+        result: dict[str, Any] = {}
+        for plan in self.all():
+            t = result.setdefault(
+                plan.provider,
+                {
+                    "messages": 0,
+                    "transitions": Counter(),
+                    "failures": Counter(),
+                    "delivery_latency_sum": 0.0,
+                    "delivery_latency_count": 0,
+                    "read_latency_count": 0,
+                    "cost": {"viber": 0.0, "sms": 0.0},
+                    "sms_fallbacks": 0,
+                },
+            )
+            t["messages"] += 1
+            phase = plan.phase(now)
+            if now < plan.visible_at:
+                continue
+            t["transitions"]["pending"] += 1
+            t["cost"]["viber"] += plan.price
+            if plan.delivered_at is not None and now >= plan.delivered_at:
+                t["transitions"]["delivered"] += 1
+                t["delivery_latency_count"] += 1
+                t["delivery_latency_sum"] += plan.delivered_at - plan.created
+            if phase == "read":
+                t["transitions"]["read"] += 1
+                t["read_latency_count"] += 1
+            if phase in ("failed", "expired"):
+                t["transitions"][phase] += 1
+                t["failures"][failure_reason(plan)] += 1
+                if plan.sms_price is not None:
+                    t["sms_fallbacks"] += 1
+                    t["cost"]["sms"] += plan.sms_price
+        for t in result.values():
+            t["transitions"] = dict(t["transitions"])
+            t["failures"] = dict(t["failures"])
+        return result
+
+
+def failure_reason(plan: Plan) -> str:
+    """The normalised reason the exporter should report for a failed/expired plan."""
+    if plan.provider == "routee":
+        if plan.fate == "expired":
+            return "ttl_expired"
+        return ROUTEE_REASONS[plan.failure].lower().replace(" ", "_")
+    return "expired" if plan.fate == "expired" else BSG_FAILED[plan.failure]

@@ -1,0 +1,93 @@
+"""`viber-exporter demo` as a newcomer runs it: metrics within 15 s, clean exit on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from .test_cli import free_port
+
+SCRIPT = Path(sys.executable).parent / "viber-exporter"
+
+
+def values(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def shows_everything(url: str) -> bool:
+    try:
+        text = requests.get(f"{url}/metrics", timeout=2).text
+    except requests.RequestException:
+        return False
+    samples = values(text)
+
+    def total(name: str, **labels: str) -> float:
+        wanted = set(labels.items())
+        return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
+
+    return all(
+        total("viber_message_status_transitions_total", provider=p, status="delivered") > 0
+        and total("viber_message_delivery_latency_seconds_count", provider=p) > 0
+        and total("viber_message_cost_total", provider=p, channel="viber") > 0
+        for p in ("routee", "bsg")
+    )
+
+
+def test_demo_shows_metrics_within_15_seconds_and_stops_cleanly(tmp_path):
+    port = free_port()
+    env = {**os.environ, "VIBER_EXPORTER_LOAD_PLUGINS": ""}
+    started = time.monotonic()
+    process = subprocess.Popen([str(SCRIPT), "demo", "--listen", f"127.0.0.1:{port}"], env=env, cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        while time.monotonic() - started < 15 and not shows_everything(url):
+            time.sleep(0.5)
+        assert shows_everything(url), "transitions, latency and cost for both plugins within 15 s"
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=12)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert "demo stopped" in output and "/metrics" in output
+    assert "Traceback" not in output
+
+
+def test_demo_keeps_state_where_asked(tmp_path):
+    port = free_port()
+    state = tmp_path / "demo.db"
+    process = subprocess.Popen([str(SCRIPT), "demo", "--listen", f"127.0.0.1:{port}", "--state", str(state)],
+                               env={**os.environ, "VIBER_EXPORTER_LOAD_PLUGINS": ""}, cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not state.exists():
+            time.sleep(0.2)
+        time.sleep(1.5)
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=12)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0 and state.exists()
+
+
+def test_demo_refuses_a_busy_port(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run([str(SCRIPT), "demo", "--listen", f"127.0.0.1:{port}"], capture_output=True, text=True,
+                                timeout=20, env={**os.environ, "VIBER_EXPORTER_LOAD_PLUGINS": ""}, check=False)
+    assert result.returncode == 1 and "cannot listen" in result.stderr
