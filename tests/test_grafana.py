@@ -1,0 +1,139 @@
+"""Dashboards, alert rules and recording rules: generated, consistent, and using real metric names."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import generate_latest
+
+from exporter.engine import Registration
+from exporter.model import Status
+from exporter.state import Cost, Latency, SmsFallback, Transition, WatchExpired
+
+ROOT = Path(__file__).resolve().parent.parent
+GRAFANA = ROOT / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "viber-delivery-overview.json"
+PROM_RULES = GRAFANA / "prometheus" / "viber-exporter.rules.yml"
+GRAFANA_ALERTS = GRAFANA / "provisioning" / "alerting" / "viber-exporter.yaml"
+REQUIRE_E2E = os.environ.get("VIBER_EXPORTER_REQUIRE_E2E") == "1"
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        if REQUIRE_E2E:
+            pytest.fail("promtool is required (VIBER_EXPORTER_REQUIRE_E2E=1): apt-get install prometheus")
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    return path
+
+
+def test_generated_files_are_up_to_date(tmp_path):
+    result = subprocess.run([sys.executable, str(GRAFANA / "generate.py"), "--check"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # …and the check really compares: a changed file is reported.
+    copy = tmp_path / "grafana"
+    shutil.copytree(GRAFANA, copy)
+    (copy / "dashboards" / "viber-delivery-overview.json").write_text("{}")
+    stale = subprocess.run([sys.executable, str(GRAFANA / "generate.py"), "--check", "--out", str(copy)],
+                           capture_output=True, text=True, check=False)
+    assert stale.returncode == 1 and "viber-delivery-overview.json" in stale.stderr
+
+
+def test_dashboard_is_provisioning_safe_with_variables_and_panels():
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    text = DASHBOARD.read_text()
+    data = json.loads(text)
+    Dashboard.from_json(data)  # the SDK's own schema model accepts it
+    assert data["uid"] == "viber-delivery-overview" and data["title"] == "Viber delivery overview"
+    assert "__inputs" not in data and "DS_PROMETHEUS" not in text
+    variables = {v["name"]: v for v in data["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert variables["provider"]["multi"] is True and variables["provider"]["query"].startswith("label_values(")
+    panels = [p for p in data["panels"] if p["type"] != "row"]
+    assert len({p["id"] for p in data["panels"]}) == len(data["panels"])
+    for panel in panels:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        refs = [t["refId"] for t in panel["targets"]]
+        assert all(refs) and len(set(refs)) == len(refs), panel["title"]
+    titles = {p["title"] for p in panels}
+    for wanted in ("Messages by status now", "Delivery success ratio", "Delivery latency p50 / p95", "Spend over the range",
+                   "Transitions by status", "Failure ratio", "Failures by reason", "Delivery and read latency",
+                   "Cost by provider, currency and channel", "SMS fallbacks", "Watch expiries", "Provider up",
+                   "Calls by outcome", "Call latency p95", "Poll lag", "Time since last success"):
+        assert wanted in titles
+    assert [r["title"] for r in data["panels"] if r["type"] == "row"] == ["Overview", "Messages", "Provider health"]
+
+
+def recording_rules() -> dict[str, str]:
+    groups = yaml.safe_load(PROM_RULES.read_text())["groups"]
+    return {r["record"]: r["expr"] for g in groups for r in g["rules"] if "record" in r}
+
+
+def prometheus_alerts() -> dict[str, dict]:
+    groups = yaml.safe_load(PROM_RULES.read_text())["groups"]
+    return {r["alert"]: r for g in groups for r in g["rules"] if "alert" in r}
+
+
+def test_every_grafana_alert_equals_its_prometheus_twin():
+    grafana = yaml.safe_load(GRAFANA_ALERTS.read_text())
+    assert grafana["apiVersion"] == 1
+    rules = {r["title"]: r for g in grafana["groups"] for r in g["rules"]}
+    twins = prometheus_alerts()
+    assert set(rules) == set(twins) == {"ViberFailureSpike", "ViberSlowDelivery", "ViberProviderDown", "ViberPollLag", "ViberCostSpike"}
+    for name, rule in rules.items():
+        expected = twins[name]["expr"]
+        for record, expr in recording_rules().items():
+            expected = expected.replace(record, f"({expr})")
+        query = next(d for d in rule["data"] if d["refId"] == "A")
+        assert query["model"]["expr"] == expected, name
+        assert query["datasourceUid"] == "prometheus"
+        assert rule["for"] == twins[name]["for"] and rule["labels"] == twins[name]["labels"]
+        assert rule["annotations"] == twins[name]["annotations"]
+        assert set(rule["annotations"]) == {"summary", "description", "runbook_url"}
+
+
+def test_every_runbook_link_has_a_section():
+    headings = {line[3:].strip().lower() for line in (ROOT / "docs" / "runbooks.md").read_text().splitlines() if line.startswith("## ")}
+    for name, rule in prometheus_alerts().items():
+        assert rule["annotations"]["runbook_url"].endswith(f"#{name.lower()}")
+        assert name.lower() in headings
+
+
+def test_every_metric_name_under_grafana_exists_in_the_exporter_output(make_config, run_exporter):
+    exporter = run_exporter(make_config())
+    exporter.register([Registration("fake", "m1")])
+    exporter.metrics.record([
+        Transition("fake", "m1", Status.FAILED, "rejected", None), Latency("fake", "m1", "delivery", 1.0),
+        Cost("fake", "EUR", "viber", 0.1, None), SmsFallback("fake"), WatchExpired("fake"),
+    ])
+    lines = generate_latest(exporter.registry).decode().splitlines()
+    exposed = {line.split("{")[0].split(" ")[0] for line in lines if line and not line.startswith("#")}
+    exposed |= {line.split()[2] for line in lines if line.startswith("# TYPE ")}  # family names (histograms)
+    used: set[str] = set()
+    for path in GRAFANA.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".yml", ".yaml", ".py"):
+            used |= set(re.findall(r"\bviber_[a-z0-9_]*[a-z0-9]", path.read_text()))
+    used -= {"viber_exporter"}  # the job name in the example scrape config
+    assert used, "found no metric names"
+    assert used <= exposed, sorted(used - exposed)
+
+
+def test_promtool_checks_and_unit_tests_the_rules():
+    tool = promtool()
+    check = subprocess.run([tool, "check", "rules", str(PROM_RULES)], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    unit = subprocess.run([tool, "test", "rules", str(PROM_RULES.with_name("viber-exporter.rules.test.yml"))],
+                          capture_output=True, text=True, check=False, cwd=PROM_RULES.parent)
+    assert unit.returncode == 0, unit.stdout + unit.stderr
+    config = subprocess.run([tool, "check", "config", str(GRAFANA / "prometheus" / "prometheus.yml")],
+                            capture_output=True, text=True, check=False)
+    assert config.returncode == 0, config.stdout + config.stderr
