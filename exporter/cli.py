@@ -49,7 +49,7 @@ def load_plugins() -> PluginHost:
 def load(config_path: Path | None, host: PluginHost) -> Config:
     path = config_path or default_config_path()
     try:
-        return load_config(path, host.provider_types())
+        return load_config(path, host.provider_types(), failed_plugins=host.failures())
     except PluginError as e:
         raise Failure(str(e)) from e
 

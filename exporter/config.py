@@ -102,13 +102,18 @@ def load_config(
     path: Path,
     provider_types: Mapping[str, ProviderType],
     environ: Mapping[str, str] = os.environ,
+    *,
+    failed_plugins: Mapping[str, str] | None = None,
 ) -> Config:
-    """Read and validate the file at ``path``; raise ConfigError listing every problem."""
+    """Read and validate the file at ``path``; raise ConfigError listing every problem.
+
+    ``failed_plugins`` (name → error) explains a table whose plugin could not load.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError([("", f"cannot read {str(path)!r}: {e.strerror or e}")]) from e
-    return parse_config(text, provider_types, environ, path=path)
+    return parse_config(text, provider_types, environ, path=path, failed_plugins=failed_plugins)
 
 
 def parse_config(
@@ -117,6 +122,7 @@ def parse_config(
     environ: Mapping[str, str] = os.environ,
     *,
     path: Path | None = None,
+    failed_plugins: Mapping[str, str] | None = None,
 ) -> Config:
     try:
         document = tomllib.loads(text)
@@ -126,7 +132,7 @@ def parse_config(
     document = substitute_env(document, "", environ, problems)
     base_dir = path.parent if path is not None else Path(".")
     root = ConfigTable(document, "", problems, base_dir)
-    config = _build(root, provider_types, path)
+    config = _build(root, provider_types, path, failed_plugins or {})
     root.finish()
     if problems:
         raise ConfigError(problems.items)
@@ -163,7 +169,10 @@ def substitute_env(value: Any, path: str, environ: Mapping[str, str], problems: 
 
 
 def _build(
-    root: ConfigTable, provider_types: Mapping[str, ProviderType], path: Path | None
+    root: ConfigTable,
+    provider_types: Mapping[str, ProviderType],
+    path: Path | None,
+    failed_plugins: Mapping[str, str],
 ) -> Config:
     exporter = _exporter(root.child("exporter"), root.base_dir)
     polling = _polling(root.child("polling"))
@@ -177,7 +186,7 @@ def _build(
                 name,
                 "instance names are 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit",
             )
-        provider = _provider(name, table, polling, provider_types)
+        provider = _provider(name, table, polling, provider_types, failed_plugins)
         table.finish()
         if provider is not None:
             providers[name] = provider
@@ -263,6 +272,7 @@ def _provider(
     table: ConfigTable,
     polling: PollingSettings,
     provider_types: Mapping[str, ProviderType],
+    failed_plugins: Mapping[str, str],
 ) -> ProviderConfig | None:
     plugin = table.string("plugin")
     enabled = table.boolean("enabled", True)
@@ -284,9 +294,19 @@ def _provider(
     callback_token = table.secret("callback_token", required=False)
     provider_type = provider_types.get(plugin) if plugin else None
     if provider_type is None:
-        if plugin:
+        if plugin in failed_plugins:
+            table.problem(
+                "plugin",
+                f"plugin {plugin!r} is installed but failed to load: {failed_plugins[plugin]}",
+            )
+        elif plugin:
             known = ", ".join(sorted(provider_types)) or "none"
-            table.problem("plugin", f"no installed plugin provides {plugin!r} (available: {known})")
+            broken = (
+                f"; failed to load: {', '.join(sorted(failed_plugins))}" if failed_plugins else ""
+            )
+            table.problem(
+                "plugin", f"no installed plugin provides {plugin!r} (available: {known}{broken})"
+            )
         table.ignore(*table.data)  # the plugin's own keys cannot be checked without it
         return None
     try:

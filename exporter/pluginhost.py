@@ -177,6 +177,10 @@ class PluginHost:
         found[key] = ProviderType(cls, plugin, origin.package, origin.version)
         origin.providers.append(key)
 
+    def failures(self) -> dict[str, str]:
+        """Plugins that failed at import or registration: name → error."""
+        return {name: origin.error for name, origin in self._origins.items() if origin.error}
+
     def describe(self, *, include_builtin: bool) -> list[PluginInfo]:
         """Plugins with their package, version, hooks and provider names."""
         self.provider_types()

@@ -59,6 +59,17 @@ def test_entry_point_plugins_load_and_broken_ones_are_listed_not_fatal(installed
     assert "missing dependency xyz" in (listing["broken"].error or "")
 
 
+def test_a_config_needing_a_plugin_that_failed_to_load_is_a_clear_error(installed_plugin):
+    host = PluginHost()
+    host.load(environ={})
+    text = '[providers.x]\nplugin = "broken"\n[providers.y]\nplugin = "acme"\ntoken = "t"\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, host.provider_types(), {}, failed_plugins=host.failures())
+    assert info.value.problems == [
+        ("providers.x.plugin", "plugin 'broken' is installed but failed to load: import failed: missing dependency xyz")
+    ]
+
+
 def test_load_plugins_env_limits_installed_plugins(installed_plugin):
     host = PluginHost()
     host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})

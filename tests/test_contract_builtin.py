@@ -1,0 +1,72 @@
+"""The built-in plugins run the same contract suite third-party plugins use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pytest_httpserver import HTTPServer
+from werkzeug import Response
+
+from exporter.testing.contract import ProviderContract
+from plugins.bsg import BsgProvider
+from plugins.routee import RouteeProvider
+
+TOKEN = {"access_token": "tok", "token_type": "bearer", "expires_in": 3600}
+
+
+class TestRouteeContract(ProviderContract):
+    provider_class = RouteeProvider
+    valid_ids = ("0a047b46-a4dd-4ca8-b817-a6a134dd1234", "abc-123")
+    invalid_ids = ("", "x" * 65, "a/b", "a b")
+    invalid_settings = ({"currency": "euro", "base_url": "ftp://x", "application_id": 5}, frozenset({"currency", "base_url", "application_id"}))
+
+    def settings(self, base_url: str) -> dict[str, Any]:
+        return {"application_id": "app", "application_secret": "secret", "currency": "EUR",
+                "base_url": base_url, "token_url": f"{base_url}/oauth/token"}
+
+    def respond_status(self, httpserver: HTTPServer, message_id: str, raw_status: str) -> None:
+        httpserver.expect_request("/oauth/token", method="POST").respond_with_json(TOKEN)
+        body = {"trackingId": message_id, "country": "GR", "price": 0.035,
+                "status": {"status": raw_status, "date": "2026-11-20T10:00:00.123Z",
+                           "reason": {"detailedStatus": "Not Viber User"}}}
+        httpserver.expect_request(f"/viber/tracking/{message_id}").respond_with_json(body)
+
+    def respond_error(self, httpserver: HTTPServer, message_id: str, kind: str) -> None:
+        path = f"/viber/tracking/{message_id}"
+        if kind == "unauthorized":
+            httpserver.expect_request("/oauth/token").respond_with_json({"error": "unauthorized"}, status=401)
+            return
+        httpserver.expect_request("/oauth/token", method="POST").respond_with_json(TOKEN)
+        answers = {
+            "not_found": Response('{"code": "404019006", "developerMessage": "viberTracking was not found"}', 404),
+            "rate_limited": Response('{"code": "429000000", "developerMessage": "slow down"}', 429, {"Retry-After": "2"}),
+            "server_error": Response('{"code": "500000000", "developerMessage": "boom"}', 500),
+            "malformed": Response("<html>oops</html>", 200),
+        }
+        httpserver.expect_request(path).respond_with_response(answers[kind])
+
+
+class TestBsgContract(ProviderContract):
+    provider_class = BsgProvider
+    valid_ids = ("217", "380972920000")
+    invalid_ids = ("", "ext_id_19", "12a")
+    invalid_settings = ({"lookup": "phone", "timezone": "Nowhere/Else"}, frozenset({"lookup", "timezone"}))
+
+    def settings(self, base_url: str) -> dict[str, Any]:
+        return {"api_key": "live_key", "base_url": base_url}
+
+    def respond_status(self, httpserver: HTTPServer, message_id: str, raw_status: str) -> None:
+        body = {"error": "0", "errorDescription": "No errors", "id": "380972920000", "reference": "r1",
+                "time_in": "2026-11-20 10:00:00", "time_sent": "2026-11-20 10:00:01", "time_dr": "2026-11-20 10:00:30",
+                "status": raw_status, "price": "0.02", "currency": "EUR"}
+        httpserver.expect_request(f"/rest/viber/{message_id}").respond_with_json(body)
+
+    def respond_error(self, httpserver: HTTPServer, message_id: str, kind: str) -> None:
+        answers = {
+            "not_found": Response('{"error": 40, "errorDescription": "Message not found"}', 200),
+            "unauthorized": Response('{"error": "1", "errorDescription": "Invalid API key"}', 200),
+            "rate_limited": Response('{"message": "Too many requests"}', 429, {"Retry-After": "2"}),
+            "server_error": Response("<html>bad gateway</html>", 502),
+            "malformed": Response("{not json", 200),
+        }
+        httpserver.expect_request(f"/rest/viber/{message_id}").respond_with_response(answers[kind])

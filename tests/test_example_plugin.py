@@ -1,0 +1,77 @@
+"""The example third-party plugin, installed with pip: listed, and polled end to end.
+
+CI installs examples/viber-exporter-example-plugin (as the README's test command does);
+without it these tests skip, unless VIBER_EXPORTER_REQUIRE_E2E=1.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from pytest_httpserver import HTTPServer
+
+from exporter.config import parse_config
+from exporter.engine import Exporter, Registration
+from exporter.model import Status
+from exporter.pluginhost import PluginHost
+
+from .conftest import sample, wait_for
+
+SCRIPT = Path(sys.executable).parent / "viber-exporter"
+MESSAGE = "pm_00000000000000aa"
+
+
+@pytest.fixture(autouse=True)
+def example_installed() -> None:
+    if importlib.util.find_spec("viber_exporter_example") is None:
+        if os.environ.get("VIBER_EXPORTER_REQUIRE_E2E") == "1":
+            pytest.fail("pip install -e examples/viber-exporter-example-plugin (CI installs it)")
+        pytest.skip("the example plugin is not installed")
+
+
+def test_plugins_command_lists_the_installed_example():
+    env = {k: v for k, v in os.environ.items() if k != "VIBER_EXPORTER_LOAD_PLUGINS"}
+    result = subprocess.run([str(SCRIPT), "plugins"], capture_output=True, text=True, env=env, check=True, timeout=30)
+    [parrot] = [p for p in json.loads(result.stdout) if p["name"] == "parrot"]
+    assert parrot["package"] == "viber-exporter-example-plugin" and parrot["version"] == "0.1.0"
+    assert parrot["providers"] == ["parrot"] and parrot["hooks"] == ["register_providers"]
+    limited = subprocess.run([str(SCRIPT), "plugins"], capture_output=True, text=True, check=True, timeout=30,
+                             env={**env, "VIBER_EXPORTER_LOAD_PLUGINS": ""})
+    assert json.loads(limited.stdout) == []
+
+
+def test_a_config_naming_the_example_polls_end_to_end(httpserver: HTTPServer, tmp_path):
+    answer = {"id": MESSAGE, "state": "seen", "sent_at": "2026-11-23T07:00:00Z",
+              "state_changed_at": "2026-11-23T07:00:30Z", "charge": {"amount": "0.02", "currency": "USD"}}
+    httpserver.expect_request(f"/v2/messages/{MESSAGE}", headers={"Authorization": "Token tok"}).respond_with_json(answer)
+    host = PluginHost()
+    host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": "parrot"})
+    config = parse_config(f"""
+[exporter]
+state_path = {json.dumps(str(tmp_path / "s.db"))}
+[polling]
+tick = "100ms"
+schedule = ["100ms"]
+max_age = "1000d"
+[providers.parrot]
+plugin = "parrot"
+token = "tok"
+base_url = "{httpserver.url_for("").rstrip("/")}"
+""", host.provider_types(), {})
+    exporter = Exporter(config, host, registry=CollectorRegistry())
+    exporter.start()
+    try:
+        exporter.register([Registration("parrot", MESSAGE)])
+        wait_for(lambda: exporter.store.get("parrot", MESSAGE).status is Status.READ)
+        assert sample(exporter, "viber_message_read_latency_seconds_sum", provider="parrot") == 30
+        assert sample(exporter, "viber_message_cost_total", provider="parrot", currency="USD", channel="viber") == 0.02
+        assert sample(exporter, "viber_provider_info", provider="parrot", plugin="parrot", version="0.1.0") == 1
+    finally:
+        exporter.stop()
