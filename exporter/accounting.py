@@ -11,7 +11,7 @@ import random
 from datetime import datetime
 
 from .config import PollingSettings
-from .model import Observation, Outcome, Status
+from .model import PROVIDER_FAILURES, Observation, Outcome, Status
 from .state import (
     Cost,
     Counted,
@@ -221,16 +221,23 @@ def call_failed(
     policy: PollingSettings,
     rng: random.Random,
 ) -> list[Event]:
-    """A call that gave no answer about the message: keep it, retry later with backoff."""
+    """A call that gave no answer about the message: keep it and retry.
+
+    When the provider itself is failing (rate limits, 5xx, timeouts, refused
+    connections, bad credentials) the message keeps its place: the whole provider is
+    paused with backoff, which bounds the calls, and the message stays overdue, so
+    ``viber_poll_lag_seconds`` shows the outage. When the answer points at the message
+    (client error, unreadable answer) it backs off on its own, so one message the
+    provider always chokes on moves to the back of the queue.
+    """
     state.last_error = f"{outcome.value}: {message}"[:500]
     if outcome is Outcome.RATE_LIMITED:
-        return []  # not the message's fault: it stays due and goes first once the pause ends
+        return []
     state.errors += 1
     state.last_poll_at = now
-    # Back off per message too, so one message the provider always chokes on moves
-    # to the back of the queue instead of being retried first on every tick.
-    delay = min(policy.step(state.polls), MESSAGE_RETRY_BASE * 2 ** min(state.errors - 1, 20))
-    state.next_poll = now + delay * (0.5 + rng.random() / 2)
+    if outcome not in PROVIDER_FAILURES:
+        delay = min(policy.step(state.polls), MESSAGE_RETRY_BASE * 2 ** min(state.errors - 1, 20))
+        state.next_poll = now + delay * (0.5 + rng.random() / 2)
     events: list[Event] = []
     if state.status is not Status.DELIVERED and now >= state.sent_at + policy.max_age:
         _expire_watch(state, now, events)

@@ -134,18 +134,25 @@ def test_not_found_within_grace_then_unknown_not_found():
     assert not state.watched and state.reason == "not_found"
 
 
-def test_failed_calls_back_off_per_message_but_rate_limits_do_not():
+def test_message_level_failures_back_off_per_message():
     state = message(next_poll=10.0)
     rng = random.Random(1)
-    assert accounting.call_failed(state, Outcome.RATE_LIMITED, "429", 10.0, POLICY, rng) == []
-    assert state.next_poll == 10.0 and state.errors == 0
     delays = []
     for _ in range(6):
-        accounting.call_failed(state, Outcome.SERVER_ERROR, "HTTP 500", 10.0, POLICY, rng)
+        accounting.call_failed(state, Outcome.INVALID_RESPONSE, "not JSON", 10.0, POLICY, rng)
         delays.append(state.next_poll - 10.0)
     assert delays[0] <= 1.0 and delays[3] >= 4.0, "grows exponentially"
     assert max(delays) <= 10.0, "never longer than the message's schedule step"
-    assert state.last_error == "server_error: HTTP 500"
+    assert state.last_error == "invalid_response: not JSON" and state.errors == 6
+
+
+@pytest.mark.parametrize("outcome", [Outcome.RATE_LIMITED, Outcome.SERVER_ERROR, Outcome.TIMEOUT,
+                                     Outcome.CONNECTION_ERROR, Outcome.AUTH_ERROR])
+def test_provider_failures_leave_the_message_overdue(outcome):
+    state = message(next_poll=10.0)
+    accounting.call_failed(state, outcome, "down", 50.0, POLICY, random.Random(1))
+    assert state.next_poll == 10.0, "still overdue: the provider pause bounds the calls, the lag shows the outage"
+    assert state.last_error == f"{outcome.value}: down"
 
 
 def test_unknown_status_keeps_polling_and_counts_once():

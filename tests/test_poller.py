@@ -194,7 +194,10 @@ def test_outage_backs_off_sets_down_and_recovers(fake_server, make_config, run_e
     time.sleep(2.0)
     # With a 100ms tick and no backoff this would be ~20 calls; backoff keeps it to a few.
     assert len(api.calls) <= 5
-    assert sample(exporter, "viber_poll_lag_seconds", provider="fake") > 0
+    lag = sample(exporter, "viber_poll_lag_seconds", provider="fake")
+    assert lag > 1.0, "the failing message stays overdue"
+    time.sleep(0.5)
+    assert sample(exporter, "viber_poll_lag_seconds", provider="fake") > lag, "the lag grows during the outage"
     api.outage = None
     wait_for(lambda: sample(exporter, "viber_provider_up", provider="fake") == 1, timeout=70)
     assert exporter.store.get("fake", "o1").watched
