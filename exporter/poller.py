@@ -34,6 +34,7 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL = 3600.0
+MAX_TICK = 60.0  # seconds one tick may run while there is due work
 
 
 @dataclass
@@ -95,7 +96,10 @@ class ProviderPoller:
             self.idle.set()
 
     def _tick(self) -> None:
-        deadline = time.monotonic() + self.policy.tick
+        # Keep going while work is due: stopping at the next tick boundary would leave
+        # the provider idle until the scheduler's next run during a catch-up. The cap
+        # only makes a very long sweep hand the job back now and then.
+        deadline = time.monotonic() + max(self.policy.tick, MAX_TICK)
         health = self.instance.health
         while not self.stopping.is_set() and not health.paused() and time.monotonic() < deadline:
             due = self.store.due(self.name, self.clock(), self.batch_limit)
@@ -105,9 +109,15 @@ class ProviderPoller:
             if not results:
                 break  # nothing could be done before the deadline or the pause
             self.recorder.record_polls(self.name, self.policy, results)
-        if not self.stopping.is_set():
-            oldest = self.store.oldest_next_poll(self.name)
-            health.overdue_since = oldest if oldest is not None and oldest < self.clock() else None
+            self._update_lag()
+        self._update_lag()
+
+    def _update_lag(self) -> None:
+        if self.stopping.is_set():
+            return
+        oldest = self.store.oldest_next_poll(self.name)
+        now = self.clock()
+        self.instance.health.overdue_since = oldest if oldest is not None and oldest < now else None
 
     def _poll(self, due: Sequence[MessageState], deadline: float) -> list[PollResult]:
         now = self.clock()

@@ -14,7 +14,7 @@ import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import astuple, fields
+from dataclasses import fields
 from pathlib import Path
 
 from .errors import StoreError, WatchedSetFull
@@ -72,11 +72,15 @@ def _row_to_state(row: Sequence[object]) -> MessageState:
     return state
 
 
+_STATUS, _SOURCE, _COUNTED = (_COLUMNS.index(c) for c in ("status", "sent_source", "counted"))
+
+
 def _state_to_row(state: MessageState) -> tuple[object, ...]:
-    row = list(astuple(state))
-    row[_COLUMNS.index("status")] = state.status.value
-    row[_COLUMNS.index("sent_source")] = int(state.sent_source)
-    row[_COLUMNS.index("counted")] = int(state.counted)
+    # Not dataclasses.astuple: it deep-copies, and this runs for every stored message.
+    row = [getattr(state, name) for name in _COLUMNS]
+    row[_STATUS] = state.status.value
+    row[_SOURCE] = int(state.sent_source)
+    row[_COUNTED] = int(state.counted)
     return tuple(row)
 
 

@@ -11,6 +11,7 @@ Control endpoints create messages (``POST /mock/messages``), report the ground t
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import random
 import secrets
@@ -317,3 +318,27 @@ class MockProviders:
                 }
             ]
         return body
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the mock providers standalone: ``python -m exporter.testing.mock --port 8000``."""
+    import argparse
+
+    from werkzeug.serving import make_server
+
+    parser = argparse.ArgumentParser(description="Mock Routee and BSG APIs")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every lookup")
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+    app = MockProviders(faults=Faults(latency=args.latency), seed=args.seed)
+    server = make_server(args.host, args.port, app, threaded=True)
+    print(f"http://{args.host}:{server.socket.getsockname()[1]}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""Shared helpers of the benchmark scripts: machine description, mock process, stores."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+from exporter.store import Store
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
+
+
+def header(title: str, method: str) -> None:
+    print(f"== {title}")
+    print(f"machine: {machine()}")
+    print(f"method:  {method}")
+
+
+@contextmanager
+def mock_process(latency: float = 0.0) -> Iterator[str]:
+    """The mock providers in their own process, so they do not share our CPU accounting."""
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("mock_server.py")), "--latency", str(latency)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        for _ in range(100):
+            try:
+                requests.get(f"{url}/mock/faults", timeout=1)
+                break
+            except requests.RequestException:
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def fill(store: Store, provider: str, count: int, next_poll_in: float, now: float | None = None, batch: int = 50_000) -> None:
+    """Put ``count`` watched messages in the store (ids 1…count), in large transactions."""
+    now = time.time() if now is None else now
+    for start in range(1, count + 1, batch):
+        ids = [(str(n), None) for n in range(start, min(start + batch, count + 1))]
+        store.register({provider: (ids, next_poll_in)}, now, max_watched=10**9)
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def verdict(ok: bool) -> str:
+    return "target met" if ok else "TARGET MISSED"
