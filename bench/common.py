@@ -7,6 +7,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,9 +30,22 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
 
 
+def filesystem(path: str = tempfile.gettempdir()) -> str:
+    """The filesystem under the temporary directory (state files live there)."""
+    best = ("?", "")
+    try:
+        for line in Path("/proc/mounts").read_text().splitlines():
+            _, mount, kind, *_ = line.split()
+            if path.startswith(mount) and len(mount) >= len(best[1]):
+                best = (kind, mount)
+    except OSError:
+        pass
+    return f"{best[0]} at {best[1] or '?'}"
+
+
 def header(title: str, method: str) -> None:
     print(f"== {title}")
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; state files on {filesystem()}")
     print(f"method:  {method}")
 
 

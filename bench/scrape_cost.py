@@ -1,0 +1,82 @@
+"""Scrape cost: GET /metrics latency with small and large stores.
+
+    python bench/scrape_cost.py                    # 1,000 and 1,000,000 messages
+    python bench/scrape_cost.py --sizes 1000,20000 # CI size
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+from common import fill, header, median_ms, verdict
+from prometheus_client import CollectorRegistry
+
+from exporter.config import parse_config
+from exporter.engine import Exporter
+from exporter.logs import setup_logging
+from exporter.pluginhost import PluginHost
+from exporter.server import HttpServer
+
+
+def scrape_median(size: int, samples: int, tmp: Path, host: PluginHost) -> float:
+    config = parse_config(f"""
+[exporter]
+state_path = {json.dumps(str(tmp / f"scrape-{size}.db"))}
+[providers.bsg]
+plugin = "bsg"
+api_key = "live_bench"
+base_url = "http://127.0.0.1:9"
+""", host.provider_types(), {})
+    exporter = Exporter(config, host, registry=CollectorRegistry())
+    fill(exporter.store, "bsg", size, next_poll_in=86400)
+    exporter.start()  # nothing is due: the poller idles, as between sweeps
+    server = HttpServer(exporter, "127.0.0.1", 0)
+    server.start()
+    try:
+        session = requests.Session()
+        url = f"{server.url}/metrics"
+        for _ in range(5):
+            session.get(url, timeout=10)
+        times = []
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            text = session.get(url, headers={"Accept": "application/openmetrics-text"}, timeout=10).text
+            times.append(time.perf_counter() - t0)
+        watched = re.search(r'^viber_messages_watched\{provider="bsg"\} (\S+)$', text, re.MULTILINE)
+        assert watched is not None and float(watched.group(1)) == size, "the scrape reports the store"
+    finally:
+        server.stop()
+        exporter.stop()
+    return median_ms(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="1000,1000000")
+    parser.add_argument("--samples", type=int, default=50)
+    args = parser.parse_args()
+    setup_logging("warning")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    header("scrape cost", f"median of {args.samples} GET /metrics (OpenMetrics) over HTTP on loopback, exporter running with "
+           "N watched messages in its store and one provider instance")
+    host = PluginHost()
+    host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sizes:
+            results[size] = scrape_median(size, args.samples, Path(tmp), host)
+            print(f"{size:>9} messages: median {results[size]:.2f} ms")
+    small, large = results[sizes[0]], results[sizes[-1]]
+    print(f"largest: {large:.2f} ms [target ≤ 50 ms: {verdict(large <= 50)}]; "
+          f"ratio largest/smallest {large / small:.2f} [target ≤ 2: {verdict(large / small <= 2)}]")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
