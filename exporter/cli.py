@@ -7,11 +7,12 @@ import csv
 import json
 import logging
 import os
+import queue
 import signal
+import ssl
 import sys
-import threading
 import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,7 @@ def cli() -> None:
 def run(config_path: Path | None) -> None:
     """Run the exporter: poll providers and serve /metrics and the API."""
     from .engine import Exporter
+    from .reload import Reloader
     from .server import HttpServer
 
     host = load_plugins()
@@ -86,30 +88,43 @@ def run(config_path: Path | None) -> None:
         exporter = Exporter(config, host)
     except StoreError as e:
         raise Failure(str(e)) from e
+    reloader = Reloader(exporter, host, config_path or default_config_path())
     try:
-        server = HttpServer(exporter, config.exporter.listen_host, config.exporter.listen_port)
-    except OSError as e:
+        server = HttpServer(
+            exporter, config.exporter.listen_host, config.exporter.listen_port, reloader
+        )
+    except (OSError, ssl.SSLError) as e:
         exporter.stop()
-        raise Failure(f"cannot listen on {config.exporter.listen}: {e.strerror or e}") from e
+        raise Failure(
+            f"cannot listen on {config.exporter.listen}: {getattr(e, 'strerror', None) or e}"
+        ) from e
     exporter.start()
     server.start()
     log.info("viber-exporter %s listening on %s", __version__, server.url)
-    _wait_for_signal()
+    _wait_for_signal(reloader.reload)
     server.stop()
     exporter.stop(timeout=STOP_TIMEOUT)
     log.info("stopped")
 
 
-def _wait_for_signal() -> None:
-    stop = threading.Event()
+def _wait_for_signal(on_reload: Callable[[], object] | None = None) -> None:
+    """Block until SIGTERM or SIGINT; run ``on_reload`` on each SIGHUP (in this thread)."""
+    signals: queue.Queue[int] = queue.Queue()
 
-    def request_stop(signum: int, frame: Any) -> None:
+    def queue_signal(signum: int, frame: Any) -> None:
+        signals.put(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, queue_signal)
+    while True:
+        signum = signals.get()
+        if signum == signal.SIGHUP:
+            if on_reload is not None:
+                log.info("received SIGHUP, reloading the configuration")
+                on_reload()
+            continue
         log.info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, request_stop)
-    stop.wait()
+        return
 
 
 @cli.command()

@@ -31,6 +31,13 @@ CONFIG_ENV = "VIBER_EXPORTER_CONFIG"
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None  # set: clients must present a certificate it signed
+
+
+@dataclass(frozen=True)
 class ExporterSettings:
     listen_host: str
     listen_port: int
@@ -38,6 +45,9 @@ class ExporterSettings:
     api_token: Secret | None
     log_level: str
     log_format: str
+    tls: TlsSettings | None = None
+    #: user → bcrypt hash; when set, /metrics needs HTTP basic auth
+    basic_auth_users: Mapping[str, Secret] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def listen(self) -> str:
@@ -206,9 +216,60 @@ def _exporter(table: ConfigTable, base_dir: Path) -> ExporterSettings:
         api_token=table.secret("api_token", required=False),
         log_level=table.string("log_level", "info", choices=LOG_LEVELS),
         log_format=table.string("log_format", "text", choices=LOG_FORMATS),
+        tls=_tls(table, base_dir),
+        basic_auth_users=_basic_auth_users(table),
     )
     table.finish()
     return settings
+
+
+def _readable(table: ConfigTable, key: str, base_dir: Path) -> Path | None:
+    name = table.string(key, "")
+    if not name:
+        return None
+    path = Path(name) if Path(name).is_absolute() else base_dir / name
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as e:
+        table.problem(key, f"cannot read {str(path)!r}: {e.strerror or e}")
+    return path
+
+
+def _tls(table: ConfigTable, base_dir: Path) -> TlsSettings | None:
+    cert = _readable(table, "tls_cert_file", base_dir)
+    key = _readable(table, "tls_key_file", base_dir)
+    client_ca = _readable(table, "tls_client_ca_file", base_dir)
+    if (cert is None) != (key is None):
+        table.problem(
+            "tls_cert_file" if cert is None else "tls_key_file",
+            "TLS needs both tls_cert_file and tls_key_file",
+        )
+        return None
+    if client_ca is not None and cert is None:
+        table.problem("tls_client_ca_file", "mutual TLS needs tls_cert_file and tls_key_file too")
+    if cert is None or key is None:
+        return None
+    return TlsSettings(cert, key, client_ca)
+
+
+BCRYPT_HASH = r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}"
+
+
+def _basic_auth_users(table: ConfigTable) -> Mapping[str, Secret]:
+    users = table.child("basic_auth_users")
+    result = {}
+    for user in users.data:
+        value = users.raw(user)
+        if not isinstance(value, str) or not re.fullmatch(BCRYPT_HASH, value):
+            # Never echo the value: it may be a password pasted where a hash belongs.
+            users.problem(
+                user,
+                'must be a bcrypt hash (e.g. from `htpasswd -nbBC 10 "" PASSWORD`), not a password',
+            )
+            continue
+        result[user] = Secret(value)
+    return MappingProxyType(result)
 
 
 def _listen(table: ConfigTable, value: str) -> tuple[str, int]:

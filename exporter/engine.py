@@ -7,9 +7,10 @@ directly.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prometheus_client import CollectorRegistry
 
@@ -63,22 +64,76 @@ class Exporter:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.store = Store(config.exporter.state_path)
         self.metrics = Metrics(self.registry, config.metrics)
-        self.instances: dict[str, ProviderInstance] = {}
+        self.instances = self._instances(config, {})
+        self.registry.register(StateCollector(self.store, self.snapshots, clock))
+        self.recorder = Recorder(self.store, self.metrics, host, clock)
+        self.poller = self._poller()
+        self._lifecycle = threading.Lock()
+
+    def _instances(
+        self, config: Config, current: dict[str, ProviderInstance]
+    ) -> dict[str, ProviderInstance]:
+        """Provider instances for ``config``, reusing each current one whose config is unchanged."""
+        instances = {}
         for name, pc in config.providers.items():
             if not pc.enabled:
                 continue
+            existing = current.get(name)
+            if existing is not None and existing.config == pc:
+                instances[name] = existing
+                continue
             provider = pc.type.cls(name, pc.settings, ProviderHttp(pc.timeout, pc.concurrency))
-            self.instances[name] = ProviderInstance(pc, provider, ProviderHealth())
+            instances[name] = ProviderInstance(pc, provider, ProviderHealth())
             self.metrics.add_provider(name)
-        self.registry.register(StateCollector(self.store, self.snapshots, clock))
-        self.recorder = Recorder(self.store, self.metrics, host, clock)
-        self.poller = Poller(
-            list(self.instances.values()),
-            self.store,
-            self.recorder,
-            self.metrics,
-            config.polling,
-            clock,
+        return instances
+
+    def _poller(self) -> Poller:
+        instances = list(self.instances.values())
+        return Poller(
+            instances, self.store, self.recorder, self.metrics, self.config.polling, self.clock
+        )
+
+    def reload(self, config: Config) -> None:
+        """Apply a new, valid config. The store and the counters survive; a removed
+        instance's messages stay stored but are not polled."""
+        old_exporter, new_exporter = self.config.exporter, config.exporter
+        restart_only = [
+            key
+            for key, old, new in (
+                ("exporter.listen", old_exporter.listen, new_exporter.listen),
+                ("exporter.state_path", old_exporter.state_path, new_exporter.state_path),
+                ("exporter.tls_*", old_exporter.tls, new_exporter.tls),
+                ("metrics", self.config.metrics, config.metrics),
+            )
+            if old != new
+        ]
+        if restart_only:
+            log.warning("changes to %s take effect at the next restart", ", ".join(restart_only))
+            kept = replace(
+                new_exporter,
+                listen_host=old_exporter.listen_host,
+                listen_port=old_exporter.listen_port,
+                state_path=old_exporter.state_path,
+                tls=old_exporter.tls,
+            )
+            config = replace(config, metrics=self.config.metrics, exporter=kept)
+        with self._lifecycle:
+            running = self.poller.running
+            self.poller.stop()
+            old = self.instances
+            self.config = config
+            self.instances = self._instances(config, old)
+            for name, instance in old.items():
+                if self.instances.get(name) is not instance:
+                    instance.provider.close()
+            self.poller = self._poller()
+            if running:
+                self.poller.start()
+        logging.getLogger().setLevel(config.exporter.log_level.upper())
+        log.info(
+            "now polling %d provider instance(s): %s",
+            len(self.instances),
+            ", ".join(self.instances),
         )
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -89,7 +144,8 @@ class Exporter:
         )
 
     def stop(self, timeout: float = 8.0) -> None:
-        self.poller.stop(timeout)
+        with self._lifecycle:
+            self.poller.stop(timeout)
         for instance in self.instances.values():
             instance.provider.close()
         self.store.close()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -127,6 +127,19 @@ class Metrics:
             ["provider", "outcome"],
             registry=registry,
         )
+        self.reload_successful = Gauge(
+            "viber_exporter_config_last_reload_successful",
+            "1 if the last configuration reload succeeded.",
+            registry=registry,
+        )
+        self.reload_success_time = Gauge(
+            "viber_exporter_config_last_reload_success_timestamp_seconds",
+            "Time of the last successful configuration load.",
+            registry=registry,
+        )
+        # We only get here with a valid configuration: the first load succeeded.
+        self.reload_successful.set(1)
+        self.reload_success_time.set_to_current_time()
 
     def _extra(self, country: str | None) -> list[str]:
         if not self.country_label:

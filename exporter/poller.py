@@ -21,6 +21,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import accounting
 from .config import PollingSettings, ProviderConfig
+from .errorlog import ErrorLog
 from .health import ProviderHealth
 from .metrics import Metrics
 from .model import FetchError, Observation, Outcome
@@ -84,6 +85,7 @@ class ProviderPoller:
         )
         self.idle = threading.Event()
         self.idle.set()
+        self.error_log = ErrorLog(self.name)
 
     def tick(self) -> None:
         """One scheduled run; logs and swallows every error so the job never dies."""
@@ -111,6 +113,7 @@ class ProviderPoller:
             self.recorder.record_polls(self.name, self.policy, results)
             self._update_lag()
         self._update_lag()
+        self.error_log.flush()
 
     def _update_lag(self) -> None:
         if self.stopping.is_set():
@@ -150,33 +153,32 @@ class ProviderPoller:
         if health.paused():
             return []
         started = time.perf_counter()
-        answers, outcome, retry_after = self._fetch(ids)
+        answers, outcome, retry_after, bug = self._fetch(ids)
         self.metrics.request(self.name, outcome, time.perf_counter() - started)
         was_up = health.up
         health.record(outcome, retry_after)
         if outcome not in (Outcome.OK, Outcome.NOT_FOUND):
             failure = next((a for a in answers.values() if isinstance(a, FetchError)), None)
-            health.note_error(
-                ",".join(ids), outcome, redact(failure.message) if failure else outcome.value
-            )
+            detail = redact(failure.message) if failure else outcome.value
+            self.error_log.error(outcome.value, detail, exc_info=bug)
+            health.note_error(",".join(ids), outcome, detail)
         self._log_health_change(was_up, health.up, answers)
         return [self._result(message_id, answers.get(message_id)) for message_id in ids]
 
     def _fetch(
         self, ids: list[str]
-    ) -> tuple[dict[str, Observation | FetchError], Outcome, float | None]:
-        """Call the plugin; every exception becomes an outcome."""
+    ) -> tuple[dict[str, Observation | FetchError], Outcome, float | None, Exception | None]:
+        """Call the plugin; every exception becomes an outcome (a plugin bug is also returned)."""
         provider = self.instance.provider
         try:
             if len(ids) == 1 and provider.batch_size == 1:
-                return {ids[0]: provider.fetch(ids[0])}, Outcome.OK, None
-            return dict(provider.fetch_many(ids)), Outcome.OK, None
+                return {ids[0]: provider.fetch(ids[0])}, Outcome.OK, None, None
+            return dict(provider.fetch_many(ids)), Outcome.OK, None, None
         except FetchError as e:
-            return dict.fromkeys(ids, e), e.outcome, e.retry_after
+            return dict.fromkeys(ids, e), e.outcome, e.retry_after, None
         except Exception as e:  # a plugin bug is an invalid answer, never a dead poller
-            log.warning("plugin %s raised %s", self.name, type(e).__name__, exc_info=True)
             error = FetchError(Outcome.INVALID_RESPONSE, f"plugin error: {type(e).__name__}: {e}")
-            return dict.fromkeys(ids, error), error.outcome, None
+            return dict.fromkeys(ids, error), error.outcome, None, e
 
     @staticmethod
     def _result(message_id: str, answer: Observation | FetchError | None) -> PollResult:

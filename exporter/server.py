@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from .config import TlsSettings
 from .engine import Exporter
+from .reload import Reloader
 from .web import WebApp, WSGIApp
 
 
 class BackgroundServer:
     """A threaded HTTP server for one WSGI app; ``port`` 0 picks a free port."""
 
-    def __init__(self, app: WSGIApp, host: str, port: int, name: str = "http") -> None:
+    def __init__(
+        self,
+        app: WSGIApp,
+        host: str,
+        port: int,
+        name: str = "http",
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         # Bind ourselves: on a busy port Werkzeug would print and sys.exit(); we raise OSError.
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.create_server((host, port), family=family, backlog=128)
+        self.scheme = "https" if ssl_context else "http"
         self._server: BaseWSGIServer = make_server(
-            host, port, app, threaded=True, fd=self._socket.fileno()
+            host, port, app, threaded=True, fd=self._socket.fileno(), ssl_context=ssl_context
         )
         self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)
 
@@ -32,7 +43,7 @@ class BackgroundServer:
         host = str(self._socket.getsockname()[0])
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
     def start(self) -> None:
         self._thread.start()
@@ -44,9 +55,23 @@ class BackgroundServer:
         self._socket.close()
 
 
+def tls_context(tls: TlsSettings) -> ssl.SSLContext:
+    """A server context from the configured files; mutual TLS when a client CA is set."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.client_ca_file is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cafile=tls.client_ca_file)
+    return context
+
+
 class HttpServer(BackgroundServer):
     """The exporter's own server: /metrics, health, landing page and /api/v1."""
 
-    def __init__(self, exporter: Exporter, host: str, port: int) -> None:
-        self.app = WebApp(exporter)
-        super().__init__(self.app, host, port)
+    def __init__(
+        self, exporter: Exporter, host: str, port: int, reloader: Reloader | None = None
+    ) -> None:
+        self.app = WebApp(exporter, reloader)
+        tls = exporter.config.exporter.tls
+        super().__init__(self.app, host, port, ssl_context=tls_context(tls) if tls else None)

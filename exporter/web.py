@@ -5,14 +5,17 @@ Routing and request parsing are Werkzeug's; handlers live in :mod:`exporter.api`
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
 from typing import Any
 
+import bcrypt
 from prometheus_client.exposition import choose_encoder
 from werkzeug import Request, Response
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
@@ -22,6 +25,8 @@ from . import api
 from .api import ApiError, json_response
 from .engine import Exporter
 from .landing import landing_page
+from .reload import Reloader
+from .secrets import Secret
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,7 @@ URLS = Map(
         Rule("/metrics", endpoint="metrics", methods=["GET"]),
         Rule("/-/healthy", endpoint="healthy", methods=["GET"]),
         Rule("/-/ready", endpoint="ready", methods=["GET"]),
+        Rule("/-/reload", endpoint="reload", methods=["POST"]),
         Rule("/api/v1/openapi.json", endpoint="openapi", methods=["GET"]),
         Rule("/api/v1/messages", endpoint="messages", methods=["GET", "POST"]),
         Rule(
@@ -52,6 +58,41 @@ def openapi_document() -> dict[str, Any]:
     return json.loads(text)  # type: ignore[no-any-return]
 
 
+class BasicAuth:
+    """Checks basic-auth credentials against bcrypt hashes. bcrypt is slow on purpose
+    (tens of ms), so a verified (user, password, hash) is remembered by its SHA-256 and
+    a scrape every few seconds does not pay for it each time."""
+
+    def __init__(self) -> None:
+        self._verified: set[bytes] = set()
+        self._lock = threading.Lock()
+
+    def check(self, request: Request, users: Mapping[str, Secret]) -> bool:
+        auth = request.authorization
+        if auth is None or auth.type != "basic" or auth.username is None or auth.password is None:
+            return False
+        stored = users.get(auth.username)
+        if stored is None:
+            bcrypt.checkpw(b"timing", _DUMMY_HASH)  # same work for unknown users
+            return False
+        key = hashlib.sha256(
+            f"{auth.username}\0{auth.password}\0{stored.reveal()}".encode()
+        ).digest()
+        with self._lock:
+            if key in self._verified:
+                return True
+        if not bcrypt.checkpw(auth.password.encode(), stored.reveal().encode()):
+            return False
+        with self._lock:
+            if len(self._verified) > 1000:
+                self._verified.clear()
+            self._verified.add(key)
+        return True
+
+
+_DUMMY_HASH = bcrypt.hashpw(b"dummy", bcrypt.gensalt(rounds=4))
+
+
 def is_loopback(address: str | None) -> bool:
     try:
         return address is not None and ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
@@ -62,8 +103,10 @@ def is_loopback(address: str | None) -> bool:
 class WebApp:
     """The WSGI callable. Write calls (POST, DELETE on /api/v1) need authorisation."""
 
-    def __init__(self, exporter: Exporter) -> None:
+    def __init__(self, exporter: Exporter, reloader: Reloader | None = None) -> None:
         self.exporter = exporter
+        self.reloader = reloader
+        self.basic_auth = BasicAuth()
         self._openapi = json.dumps(openapi_document())
 
     def __call__(
@@ -101,6 +144,9 @@ class WebApp:
         exporter = self.exporter
         if endpoint == "metrics":
             return self.metrics(request)
+        if endpoint == "reload":
+            self.authorise_write(request)
+            return self.reload()
         if endpoint == "healthy":
             return Response("OK\n", content_type="text/plain")
         if endpoint == "ready":
@@ -130,7 +176,24 @@ class WebApp:
             return api.delete_message(exporter, args["provider"], args["message_id"])
         return api.get_message(exporter, args["provider"], args["message_id"])
 
+    def reload(self) -> Response:
+        if self.reloader is None:
+            raise ApiError(404, "reloading is not available here")
+        problems = self.reloader.reload()
+        if problems:
+            details = [{"key": key, "error": message} for key, message in problems]
+            raise ApiError(400, "the new configuration is invalid; nothing changed", details)
+        return json_response({"status": "reloaded"})
+
     def metrics(self, request: Request) -> Response:
+        users = self.exporter.config.exporter.basic_auth_users
+        if users and not self.basic_auth.check(request, users):
+            return Response(
+                "authentication required\n",
+                401,
+                content_type="text/plain",
+                headers={"WWW-Authenticate": 'Basic realm="viber-exporter"'},
+            )
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         return Response(encoder(self.exporter.registry), content_type=content_type)
 
