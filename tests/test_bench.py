@@ -20,6 +20,7 @@ SMALL = {
     "tick_cost.py": ["--messages", "5000", "--due", "200", "--samples", "10"],
     "registration.py": ["--messages", "2000"],
     "memory.py": ["--messages", "8000", "--run", "2"],
+    "crash_soak.py": ["--kills", "2"],
 }
 
 

@@ -1,0 +1,18 @@
+"""kill -9 at random moments: no registration lost, nothing counted twice."""
+
+from __future__ import annotations
+
+from exporter.testing.crashsoak import run_soak
+
+
+def test_five_kill_9s_lose_no_registration_and_double_count_nothing(tmp_path):
+    result = run_soak(kills=5, seed=7, workdir=tmp_path)
+    assert result.kills == 5
+    assert result.registered > 100, "traffic ran between the kills"
+    assert result.missing_after_restart == 0, "every 200 survived every crash"
+    assert result.excess() == {}, f"counted more than happened: {result.excess()}"
+    settled = sum(t["transitions"].get("pending", 0) for t in result.truth.values())
+    # In flight at a kill: at most a batch per provider between the last scrape and the crash.
+    assert result.shortfall() <= result.kills * 2 * 3 * 16, (result.shortfall(), settled)
+    for provider, truth in result.truth.items():
+        assert result.cost.get(provider, 0.0) <= truth["cost"]["viber"] + truth["cost"]["sms"] + 1e-9
