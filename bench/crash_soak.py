@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from common import header
+
 from exporter.testing.crashsoak import run_soak
 
 

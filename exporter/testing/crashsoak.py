@@ -187,7 +187,7 @@ def run_soak(
     def start() -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )  # noqa: S603
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if _scrape(url) is not None:
