@@ -157,6 +157,10 @@ class ProviderPoller:
         self.metrics.request(self.name, outcome, time.perf_counter() - started)
         was_up = health.up
         health.record(outcome, retry_after)
+        if outcome is Outcome.RATE_LIMITED:
+            self.limiter.slow_down()
+        elif outcome in (Outcome.OK, Outcome.NOT_FOUND):
+            self.limiter.speed_up()
         if outcome not in (Outcome.OK, Outcome.NOT_FOUND):
             failure = next((a for a in answers.values() if isinstance(a, FetchError)), None)
             detail = redact(failure.message) if failure else outcome.value

@@ -1,4 +1,10 @@
-"""A thread-safe pacing limiter: at most ``rate`` calls per second, evenly spaced."""
+"""A thread-safe pacing limiter: at most ``rate`` calls per second, evenly spaced.
+
+The pace adapts to the provider (additive increase, multiplicative decrease, as in TCP
+congestion control): each 429 halves it, each answered call adds about one call per
+second per second, never above the configured ``rate_limit``. A provider that limits
+at N calls per second is then called at about N, not hammered at ``rate_limit``.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,15 @@ import threading
 import time
 from collections.abc import Callable
 
+MIN_RATE = 0.2  # calls per second; the pace never stops altogether
+
 
 class RateLimiter:
     """Hands out call slots ``1/rate`` seconds apart; waiting callers sleep outside the lock."""
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = 1.0 / rate
+        self.max_rate = rate
+        self.rate = rate
         self.clock = clock
         self._next = 0.0
         self._lock = threading.Lock()
@@ -23,7 +32,18 @@ class RateLimiter:
             slot = max(now, self._next)
             if slot > deadline:
                 return False
-            self._next = slot + self.interval
+            self._next = slot + 1.0 / self.rate
         if slot > now:
             stop.wait(slot - now)
         return not stop.is_set()
+
+    def slow_down(self) -> None:
+        """The provider said 429: halve the pace."""
+        with self._lock:
+            self.rate = max(MIN_RATE, min(self.rate, self.max_rate) / 2)
+
+    def speed_up(self) -> None:
+        """An answered call: creep back towards ``rate_limit`` (+1 call/s per second)."""
+        with self._lock:
+            if self.rate < self.max_rate:
+                self.rate = min(self.max_rate, self.rate + 1.0 / self.rate)

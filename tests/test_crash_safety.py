@@ -11,8 +11,9 @@ def test_five_kill_9s_lose_no_registration_and_double_count_nothing(tmp_path):
     assert result.registered > 100, "traffic ran between the kills"
     assert result.missing_after_restart == 0, "every 200 survived every crash"
     assert result.excess() == {}, f"counted more than happened: {result.excess()}"
-    settled = sum(t["transitions"].get("pending", 0) for t in result.truth.values())
-    # In flight at a kill: at most a batch per provider between the last scrape and the crash.
-    assert result.shortfall() <= result.kills * 2 * 3 * 16, (result.shortfall(), settled)
+    total = sum(sum(t["transitions"].values()) for t in result.truth.values())
+    # In flight at a kill: what happened between the last scrape and the crash, and what
+    # was stored but not yet counted. A few per kill, never more than a batch.
+    assert result.shortfall() <= result.kills * 2 * 16, (result.shortfall(), total)
     for provider, truth in result.truth.items():
         assert result.cost.get(provider, 0.0) <= truth["cost"]["viber"] + truth["cost"]["sms"] + 1e-9

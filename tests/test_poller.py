@@ -216,3 +216,20 @@ def test_timeouts_and_refused_connections_are_outcomes(fake_server, make_config,
     wait_for(lambda: sample(exporter, "viber_provider_requests_total", provider="fake", outcome="connection_error") >= 1, timeout=10)
     assert exporter.store.get("fake", "t1").watched
     assert exporter.poller.running
+
+
+def test_rate_limiter_halves_on_429_and_creeps_back():
+    from exporter.ratelimit import MIN_RATE, RateLimiter
+
+    limiter = RateLimiter(100.0)
+    limiter.slow_down()
+    assert limiter.rate == 50.0
+    for _ in range(20):
+        limiter.slow_down()
+    assert limiter.rate == MIN_RATE
+    for _ in range(200):
+        limiter.speed_up()
+    assert 10 < limiter.rate < 30, "additive: about +1 call/s per second of calls"
+    for _ in range(100_000):
+        limiter.speed_up()
+    assert limiter.rate == 100.0, "never above rate_limit"

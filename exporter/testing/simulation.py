@@ -138,10 +138,13 @@ class Simulation:
         with self._lock:
             return [p for (kind, _), p in self.plans.items() if kind != "bsg-ref"]
 
-    def truth(self, now: float) -> dict[str, Any]:
-        """What a perfect exporter would have counted by ``now``, per provider."""
+    def truth(self, now: float, only: set[tuple[str, str]] | None = None) -> dict[str, Any]:
+        """What a perfect exporter would have counted by ``now``, per provider
+        (``only``: just these ``(provider, id)``, e.g. the registrations that succeeded)."""
         result: dict[str, Any] = {}
         for plan in self.all():
+            if only is not None and (plan.provider, plan.id) not in only:
+                continue
             t = result.setdefault(
                 plan.provider,
                 {

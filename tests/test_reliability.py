@@ -1,0 +1,311 @@
+"""Reliability and security: storage faults, outages, rate limits, odd networks, secrets."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from exporter import api as api_module
+from exporter import web as web_module
+from exporter.cli import main
+from exporter.config import parse_config
+from exporter.engine import Exporter, Registration
+from exporter.pluginhost import PluginHost
+from exporter.server import BackgroundServer, HttpServer
+from exporter.testing.mock import (
+    BSG_API_KEY,
+    ROUTEE_APP_ID,
+    ROUTEE_APP_SECRET,
+    Faults,
+    MockProviders,
+)
+from exporter.testing.simulation import Mix
+from exporter.web import openapi_document
+
+from .conftest import SENTINEL, sample, wait_for
+
+SCRIPT = Path(sys.executable).parent / "viber-exporter"
+QUICK = Mix(pending=0.0, delivery_median=0.3, read_median=0.3, final_median=0.3, sigma=0.3, visible_after=0.0)
+
+
+@pytest.fixture
+def host() -> PluginHost:
+    h = PluginHost()
+    h.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})
+    return h
+
+
+def mock_config(url: str, state: Path, **bsg: object) -> str:
+    extra = "\n".join(f"{k} = {json.dumps(v)}" for k, v in bsg.items())
+    return f"""
+[exporter]
+state_path = {json.dumps(str(state))}
+[polling]
+tick = "100ms"
+schedule = ["200ms"]
+read_window = "1s"
+[providers.routee]
+plugin = "routee"
+application_id = "{ROUTEE_APP_ID}"
+application_secret = "{ROUTEE_APP_SECRET}"
+currency = "EUR"
+base_url = "{url}"
+token_url = "{url}/oauth/token"
+rate_limit = 1000
+concurrency = 4
+[providers.bsg]
+plugin = "bsg"
+api_key = "{BSG_API_KEY}"
+base_url = "{url}"
+rate_limit = 1000
+concurrency = 4
+{extra}
+"""
+
+
+def running(host: PluginHost, text: str) -> Exporter:
+    exporter = Exporter(parse_config(text, host.provider_types(), {}), host)
+    exporter.start()
+    return exporter
+
+
+def calls(exporter: Exporter, provider: str) -> float:
+    return sum(sample(exporter, "viber_provider_requests_total", provider=provider, outcome=o)
+               for o in ("ok", "not_found", "rate_limited", "auth_error", "client_error", "server_error",
+                         "timeout", "connection_error", "invalid_response"))
+
+
+# -- storage faults ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("state_path", ["/proc/viber-exporter-test.db", "DIRECTORY"])
+def test_unwritable_state_path_is_a_clear_error_at_start(tmp_path, state_path):
+    path = str(tmp_path) if state_path == "DIRECTORY" else state_path
+    config = tmp_path / "config.toml"
+    config.write_text(f'[exporter]\nstate_path = "{path}"\n[providers.b]\nplugin = "bsg"\napi_key = "k"\n')
+    result = subprocess.run([str(SCRIPT), "run", "--config", str(config)], capture_output=True, text=True, timeout=30,
+                            env={"VIBER_EXPORTER_LOAD_PLUGINS": "", "PATH": "/usr/bin:/bin"}, check=False)
+    assert result.returncode == 1
+    assert "cannot open the state store" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_full_disk_at_runtime_answers_503_and_acknowledges_nothing_unstored(host, tmp_path):
+    exporter = running(host, mock_config("http://127.0.0.1:9", tmp_path / "s.db"))
+    server = HttpServer(exporter, "127.0.0.1", 0)
+    server.start()
+    try:
+        def post(ids):
+            body = {"messages": [{"provider": "bsg", "id": i} for i in ids]}
+            return requests.post(f"{server.url}/api/v1/messages", json=body, timeout=10)
+
+        assert post(["1", "2"]).status_code == 200
+        # A real SQLITE_FULL: cap the database at the pages it has now.
+        pages = exporter.store._db.execute("PRAGMA page_count").fetchone()[0]
+        exporter.store._db.execute(f"PRAGMA max_page_count = {pages}")
+        refused = [str(n) for n in range(1000, 3000)]
+        answer = post(refused)
+        assert answer.status_code == 503 and "nothing was stored" in answer.json()["error"]
+        assert exporter.store.get("bsg", "1") is not None and exporter.store.get("bsg", "2") is not None
+        assert all(exporter.store.get("bsg", i) is None for i in refused[:50])
+        assert sample(exporter, "viber_messages_watched", provider="bsg") == 2
+        time.sleep(0.5)
+        assert exporter.poller.running, "polling survives write failures"
+        exporter.store._db.execute("PRAGMA max_page_count = 1073741823")
+        assert post(refused[:10]).status_code == 200
+    finally:
+        server.stop()
+        exporter.stop()
+
+
+# -- provider outage -------------------------------------------------------------------------
+
+
+def test_provider_outage_5xx_timeouts_refused_then_recovery(host, tmp_path):
+    mock = MockProviders(QUICK, seed=5)
+    mock_server = BackgroundServer(mock, "127.0.0.1", 0)
+    mock_server.start()
+    port = mock_server.port
+    exporter = running(host, mock_config(mock_server.url, tmp_path / "s.db", timeout="300ms"))
+    try:
+        plans = [mock.simulation.create("bsg", time.time()) for _ in range(20)]
+        for plan in plans:
+            plan.delivered_at = plan.read_at = plan.final_at = None  # stays pending during the outage
+        exporter.register([Registration("bsg", p.id) for p in plans])
+        wait_for(lambda: sample(exporter, "viber_provider_requests_total", provider="bsg", outcome="ok") >= 20)
+        before = calls(exporter, "bsg")
+        started = time.monotonic()
+        def seen(outcome: str) -> bool:
+            return sample(exporter, "viber_provider_requests_total", provider="bsg", outcome=outcome) >= 1
+
+        mock.faults = Faults(outage=True)  # 5xx
+        wait_for(lambda: sample(exporter, "viber_provider_up", provider="bsg") == 0, timeout=5)
+        time.sleep(1.0)
+        mock.faults = Faults(slow_rate=1.0, slow_seconds=1.0)  # timeouts
+        wait_for(lambda: seen("timeout"), timeout=30)  # the backoff decides when the next call comes
+        mock_server.stop()  # refused connections
+        wait_for(lambda: seen("connection_error"), timeout=40)
+        lag_during = sample(exporter, "viber_poll_lag_seconds", provider="bsg")
+        outage_calls = calls(exporter, "bsg") - before
+        outage_seconds = time.monotonic() - started
+        for outcome in ("server_error", "timeout", "connection_error"):
+            assert sample(exporter, "viber_provider_requests_total", provider="bsg", outcome=outcome) >= 1, outcome
+        assert lag_during > 3, "the lag grows during the outage"
+        # 20 messages due every 200 ms would be ~100 calls per second without backoff;
+        # with it, a few calls (at most `concurrency`) per backoff step.
+        assert outage_calls <= 40, (outage_calls, outage_seconds)
+        # Recovery, on the same port; every message settles, none lost.
+        mock_server = BackgroundServer(mock, "127.0.0.1", port)
+        mock_server.start()
+        mock.faults = Faults()
+        recovered = time.monotonic()
+        for plan in plans:
+            plan.read_at = plan.delivered_at = time.time()
+        wait_for(lambda: sample(exporter, "viber_provider_up", provider="bsg") == 1, timeout=70)
+        wait_for(lambda: exporter.store.counts()[1].get("bsg", 0) == 0, timeout=30)
+        drained = time.monotonic() - recovered
+        assert sample(exporter, "viber_poll_lag_seconds", provider="bsg") == 0
+        assert sample(exporter, "viber_message_status_transitions_total", provider="bsg", status="read") == 20
+        print(f"outage of {outage_seconds:.1f}s: {outage_calls:.0f} calls; drained {drained:.1f}s after recovery")
+    finally:
+        exporter.stop()
+        mock_server.stop()
+
+
+# -- rate limits ------------------------------------------------------------------------------
+
+
+def test_a_rate_limiting_provider_is_not_hammered(host, tmp_path):
+    mock = MockProviders(QUICK, faults=Faults(rate_limit=5, retry_after=1), seed=2)
+    mock_server = BackgroundServer(mock, "127.0.0.1", 0)
+    mock_server.start()
+    exporter = running(host, mock_config(mock_server.url, tmp_path / "s.db"))
+    try:
+        plans = [mock.simulation.create("bsg", time.time(), fate="pending") for _ in range(100)]
+        exporter.register([Registration("bsg", p.id) for p in plans])
+        time.sleep(4.0)  # the pace adapts to the provider's limit
+        start = time.time()
+        time.sleep(5.0)
+        window = [c for c in list(mock.calls) if c[1] == "bsg" and c[0] >= start]
+        rate = len(window) / 5.0
+        limited = sum(1 for c in window if c[2] == 429)
+        assert rate <= 5 + 2, f"{rate:.1f} calls/s against a 5/s limit"
+        assert limited <= 5, f"{limited} 429s in 5 s: the pace settled below the limit"
+        assert sample(exporter, "viber_provider_requests_total", provider="bsg", outcome="rate_limited") >= 1
+    finally:
+        exporter.stop()
+        mock_server.stop()
+
+
+# -- odd networks ----------------------------------------------------------------------------
+
+
+def silent_server() -> socket.socket:
+    sock = socket.create_server(("127.0.0.1", 0))
+    sock.listen(50)  # accepts into the backlog, never answers
+    return sock
+
+
+@pytest.mark.parametrize("kind", ["unresolvable", "tls_error", "never_answers"])
+def test_odd_networks_are_outcomes_not_crashes(host, tmp_path, kind):
+    silent = silent_server()
+    plain = MockProviders(QUICK)
+    plain_server = BackgroundServer(plain, "127.0.0.1", 0)
+    plain_server.start()
+    base_url, outcome = {
+        "unresolvable": ("http://viber-exporter-test.invalid", "connection_error"),
+        "tls_error": (plain_server.url.replace("http://", "https://"), "connection_error"),
+        "never_answers": (f"http://127.0.0.1:{silent.getsockname()[1]}", "timeout"),
+    }[kind]
+    exporter = running(host, mock_config(base_url, tmp_path / "s.db", timeout="300ms"))
+    try:
+        exporter.register([Registration("bsg", "12345")])
+        wait_for(lambda: sample(exporter, "viber_provider_requests_total", provider="bsg", outcome=outcome) >= 1, timeout=15)
+        first = calls(exporter, "bsg")
+        wait_for(lambda: calls(exporter, "bsg") > first, timeout=15)  # still ticking: not stuck
+        assert exporter.poller.running and exporter.store.get("bsg", "12345").watched
+    finally:
+        exporter.stop()
+        plain_server.stop()
+        silent.close()
+
+
+def test_token_expiry_storm(host, tmp_path):
+    mock = MockProviders(QUICK, faults=Faults(token_lifetime=1), seed=4)
+    mock_server = BackgroundServer(mock, "127.0.0.1", 0)
+    mock_server.start()
+    exporter = running(host, mock_config(mock_server.url, tmp_path / "s.db"))
+    try:
+        plans = [mock.simulation.create("routee", time.time(), fate="pending") for _ in range(30)]
+        exporter.register([Registration("routee", p.id) for p in plans])
+        time.sleep(4)  # tokens expire every second under continuous polling
+        assert len(mock.tokens) >= 3
+        assert sample(exporter, "viber_provider_requests_total", provider="routee", outcome="ok") >= 60
+        assert sample(exporter, "viber_provider_requests_total", provider="routee", outcome="auth_error") == 0
+        assert sample(exporter, "viber_provider_up", provider="routee") == 1
+    finally:
+        exporter.stop()
+        mock_server.stop()
+
+
+# -- security ------------------------------------------------------------------------------
+
+
+def test_tokens_are_compared_in_constant_time(make_config, serve, monkeypatch):
+    seen = []
+    real = web_module.hmac.compare_digest
+
+    def spy(a, b):
+        seen.append(True)
+        return real(a, b)
+
+    monkeypatch.setattr(web_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr(api_module.hmac, "compare_digest", spy)
+    _, url = serve(make_config(exporter={"api_token": "tok-ct"}, provider={"callback_token": "cb-ct"}))
+    requests.post(f"{url}/api/v1/messages", json={"messages": [{"provider": "fake", "id": "a"}]},
+                  headers={"Authorization": "Bearer nope"}, timeout=5)
+    requests.post(f"{url}/api/v1/callbacks/fake?token=nope", json={}, timeout=5)
+    assert len(seen) == 2
+
+
+def test_no_endpoint_takes_a_url_to_call():
+    text = json.dumps(openapi_document()).lower()
+    for word in ("\"url\"", "callback_url", "webhook_url", "\"uri\"", "target"):
+        assert word not in text, word
+
+
+def test_sentinel_secrets_never_appear_anywhere(make_config, serve, fake_server, capsys, caplog, tmp_path, monkeypatch):
+    _, api = fake_server
+    api.outage = (500, json.dumps({"echo": SENTINEL}), {})
+    config = make_config(exporter={"api_token": SENTINEL + "-api"}, provider={"callback_token": SENTINEL + "-cb"})
+    with caplog.at_level(logging.DEBUG):
+        exporter, url = serve(config)
+        headers = {"Authorization": f"Bearer {SENTINEL}-api"}
+        requests.post(f"{url}/api/v1/messages", json={"messages": [{"provider": "fake", "id": "s1"}]}, headers=headers, timeout=5)
+        wait_for(lambda: exporter.store.get("fake", "s1").last_error)
+        surfaces = {
+            "metrics": requests.get(f"{url}/metrics", headers={"Accept": "application/openmetrics-text"}, timeout=5).text,
+            "landing": requests.get(f"{url}/", timeout=5).text,
+            "providers": requests.get(f"{url}/api/v1/providers", timeout=5).text,
+            "messages": requests.get(f"{url}/api/v1/messages", timeout=5).text,
+            "message": requests.get(f"{url}/api/v1/messages/fake/s1", timeout=5).text,
+            "401": requests.post(f"{url}/api/v1/messages", json={}, headers={"Authorization": "Bearer wrong"}, timeout=5).text,
+            "callback 401": requests.post(f"{url}/api/v1/callbacks/fake?token=wrong", json={}, timeout=5).text,
+            "repr": repr(config),
+        }
+    surfaces["logs"] = "\n".join(r.getMessage() for r in caplog.records)
+    path = tmp_path / "bad.toml"
+    path.write_text(f'[exporter]\napi_token = "{SENTINEL}"\ncolour = 1\n[providers.b]\nplugin = "bsg"\napi_key = "{SENTINEL}"\nlookup = "x"\n')
+    monkeypatch.setenv("VIBER_EXPORTER_LOAD_PLUGINS", "")
+    assert main(["check-config", "--config", str(path)]) == 1
+    captured = capsys.readouterr()
+    surfaces["check-config"] = captured.out + captured.err
+    for where, text in surfaces.items():
+        assert SENTINEL not in text, where
