@@ -8,6 +8,7 @@ every 4xx carries a JSON error.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
@@ -26,7 +27,9 @@ from exporter.web import WebApp
 from plugins.bsg import BsgProvider
 from plugins.routee import RouteeProvider
 
-FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+# VIBER_EXPORTER_FUZZ_EXAMPLES raises the count for a longer run (docs/reliability.md).
+EXAMPLES = int(os.environ.get("VIBER_EXPORTER_FUZZ_EXAMPLES", "250"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 scalars = st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=30)
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5), max_leaves=25)

@@ -196,6 +196,7 @@ def test_a_rate_limiting_provider_is_not_hammered(host, tmp_path):
         window = [c for c in list(mock.calls) if c[1] == "bsg" and c[0] >= start]
         rate = len(window) / 5.0
         limited = sum(1 for c in window if c[2] == 429)
+        print(f"rate-limited provider: {rate:.1f} calls/s, {limited} 429s in 5 s")
         assert rate <= 5 + 2, f"{rate:.1f} calls/s against a 5/s limit"
         assert limited <= 5, f"{limited} 429s in 5 s: the pace settled below the limit"
         assert sample(exporter, "viber_provider_requests_total", provider="bsg", outcome="rate_limited") >= 1
