@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import header
+from common import header, verdict
 
 from exporter.testing.crashsoak import run_soak
 
@@ -27,7 +27,7 @@ def main() -> int:
     print(f"double counts:             {sum(sum(v.values()) for v in result.excess().values())} (counters above the mock's ground truth)")
     print(f"transitions counted:       {counted} of {truth} (short by {result.shortfall()}: events in flight at the kills)")
     ok = result.missing_after_restart == 0 and not result.excess()
-    print("result: " + ("no registration lost, nothing counted twice" if ok else "FAILED"))
+    print(f"[target: 0 registrations lost, 0 double counts: {verdict(ok)}]")
     return 0 if ok else 1
 
 
