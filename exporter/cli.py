@@ -55,6 +55,16 @@ def load(config_path: Path | None, host: PluginHost) -> Config:
         raise Failure(str(e)) from e
 
 
+def load_or_fail(config_path: Path | None) -> tuple[PluginHost, Config]:
+    """The plugins and the validated config; on problems, list them all and exit 1."""
+    host = load_plugins()
+    try:
+        return host, load(config_path, host)
+    except ConfigError as e:
+        click.echo(str(e), err=True)
+        raise Failure("invalid configuration") from e
+
+
 config_option = click.option(
     "--config",
     "config_path",
@@ -77,12 +87,7 @@ def run(config_path: Path | None) -> None:
     from .reload import Reloader
     from .server import HttpServer
 
-    host = load_plugins()
-    try:
-        config = load(config_path, host)
-    except ConfigError as e:
-        click.echo(str(e), err=True)
-        raise Failure("invalid configuration") from e
+    host, config = load_or_fail(config_path)
     setup_logging(config.exporter.log_level, config.exporter.log_format)
     try:
         exporter = Exporter(config, host)
@@ -158,12 +163,7 @@ def demo(listen: str, state: Path | None) -> None:
 @config_option
 def check_config(config_path: Path | None) -> None:
     """Validate the configuration and list every problem (exit 1 on any)."""
-    host = load_plugins()
-    try:
-        config = load(config_path, host)
-    except ConfigError as e:
-        click.echo(str(e), err=True)
-        raise Failure("invalid configuration") from e
+    _, config = load_or_fail(config_path)
     providers = ", ".join(
         f"{name} ({p.plugin}{'' if p.enabled else ', disabled'})"
         for name, p in config.providers.items()
@@ -203,12 +203,7 @@ def probe(provider: str, message_id: str, config_path: Path | None) -> None:
     """Look one message up now: the provider's raw answer and the normalised result."""
     from .probe import run_probe
 
-    host = load_plugins()
-    try:
-        config = load(config_path, host)
-    except ConfigError as e:
-        click.echo(str(e), err=True)
-        raise Failure("invalid configuration") from e
+    _, config = load_or_fail(config_path)
     if provider not in config.providers:
         raise Failure(f"no provider instance {provider!r} in the configuration")
     report, ok = run_probe(config.providers[provider], message_id)

@@ -6,7 +6,6 @@ then registers each through the exporter's real watch API, as an application wou
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import threading
@@ -19,7 +18,7 @@ from .config import Config, parse_config
 from .engine import Exporter
 from .pluginhost import PluginHost, ProviderType
 from .server import BackgroundServer, HttpServer
-from .testing.mock import BSG_API_KEY, ROUTEE_APP_ID, ROUTEE_APP_SECRET, MockProviders
+from .testing.mock import MockProviders, exporter_config
 
 log = logging.getLogger(__name__)
 
@@ -33,34 +32,21 @@ def demo_config(
     port: int,
     provider_types: Mapping[str, ProviderType],
 ) -> Config:
-    text = f"""
-[exporter]
-listen = "{host}:{port}"
-state_path = {json.dumps(str(state_path))}
-
-[polling]
-tick = "1s"
-schedule = ["1s", "2s", "3s", "5s", "10s"]
-max_age = "10m"
-read_window = "1m"
-not_found_grace = "30s"
-retention = "1h"
-
-[providers.routee]
-plugin = "routee"
-application_id = "{ROUTEE_APP_ID}"
-application_secret = "{ROUTEE_APP_SECRET}"
-currency = "EUR"
-base_url = "{mock_url}"
-token_url = "{mock_url}/oauth/token"
-rate_limit = 50
-
-[providers.bsg]
-plugin = "bsg"
-api_key = "{BSG_API_KEY}"
-base_url = "{mock_url}"
-rate_limit = 50
-"""
+    text = exporter_config(
+        mock_url,
+        state_path,
+        exporter={"listen": f"{host}:{port}"},
+        polling={
+            "tick": "1s",
+            "schedule": ["1s", "2s", "3s", "5s", "10s"],
+            "max_age": "10m",
+            "read_window": "1m",
+            "not_found_grace": "30s",
+            "retention": "1h",
+        },
+        routee={"rate_limit": 50},
+        bsg={"rate_limit": 50},
+    )
     return parse_config(text, provider_types, environ={})
 
 

@@ -24,7 +24,7 @@ from exporter.config import parse_config
 from exporter.engine import Exporter, Registration
 from exporter.pluginhost import PluginHost
 from exporter.server import BackgroundServer, HttpServer
-from exporter.testing.mock import BSG_API_KEY, ROUTEE_APP_ID, ROUTEE_APP_SECRET, MockProviders
+from exporter.testing.mock import MockProviders, exporter_config
 from exporter.testing.simulation import Mix
 
 from .conftest import wait_for
@@ -58,27 +58,9 @@ def stack(tmp_path) -> Iterator[tuple[str, Exporter, MockProviders]]:
     host = PluginHost()
     host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})
     url = mock_server.url
-    config = parse_config(f"""
-[exporter]
-state_path = {json.dumps(str(tmp_path / "state.db"))}
-[polling]
-tick = "200ms"
-schedule = ["300ms"]
-read_window = "2s"
-[providers.routee]
-plugin = "routee"
-application_id = "{ROUTEE_APP_ID}"
-application_secret = "{ROUTEE_APP_SECRET}"
-currency = "EUR"
-base_url = "{url}"
-token_url = "{url}/oauth/token"
-rate_limit = 500
-[providers.bsg]
-plugin = "bsg"
-api_key = "{BSG_API_KEY}"
-base_url = "{url}"
-rate_limit = 500
-""", host.provider_types(), {})
+    text = exporter_config(url, tmp_path / "state.db", polling={"tick": "200ms", "schedule": ["300ms"], "read_window": "2s"},
+                           routee={"rate_limit": 500}, bsg={"rate_limit": 500})
+    config = parse_config(text, host.provider_types(), {})
     exporter = Exporter(config, host)
     server = HttpServer(exporter, "127.0.0.1", 0)
     exporter.start()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 
@@ -16,13 +15,7 @@ from exporter.http import ProviderHttp
 from exporter.model import FetchError, Outcome, Status
 from exporter.pluginhost import PluginHost
 from exporter.server import BackgroundServer
-from exporter.testing.mock import (
-    BSG_API_KEY,
-    ROUTEE_APP_ID,
-    ROUTEE_APP_SECRET,
-    Faults,
-    MockProviders,
-)
+from exporter.testing.mock import BSG_API_KEY, Faults, MockProviders, exporter_config
 from exporter.testing.simulation import Mix
 
 from .conftest import sample, wait_for
@@ -46,30 +39,10 @@ def mock() -> Iterator[tuple[MockProviders, str]]:
     server.stop()
 
 
-def config_text(url: str, state, **extra: str) -> str:
-    return f"""
-[exporter]
-state_path = {json.dumps(str(state))}
-[polling]
-tick = "100ms"
-schedule = ["200ms"]
-not_found_grace = "5s"
-read_window = "5s"
-[providers.routee]
-plugin = "routee"
-application_id = "{ROUTEE_APP_ID}"
-application_secret = "{ROUTEE_APP_SECRET}"
-currency = "EUR"
-base_url = "{url}"
-token_url = "{url}/oauth/token"
-rate_limit = 500
-[providers.bsg]
-plugin = "bsg"
-api_key = "{BSG_API_KEY}"
-base_url = "{url}"
-rate_limit = 500
-{extra.get("bsg", "")}
-"""
+def config_text(url: str, state, **bsg: str) -> str:
+    return exporter_config(url, state, polling={"tick": "100ms", "schedule": ["200ms"], "not_found_grace": "5s",
+                                                "read_window": "5s"},
+                           routee={"rate_limit": 500}, bsg={"rate_limit": 500, **bsg})
 
 
 def providers(host, url, tmp_path, **extra):
@@ -122,7 +95,7 @@ def test_bsg_quirks(mock, host, tmp_path):
             assert body["alt_route"][0]["price"] == "0.0500"
             assert bsg.fetch(message["id"]).fallbacks[0].price == 0.05
     assert prices == {str, float}, "prices come as numbers and as numeric strings"
-    by_reference = providers(host, url, tmp_path, bsg='lookup = "reference"')["bsg"]
+    by_reference = providers(host, url, tmp_path, lookup="reference")["bsg"]
     assert by_reference.fetch(app.simulation.find("bsg", expired["id"]).reference).status is Status.EXPIRED
     wrong = requests.get(f"{url}/rest/viber/1", headers={"X-API-KEY": "nope"}, timeout=5).json()
     assert wrong["error"] == 1

@@ -20,13 +20,7 @@ from exporter.config import parse_config
 from exporter.engine import Exporter, Registration
 from exporter.pluginhost import PluginHost
 from exporter.server import BackgroundServer, HttpServer
-from exporter.testing.mock import (
-    BSG_API_KEY,
-    ROUTEE_APP_ID,
-    ROUTEE_APP_SECRET,
-    Faults,
-    MockProviders,
-)
+from exporter.testing.mock import Faults, MockProviders, exporter_config
 from exporter.testing.simulation import Mix
 from exporter.web import openapi_document
 
@@ -44,31 +38,9 @@ def host() -> PluginHost:
 
 
 def mock_config(url: str, state: Path, **bsg: object) -> str:
-    extra = "\n".join(f"{k} = {json.dumps(v)}" for k, v in bsg.items())
-    return f"""
-[exporter]
-state_path = {json.dumps(str(state))}
-[polling]
-tick = "100ms"
-schedule = ["200ms"]
-read_window = "1s"
-[providers.routee]
-plugin = "routee"
-application_id = "{ROUTEE_APP_ID}"
-application_secret = "{ROUTEE_APP_SECRET}"
-currency = "EUR"
-base_url = "{url}"
-token_url = "{url}/oauth/token"
-rate_limit = 1000
-concurrency = 4
-[providers.bsg]
-plugin = "bsg"
-api_key = "{BSG_API_KEY}"
-base_url = "{url}"
-rate_limit = 1000
-concurrency = 4
-{extra}
-"""
+    limits = {"rate_limit": 1000, "concurrency": 4}
+    return exporter_config(url, state, polling={"tick": "100ms", "schedule": ["200ms"], "read_window": "1s"},
+                           routee=limits, bsg={**limits, **bsg})
 
 
 def running(host: PluginHost, text: str) -> Exporter:

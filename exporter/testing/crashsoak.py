@@ -12,7 +12,6 @@ Properties checked:
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -32,7 +31,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..server import BackgroundServer
-from .mock import BSG_API_KEY, ROUTEE_APP_ID, ROUTEE_APP_SECRET, MockProviders
+from .mock import MockProviders, exporter_config
 from .simulation import Mix
 
 # Every message settles within seconds (no never-settling fate), so a run can end.
@@ -84,32 +83,20 @@ def _free_port() -> int:
 
 
 def _config(mock_url: str, state: Path, port: int) -> str:
-    return f"""
-[exporter]
-listen = "127.0.0.1:{port}"
-state_path = {json.dumps(str(state))}
-log_level = "warning"
-[polling]
-tick = "100ms"
-schedule = ["200ms", "300ms"]
-read_window = "1s"
-not_found_grace = "30s"
-[providers.routee]
-plugin = "routee"
-application_id = "{ROUTEE_APP_ID}"
-application_secret = "{ROUTEE_APP_SECRET}"
-currency = "EUR"
-base_url = "{mock_url}"
-token_url = "{mock_url}/oauth/token"
-concurrency = 4
-rate_limit = 400
-[providers.bsg]
-plugin = "bsg"
-api_key = "{BSG_API_KEY}"
-base_url = "{mock_url}"
-concurrency = 4
-rate_limit = 400
-"""
+    limits = {"concurrency": 4, "rate_limit": 400}
+    return exporter_config(
+        mock_url,
+        state,
+        exporter={"listen": f"127.0.0.1:{port}", "log_level": "warning"},
+        polling={
+            "tick": "100ms",
+            "schedule": ["200ms", "300ms"],
+            "read_window": "1s",
+            "not_found_grace": "30s",
+        },
+        routee=limits,
+        bsg=limits,
+    )
 
 
 def _scrape(url: str) -> tuple[dict[str, Counter[str]], dict[str, float]] | None:

@@ -18,9 +18,10 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from werkzeug import Request, Response
@@ -318,6 +319,47 @@ class MockProviders:
                 }
             ]
         return body
+
+
+def exporter_config(
+    mock_url: str,
+    state_path: Path,
+    *,
+    exporter: Mapping[str, Any] | None = None,
+    polling: Mapping[str, Any] | None = None,
+    routee: Mapping[str, Any] | None = None,
+    bsg: Mapping[str, Any] | None = None,
+) -> str:
+    """config.toml text for an exporter whose ``routee`` and ``bsg`` instances poll this
+    mock at ``mock_url``; each mapping adds or overrides keys of its table."""
+    tables: dict[str, Mapping[str, Any]] = {
+        "exporter": {"state_path": str(state_path), **(exporter or {})},
+        "polling": dict(polling or {}),
+        "providers.routee": {
+            "plugin": "routee",
+            "application_id": ROUTEE_APP_ID,
+            "application_secret": ROUTEE_APP_SECRET,
+            "currency": "EUR",
+            "base_url": mock_url,
+            "token_url": f"{mock_url}/oauth/token",
+            **(routee or {}),
+        },
+        "providers.bsg": {
+            "plugin": "bsg",
+            "api_key": BSG_API_KEY,
+            "base_url": mock_url,
+            **(bsg or {}),
+        },
+    }
+    # JSON literals of strings, numbers, booleans and lists are valid TOML values.
+    return (
+        "\n\n".join(
+            f"[{name}]\n"
+            + "\n".join(f"{key} = {json.dumps(value)}" for key, value in table.items())
+            for name, table in tables.items()
+        )
+        + "\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
