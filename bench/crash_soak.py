@@ -9,6 +9,7 @@ import argparse
 
 from common import header, verdict
 
+from exporter.logs import setup_logging
 from exporter.testing.crashsoak import run_soak
 
 
@@ -17,6 +18,7 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=30)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
+    setup_logging("warning")
     header("crash soak", f"`viber-exporter run` killed with SIGKILL {args.kills} times at random moments (0.3-1.5 s apart) "
            "while a client registers simulated messages and the exporter polls the mock providers; restarted each time")
     result = run_soak(args.kills, seed=args.seed)

@@ -167,3 +167,16 @@ def test_tracing_logs_hook_calls(caplog):
     with caplog.at_level(logging.DEBUG, logger="exporter.plugins.trace"):
         host.provider_types()
     assert any("register_providers" in r.getMessage() for r in caplog.records)
+
+
+def test_trace_plugins_environment_variable_enables_tracing(caplog):
+    import logging
+
+    host = PluginHost()
+    with caplog.at_level(logging.DEBUG, logger="exporter.plugins.trace"):
+        host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": "", "VIBER_EXPORTER_TRACE_PLUGINS": "1"})
+        host.provider_types()
+    assert any("register_providers" in r.getMessage() for r in caplog.records)
+    quiet = PluginHost()
+    quiet.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": "", "VIBER_EXPORTER_TRACE_PLUGINS": "0"})
+    assert quiet._tracing is False
