@@ -236,6 +236,9 @@ def callback(exporter: Exporter, request: Request, provider: str) -> Response:
         raise ApiError(400, f"callback not understood: {type(e).__name__}") from e
     try:
         exporter.ingest_reports(provider, reports)
+    except WatchedSetFull as e:
+        exporter.metrics.callbacks.labels(provider, "rejected").inc()
+        raise ApiError(429, str(e), headers={"Retry-After": "60"}) from e
     except StoreError as e:
         raise ApiError(503, "the state store could not save the report; please retry") from e
     exporter.metrics.callbacks.labels(provider, "accepted").inc()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from prometheus_client import CollectorRegistry
 
 from .config import Config
-from .errors import ViberExporterError
+from .errors import ViberExporterError, WatchedSetFull
 from .health import ProviderHealth
 from .http import ProviderHttp
 from .metrics import Metrics, ProviderSnapshot, StateCollector
@@ -211,6 +211,14 @@ class Exporter:
         )
 
     def ingest_reports(self, provider: str, reports: Sequence[tuple[str, Observation]]) -> None:
-        """Feed pushed delivery reports through the same accounting path as polls."""
+        """Feed pushed delivery reports through the same accounting path as polls.
+
+        Reports about messages not stored yet register them, within ``max_watched``
+        (WatchedSetFull otherwise, storing nothing).
+        """
         instance = self.instances[provider]
+        new = {message_id for message_id, _ in reports if self.store.get(provider, message_id) is None}
+        limit = self.config.polling.max_watched
+        if new and self.store.total_watched() + len(new) > limit:
+            raise WatchedSetFull(f"the watched set is full (polling.max_watched = {limit})")
         self.recorder.record_callback(provider, instance.config.polling, reports)

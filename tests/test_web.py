@@ -234,3 +234,13 @@ def test_openapi_is_served_and_matches_the_routes(make_config, serve):
             path = rule.rule.replace("<provider>", "{provider}").replace("<path:message_id>", "{id}")
             route_ops |= {(path, m) for m in rule.methods - {"HEAD", "OPTIONS"}}
     assert spec_ops == route_ops
+
+
+def test_callbacks_for_new_messages_respect_max_watched(make_config, serve):
+    exporter, url = serve(make_config(polling={"max_watched": 1}, provider={"callback_token": "cb"}))
+    endpoint = f"{url}/api/v1/callbacks/fake?token=cb"
+    assert requests.post(endpoint, json={"id": "n1", "status": "QUEUED"}, timeout=5).status_code == 200
+    full = requests.post(endpoint, json={"id": "n2", "status": "QUEUED"}, timeout=5)
+    assert full.status_code == 429 and "max_watched" in full.json()["error"]
+    assert exporter.store.get("fake", "n2") is None
+    assert requests.post(endpoint, json={"id": "n1", "status": "DELIVERED"}, timeout=5).status_code == 200, "known ones still update"
