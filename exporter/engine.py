@@ -18,7 +18,7 @@ from .config import Config
 from .errors import ViberExporterError, WatchedSetFull
 from .health import ProviderHealth
 from .http import ProviderHttp
-from .metrics import Metrics, ProviderSnapshot, StateCollector
+from .metrics import MAX_REASONS, Metrics, ProviderSnapshot, StateCollector
 from .model import Observation
 from .pluginhost import PluginHost
 from .poller import Poller, ProviderInstance
@@ -85,6 +85,7 @@ class Exporter:
             provider = pc.type.cls(name, pc.settings, ProviderHttp(pc.timeout, pc.concurrency))
             instances[name] = ProviderInstance(pc, provider, ProviderHealth())
             self.metrics.add_provider(name)
+            self.metrics.seed_reasons(name, self.store.failure_reasons(name, MAX_REASONS))
         return instances
 
     def _poller(self) -> Poller:

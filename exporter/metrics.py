@@ -40,6 +40,14 @@ class BoundedLabel:
         self._seen: set[str] = set()
         self._lock = threading.Lock()
 
+    def seed(self, values: Iterable[str]) -> None:
+        """Reserve places for values known to matter (e.g. from before a restart)."""
+        with self._lock:
+            for value in values:
+                if len(self._seen) >= self.limit:
+                    return
+                self._seen.add(value)
+
     def __call__(self, value: str) -> str:
         with self._lock:
             if value in self._seen:
@@ -145,6 +153,10 @@ class Metrics:
         if not self.country_label:
             return []
         return [self._countries(country.upper()) if country else ""]
+
+    def seed_reasons(self, provider: str, reasons: Iterable[str]) -> None:
+        """Give the reasons already stored their label again after a restart (most frequent first)."""
+        self._reasons.setdefault(provider, BoundedLabel(MAX_REASONS)).seed(reasons)
 
     def add_provider(self, provider: str) -> None:
         """Create every provider × status/outcome series at 0, so rate() works from the start."""

@@ -8,6 +8,7 @@ still watched, updated after each commit, so the gauges never query the database
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import sqlite3
@@ -326,6 +327,16 @@ class Store:
                 f"{_SELECT}{where} ORDER BY provider, id LIMIT ?", (*params, limit)
             ).fetchall()
         return [_row_to_state(row) for row in rows]
+
+    def failure_reasons(self, provider: str, limit: int) -> builtins.list[str]:  # list: a method here
+        """The most frequent reasons of failed and expired messages, most frequent first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT reason FROM messages WHERE provider = ? AND status IN ('failed', 'expired') "
+                "AND reason IS NOT NULL GROUP BY reason ORDER BY COUNT(*) DESC, reason LIMIT ?",
+                (provider, limit),
+            ).fetchall()
+        return [row[0] for row in rows]
 
     def counts(self) -> tuple[dict[tuple[str, Status], int], dict[str, int]]:
         """Messages per (provider, status) and watched per provider, from memory."""

@@ -113,3 +113,28 @@ def test_country_label_is_optional_and_bounded():
         "viber_message_cost_total", {"provider": "p", "currency": "EUR", "channel": "viber", "country": "GR"}) == 0.5
     assert registry.get_sample_value(
         "viber_message_status_transitions_total", {"provider": "p", "status": "pending", "country": ""}) == 0
+
+
+def test_reason_labels_survive_a_restart(make_config, run_exporter):
+    from exporter.state import Counted
+
+    first = run_exporter(make_config())
+    first.register([Registration("fake", f"m{i}") for i in range(55)])
+
+    def fail(reason):
+        def update(state):
+            state.status, state.reason, state.next_poll = Status.FAILED, reason, None
+            state.counted |= Counted.FAILED
+            return state, []
+        return update
+
+    # "popular" is the most frequent stored reason; 54 others occur once each.
+    first.store.apply("fake", [(f"m{i}", fail("popular" if i < 5 else f"rare_{i}")) for i in range(55)])
+    first.stop(timeout=5)
+    second = run_exporter(make_config())
+    labels = second.metrics._reasons["fake"]
+    assert labels("popular") == "popular", "seeded from the store before anything new arrives"
+    for i in range(60):
+        labels(f"new_{i}")
+    assert labels("popular") == "popular"
+    assert labels("brand_new") == "other"
