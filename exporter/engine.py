@@ -218,7 +218,9 @@ class Exporter:
         (WatchedSetFull otherwise, storing nothing).
         """
         instance = self.instances[provider]
-        new = {message_id for message_id, _ in reports if self.store.get(provider, message_id) is None}
+        new = {
+            message_id for message_id, _ in reports if self.store.get(provider, message_id) is None
+        }
         limit = self.config.polling.max_watched
         if new and self.store.total_watched() + len(new) > limit:
             raise WatchedSetFull(f"the watched set is full (polling.max_watched = {limit})")

@@ -328,7 +328,9 @@ class Store:
             ).fetchall()
         return [_row_to_state(row) for row in rows]
 
-    def failure_reasons(self, provider: str, limit: int) -> builtins.list[str]:  # list: a method here
+    def failure_reasons(
+        self, provider: str, limit: int
+    ) -> builtins.list[str]:  # list: a method here
         """The most frequent reasons of failed and expired messages, most frequent first."""
         with self._lock:
             rows = self._db.execute(
