@@ -30,6 +30,14 @@ def fake_host() -> PluginHost:
 
 
 @pytest.fixture
+def builtin_host() -> PluginHost:
+    """The built-in plugins only (installed third-party plugins are not loaded)."""
+    host = PluginHost()
+    host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})
+    return host
+
+
+@pytest.fixture
 def fake_server() -> Iterator[tuple[HTTPServer, FakeAPI]]:
     server = HTTPServer(threaded=True)
     server.start()

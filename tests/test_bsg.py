@@ -23,7 +23,6 @@ from exporter.engine import Exporter, Registration
 from exporter.errors import ConfigError
 from exporter.http import ProviderHttp
 from exporter.model import FetchError, Outcome, Status
-from exporter.pluginhost import PluginHost
 from exporter.provider import InvalidCallback
 from plugins.bsg import STATUS_MAP, BsgProvider
 
@@ -84,13 +83,6 @@ def bsg() -> Iterator[tuple[HTTPServer, FakeBsg]]:
     server.clear()
     if server.is_running():
         server.stop()
-
-
-@pytest.fixture
-def builtin_host() -> PluginHost:
-    host = PluginHost()
-    host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})
-    return host
 
 
 def bsg_config(server: HTTPServer, state: Path, **provider: Any) -> str:

@@ -24,10 +24,8 @@ FAST = Mix(delivery_median=0.3, read_median=0.3, final_median=0.3, sigma=0.3, vi
 
 
 @pytest.fixture
-def host() -> PluginHost:
-    host = PluginHost()
-    host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})
-    return host
+def host(builtin_host: PluginHost) -> PluginHost:
+    return builtin_host
 
 
 @pytest.fixture

@@ -31,10 +31,8 @@ QUICK = Mix(pending=0.0, delivery_median=0.3, read_median=0.3, final_median=0.3,
 
 
 @pytest.fixture
-def host() -> PluginHost:
-    h = PluginHost()
-    h.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})
-    return h
+def host(builtin_host: PluginHost) -> PluginHost:
+    return builtin_host
 
 
 def mock_config(url: str, state: Path, **bsg: object) -> str:

@@ -43,13 +43,6 @@ def routee() -> Iterator[tuple[HTTPServer, FakeRoutee]]:
         server.stop()
 
 
-@pytest.fixture
-def builtin_host() -> PluginHost:
-    host = PluginHost()
-    host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})
-    return host
-
-
 def routee_config(server: HTTPServer, state: Path, **provider: Any) -> str:
     url = server.url_for("").rstrip("/")
     values = {"plugin": "routee", "application_id": APP_ID, "application_secret": APP_SECRET, "currency": "EUR",

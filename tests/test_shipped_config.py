@@ -16,10 +16,8 @@ ENV = {"ROUTEE_APPLICATION_ID": "id", "ROUTEE_APPLICATION_SECRET": "secret", "BS
 
 
 @pytest.fixture
-def host() -> PluginHost:
-    host = PluginHost()
-    host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})
-    return host
+def host(builtin_host: PluginHost) -> PluginHost:
+    return builtin_host
 
 
 def test_shipped_config_is_valid_with_its_environment(host):
