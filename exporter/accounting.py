@@ -142,19 +142,15 @@ def _schedule(
     if state.status.is_final:
         _settle(state, now)
         return
-    next_poll = now + policy.step(state.polls)
-    if state.status is Status.DELIVERED:
-        window_end = (state.delivered_at or now) + policy.read_window
-        if now >= window_end:
+    end = watch_end(state, policy)
+    if now >= end:  # this answer was the final look
+        if state.status is Status.DELIVERED:
             _settle(state, now)
-            return
-        state.next_poll = min(next_poll, window_end)
+        else:
+            _expire_watch(state, now, events)
         return
-    age_end = state.sent_at + policy.max_age
-    if now >= age_end:
-        _expire_watch(state, now, events)
-        return
-    state.next_poll = min(next_poll, age_end)
+    # The last scheduled poll is at the watch's end, never before it.
+    state.next_poll = min(now + policy.step(state.polls), end)
 
 
 def _settle(state: MessageState, now: float) -> None:
@@ -169,21 +165,43 @@ def _expire_watch(state: MessageState, now: float, events: list[Event]) -> None:
     _settle(state, now)
 
 
-def close_if_due(state: MessageState, now: float, policy: PollingSettings) -> list[Event] | None:
-    """Settle a due message without calling the provider when its watch is over.
+def watch_end(state: MessageState, policy: PollingSettings) -> float:
+    """When the message's watch ends: ``read_window`` after delivery, else ``max_age``
+    after sending. The poll at (or after) this time is the final look."""
+    if state.status is Status.DELIVERED and state.delivered_at is not None:
+        return state.delivered_at + policy.read_window
+    return state.sent_at + policy.max_age
 
-    Returns the events when it closed the message, None when it still needs a poll.
+
+def give_up_at(state: MessageState, policy: PollingSettings) -> float:
+    """When to stop waiting for the final look's answer: ``final_look_grace`` after the
+    watch's end, or after the registration for a message registered later than that."""
+    return max(watch_end(state, policy), state.registered_at) + policy.final_look_grace
+
+
+def give_up(state: MessageState, now: float, policy: PollingSettings) -> list[Event] | None:
+    """End a watch whose final look found no answer within ``final_look_grace``.
+
+    Returns the events, or None when the message no longer needs it (an answer came
+    meanwhile, or the policy changed). A delivered message settles as delivered; any
+    other unsettled one counts as a watch expiry. The reason stays on the message.
     """
-    if state.status is Status.DELIVERED:
-        if now >= (state.delivered_at or now) + policy.read_window:
-            _settle(state, now)
-            return []
+    if not state.watched or now < give_up_at(state, policy):
         return None
-    if not state.status.is_final and now >= state.sent_at + policy.max_age:
-        events: list[Event] = []
+    what = "read window" if state.status is Status.DELIVERED else "max_age"
+    reason = (
+        f"watch ended without a final answer: the provider gave none within "
+        f"final_look_grace ({policy.final_look_grace:g}s) after the {what} ended"
+    )
+    if state.last_error:
+        reason += f"; last error: {state.last_error}"
+    state.last_error = reason[:500]
+    events: list[Event] = []
+    if state.status is Status.DELIVERED:
+        _settle(state, now)
+    else:
         _expire_watch(state, now, events)
-        return events
-    return None
+    return events
 
 
 def not_found(state: MessageState, now: float, policy: PollingSettings) -> list[Event]:
@@ -229,6 +247,9 @@ def call_failed(
     ``viber_poll_lag_seconds`` shows the outage. When the answer points at the message
     (client error, unreadable answer) it backs off on its own, so one message the
     provider always chokes on moves to the back of the queue.
+
+    A watch never ends here, even past its end: only an answer ends it (the final
+    look), or :func:`give_up` once ``final_look_grace`` has passed without one.
     """
     state.last_error = f"{outcome.value}: {message}"[:500]
     if outcome is Outcome.RATE_LIMITED:
@@ -238,7 +259,4 @@ def call_failed(
     if outcome not in PROVIDER_FAILURES:
         delay = min(policy.step(state.polls), MESSAGE_RETRY_BASE * 2 ** min(state.errors - 1, 20))
         state.next_poll = now + delay * (0.5 + rng.random() / 2)
-    events: list[Event] = []
-    if state.status is not Status.DELIVERED and now >= state.sent_at + policy.max_age:
-        _expire_watch(state, now, events)
-    return events
+    return []

@@ -122,7 +122,7 @@ def register(exporter: Exporter, request: Request) -> Response:
         raise ApiError(413, f"at most {MAX_ITEMS} messages per request, got {len(items)}")
     if not items:
         raise ApiError(400, "messages is empty")
-    now = exporter.clock()
+    now = exporter.clock.time()
     registrations, details = [], []
     for index, item in enumerate(items):
         registration, problem = _registration(index, item, exporter, now)

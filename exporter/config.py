@@ -64,6 +64,9 @@ class PollingSettings:
     not_found_grace: float
     retention: float
     max_watched: int
+    #: how long after a watch's end (read window or max_age) to keep trying for its
+    #: final answer before giving up without one
+    final_look_grace: float = 3600.0
 
     def step(self, polls_done: int) -> float:
         """The wait before the next poll, after ``polls_done`` answered polls."""
@@ -293,6 +296,7 @@ def _polling(table: ConfigTable) -> PollingSettings:
         not_found_grace=table.duration("not_found_grace", "10m", positive=False),
         retention=table.duration("retention", "7d", positive=False),
         max_watched=table.integer("max_watched", 1_000_000, minimum=1),
+        final_look_grace=table.duration("final_look_grace", "1h", positive=False),
     )
     table.finish()
     return settings
@@ -350,6 +354,7 @@ def _provider(
         not_found_grace=polling.not_found_grace,
         retention=polling.retention,
         max_watched=polling.max_watched,
+        final_look_grace=polling.final_look_grace,
     )
     table.ignore("schedule")
     callback_token = table.secret("callback_token", required=False)

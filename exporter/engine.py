@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from prometheus_client import CollectorRegistry
 
+from .clock import SYSTEM_CLOCK, Clock
 from .config import Config
 from .errors import ViberExporterError, WatchedSetFull
 from .health import ProviderHealth
@@ -56,7 +56,7 @@ class Exporter:
         host: PluginHost,
         *,
         registry: CollectorRegistry | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.config = config
         self.host = host
@@ -65,7 +65,7 @@ class Exporter:
         self.store = Store(config.exporter.state_path)
         self.metrics = Metrics(self.registry, config.metrics)
         self.instances = self._instances(config, {})
-        self.registry.register(StateCollector(self.store, self.snapshots, clock))
+        self.registry.register(StateCollector(self.store, self.snapshots, clock.time))
         self.recorder = Recorder(self.store, self.metrics, host, clock)
         self.poller = self._poller()
         self._lifecycle = threading.Lock()
@@ -83,7 +83,7 @@ class Exporter:
                 instances[name] = existing
                 continue
             provider = pc.type.cls(name, pc.settings, ProviderHttp(pc.timeout, pc.concurrency))
-            instances[name] = ProviderInstance(pc, provider, ProviderHealth())
+            instances[name] = ProviderInstance(pc, provider, ProviderHealth(self.clock))
             self.metrics.add_provider(name)
             self.metrics.seed_reasons(name, self.store.failure_reasons(name, MAX_REASONS))
         return instances
@@ -203,7 +203,7 @@ class Exporter:
             provider: (pairs, self.instances[provider].config.polling.step(0))
             for provider, pairs in by_provider.items()
         }
-        counts = self.store.register(batches, self.clock(), self.config.polling.max_watched)
+        counts = self.store.register(batches, self.clock.time(), self.config.polling.max_watched)
         for provider, (new, dup) in counts.items():
             self.metrics.registrations.labels(provider, "accepted").inc(new)
             self.metrics.registrations.labels(provider, "duplicate").inc(dup)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable
+
+from .clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger("exporter.poller")
 
@@ -15,7 +15,7 @@ INTERVAL = 60.0
 
 class ErrorLog:
     def __init__(
-        self, provider: str, interval: float = INTERVAL, clock: Callable[[], float] = time.monotonic
+        self, provider: str, interval: float = INTERVAL, clock: Clock = SYSTEM_CLOCK
     ) -> None:
         self.provider = provider
         self.interval = interval
@@ -28,7 +28,7 @@ class ErrorLog:
     def error(self, outcome: str, message: str, exc_info: BaseException | None = None) -> None:
         """Log this error if none was logged in the current interval; else count it."""
         with self._lock:
-            now = self.clock()
+            now = self.clock.monotonic()
             if self._window_start is not None and now - self._window_start < self.interval:
                 self._held += 1
                 self._last = f"{outcome}: {message}"
@@ -42,7 +42,7 @@ class ErrorLog:
     def flush(self) -> None:
         """Write the summary of held-back errors once their interval is over."""
         with self._lock:
-            now = self.clock()
+            now = self.clock.monotonic()
             if (
                 not self._held
                 or self._window_start is None

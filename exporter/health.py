@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from .clock import SYSTEM_CLOCK, Clock
 from .model import PROVIDER_ANSWERS, PROVIDER_FAILURES, Outcome
 
 RECENT_ERRORS = 20
@@ -33,29 +32,22 @@ class RecentError:
 
 
 class ProviderHealth:
-    def __init__(
-        self,
-        rng: random.Random | None = None,
-        wall_clock: Callable[[], float] = time.time,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None) -> None:
         self.up = True  # "0 after failures": nothing has failed yet
         self.last_success: float | None = None
         self.overdue_since: float | None = None
-        self.consecutive_failures = 0
         self.recent_errors: deque[RecentError] = deque(maxlen=RECENT_ERRORS)
         self._level = 0
         self._paused_until = 0.0
         self._rng = rng or random.Random()
-        self._wall_clock = wall_clock
         self._clock = clock
         self._lock = threading.Lock()
 
     def paused(self) -> bool:
-        return self._clock() < self._paused_until
+        return self._clock.monotonic() < self._paused_until
 
     def pause_remaining(self) -> float:
-        return max(0.0, self._paused_until - self._clock())
+        return max(0.0, self._paused_until - self._clock.monotonic())
 
     def backoff(self, level: int) -> float:
         """Exponential backoff with equal jitter: half fixed, half random."""
@@ -64,24 +56,22 @@ class ProviderHealth:
 
     def note_error(self, message_id: str, outcome: Outcome, message: str) -> None:
         self.recent_errors.append(
-            RecentError(self._wall_clock(), message_id, outcome.value, message)
+            RecentError(self._clock.time(), message_id, outcome.value, message)
         )
 
     def record(self, outcome: Outcome, retry_after: float | None = None) -> None:
         with self._lock:
-            now = self._clock()
+            now = self._clock.monotonic()
             if outcome in (Outcome.OK, Outcome.NOT_FOUND):
-                self.last_success = self._wall_clock()
+                self.last_success = self._clock.time()
             if outcome in PROVIDER_ANSWERS:
                 self.up = True
                 self._level = 0
-                self.consecutive_failures = 0
             elif outcome is Outcome.RATE_LIMITED:
                 wait = retry_after if retry_after is not None else self.backoff(self._level + 1)
                 self._paused_until = max(self._paused_until, now + min(wait, RETRY_AFTER_CAP))
             elif outcome in PROVIDER_FAILURES:
                 self.up = False
-                self.consecutive_failures += 1
                 # Calls already in flight when the pause began do not deepen it.
                 if now >= self._paused_until:
                     self._level += 1

@@ -11,15 +11,15 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from apscheduler.executors.pool import ThreadPoolExecutor as JobExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from . import accounting
+from .clock import Clock
 from .config import PollingSettings, ProviderConfig
 from .errorlog import ErrorLog
 from .health import ProviderHealth
@@ -60,7 +60,7 @@ class ProviderPoller:
         store: Store,
         recorder: Recorder,
         metrics: Metrics,
-        clock: Callable[[], float],
+        clock: Clock,
         stopping: threading.Event,
     ) -> None:
         self.instance = instance
@@ -79,13 +79,15 @@ class ProviderPoller:
                 math.ceil(config.rate_limit * self.policy.tick) + config.concurrency,
             ),
         )
-        self.limiter = RateLimiter(config.rate_limit)
+        self.limiter = RateLimiter(config.rate_limit, clock)
         self.executor = ThreadPoolExecutor(
             config.concurrency, thread_name_prefix=f"poll-{self.name}"
         )
         self.idle = threading.Event()
         self.idle.set()
-        self.error_log = ErrorLog(self.name)
+        #: the longest a tick keeps going while work is due (a virtual-time run uses its tick)
+        self.max_tick = max(self.policy.tick, MAX_TICK)
+        self.error_log = ErrorLog(self.name, clock=clock)
 
     def tick(self) -> None:
         """One scheduled run; logs and swallows every error so the job never dies."""
@@ -101,10 +103,13 @@ class ProviderPoller:
         # Keep going while work is due: stopping at the next tick boundary would leave
         # the provider idle until the scheduler's next run during a catch-up. The cap
         # only makes a very long sweep hand the job back now and then.
-        deadline = time.monotonic() + max(self.policy.tick, MAX_TICK)
+        deadline = self.clock.monotonic() + self.max_tick
         health = self.instance.health
-        while not self.stopping.is_set() and not health.paused() and time.monotonic() < deadline:
-            due = self.store.due(self.name, self.clock(), self.batch_limit)
+        self._give_up()
+        while (
+            not self.stopping.is_set() and not health.paused() and self.clock.monotonic() < deadline
+        ):
+            due = self.store.due(self.name, self.clock.time(), self.batch_limit)
             if not due:
                 break
             results = self._poll(due, deadline)
@@ -115,23 +120,46 @@ class ProviderPoller:
         self._update_lag()
         self.error_log.flush()
 
+    def _give_up(self) -> None:
+        """End the watches whose final look found no answer within ``final_look_grace``.
+
+        Runs every tick, paused or not: during a long outage this is what ends them.
+        """
+        while not self.stopping.is_set():
+            # Just past give_up_at (accounting), which re-checks each message.
+            cutoff = self.clock.time() - self.policy.final_look_grace
+            overdue = self.store.ended_before(
+                self.name,
+                delivered_before=cutoff - self.policy.read_window,
+                sent_before=cutoff - self.policy.max_age,
+                registered_before=cutoff,
+                limit=self.batch_limit,
+            )
+            if not overdue:
+                return
+            ended = self.recorder.record_give_ups(self.name, self.policy, overdue)
+            if ended:
+                log.warning(
+                    "provider %s: %d watch(es) ended without a final answer: none within "
+                    "final_look_grace (%gs) after the watch ended; see each message's last_error",
+                    self.name,
+                    ended,
+                    self.policy.final_look_grace,
+                )
+            if len(overdue) < self.batch_limit or not ended:
+                return
+
     def _update_lag(self) -> None:
         if self.stopping.is_set():
             return
         oldest = self.store.oldest_next_poll(self.name)
-        now = self.clock()
+        now = self.clock.time()
         self.instance.health.overdue_since = oldest if oldest is not None and oldest < now else None
 
     def _poll(self, due: Sequence[MessageState], deadline: float) -> list[PollResult]:
-        now = self.clock()
+        # Every due message is asked, also past its watch's end: that is its final look.
         results: list[PollResult] = []
-        to_call: list[str] = []
-        for state in due:
-            # A copy: close_if_due mutates, and the real change is made inside the store.
-            if accounting.close_if_due(replace(state), now, self.policy) is not None:
-                results.append(PollResult(state.id, None))
-            else:
-                to_call.append(state.id)
+        to_call = [state.id for state in due]
         size = self.instance.provider.batch_size
         chunks = [to_call[i : i + size] for i in range(0, len(to_call), size)]
         futures: list[Future[list[PollResult]]] = [
@@ -152,7 +180,7 @@ class ProviderPoller:
             return []
         if health.paused():
             return []
-        started = time.perf_counter()
+        started = time.perf_counter()  # call latency is real time, whatever the clock
         answers, outcome, retry_after, bug = self._fetch(ids)
         self.metrics.request(self.name, outcome, time.perf_counter() - started)
         was_up = health.up
@@ -219,7 +247,7 @@ class Poller:
         recorder: Recorder,
         metrics: Metrics,
         polling: PollingSettings,
-        clock: Callable[[], float],
+        clock: Clock,
     ) -> None:
         self.store = store
         self.polling = polling
@@ -262,7 +290,7 @@ class Poller:
 
     def purge(self) -> None:
         try:
-            removed = self.store.purge_settled(self.clock() - self.polling.retention)
+            removed = self.store.purge_settled(self.clock.time() - self.polling.retention)
             if removed:
                 log.info(
                     "forgot %d messages settled more than %gs ago", removed, self.polling.retention

@@ -9,8 +9,8 @@ at N calls per second is then called at about N, not hammered at ``rate_limit``.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
+
+from .clock import SYSTEM_CLOCK, Clock
 
 MIN_RATE = 0.2  # calls per second; the pace never stops altogether
 
@@ -18,7 +18,7 @@ MIN_RATE = 0.2  # calls per second; the pace never stops altogether
 class RateLimiter:
     """Hands out call slots ``1/rate`` seconds apart; waiting callers sleep outside the lock."""
 
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rate: float, clock: Clock = SYSTEM_CLOCK) -> None:
         self.max_rate = rate
         self.rate = rate
         self.clock = clock
@@ -28,13 +28,13 @@ class RateLimiter:
     def acquire(self, deadline: float, stop: threading.Event) -> bool:
         """Wait for a slot; False if it would come after ``deadline`` or ``stop`` is set."""
         with self._lock:
-            now = self.clock()
+            now = self.clock.monotonic()
             slot = max(now, self._next)
             if slot > deadline:
                 return False
             self._next = slot + 1.0 / self.rate
         if slot > now:
-            stop.wait(slot - now)
+            self.clock.wait(stop, slot - now)
         return not stop.is_set()
 
     def slow_down(self) -> None:

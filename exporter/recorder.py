@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import accounting
+from .clock import Clock
 from .config import PollingSettings
 from .metrics import Metrics
 from .model import Observation, Outcome
@@ -27,14 +28,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class PollResult:
-    """What became of one due message in a tick.
-
-    ``outcome`` None means the watch was closed without a call (max_age reached or
-    read window over).
-    """
+    """What one provider call said about one due message."""
 
     message_id: str
-    outcome: Outcome | None
+    outcome: Outcome
     observation: Observation | None = None
     error: str = ""
 
@@ -45,7 +42,7 @@ class Recorder:
         store: Store,
         metrics: Metrics,
         host: PluginHost,
-        clock: Callable[[], float],
+        clock: Clock,
         rng: random.Random | None = None,
     ) -> None:
         self.store = store
@@ -58,9 +55,28 @@ class Recorder:
     def record_polls(
         self, provider: str, policy: PollingSettings, results: Sequence[PollResult]
     ) -> None:
-        now = self.clock()
+        now = self.clock.time()
         updates = [(r.message_id, self._poll_update(r, now, policy)) for r in results]
         self._commit(provider, updates)
+
+    def record_give_ups(
+        self, provider: str, policy: PollingSettings, message_ids: Sequence[str]
+    ) -> int:
+        """End these watches without an answer (see :func:`accounting.give_up`); return
+        how many ended (a message answered meanwhile is left alone)."""
+        now = self.clock.time()
+        ended = 0
+
+        def update(state: MessageState | None) -> tuple[MessageState | None, list[Event]]:
+            nonlocal ended
+            events = None if state is None else accounting.give_up(state, now, policy)
+            if events is None:
+                return None, []
+            ended += 1
+            return state, events
+
+        self._commit(provider, [(message_id, update) for message_id in message_ids])
+        return ended
 
     def record_callback(
         self,
@@ -69,7 +85,7 @@ class Recorder:
         reports: Sequence[tuple[str, Observation]],
     ) -> None:
         """Apply pushed reports; a message not yet watched is registered from its report."""
-        now = self.clock()
+        now = self.clock.time()
         updates = [
             (message_id, self._callback_update(provider, message_id, obs, now, policy))
             for message_id, obs in reports
@@ -95,10 +111,7 @@ class Recorder:
         def update(state: MessageState | None) -> tuple[MessageState | None, list[Event]]:
             if state is None or not state.watched:
                 return None, []  # deleted, or settled by a callback, while the call ran
-            events: list[Event] | None
-            if result.outcome is None:
-                events = accounting.close_if_due(state, now, policy)
-                return (state, events) if events is not None else (None, [])
+            events: list[Event]
             if result.outcome is Outcome.OK and result.observation is not None:
                 events = accounting.observe(state, result.observation, now, policy)
             elif result.outcome is Outcome.NOT_FOUND:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from pathlib import Path
 
 from .config import load_config
@@ -43,6 +42,6 @@ class Reloader:
                 return problems
             self.exporter.reload(config)
             self.exporter.metrics.reload_successful.set(1)
-            self.exporter.metrics.reload_success_time.set(time.time())
+            self.exporter.metrics.reload_success_time.set(self.exporter.clock.time())
             log.info("configuration reloaded from %s", self.path)
             return []

@@ -58,6 +58,10 @@ CREATE TABLE IF NOT EXISTS messages (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_due ON messages (provider, next_poll) WHERE next_poll IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_settled ON messages (settled_at) WHERE settled_at IS NOT NULL;
+-- for the watches whose final look is overdue (Store.past_final_look)
+CREATE INDEX IF NOT EXISTS messages_age ON messages (provider, sent_at) WHERE next_poll IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_read_window ON messages (provider, delivered_at)
+    WHERE next_poll IS NOT NULL AND status = 'delivered';
 """
 
 #: An update function: given the stored state (None if absent), return the state to
@@ -286,6 +290,33 @@ class Store:
                 (provider, now, limit),
             ).fetchall()
         return [_row_to_state(row) for row in rows]
+
+    def ended_before(
+        self,
+        provider: str,
+        *,
+        delivered_before: float,
+        sent_before: float,
+        registered_before: float,
+        limit: int,
+    ) -> builtins.list[str]:
+        """Ids of watched messages delivered before ``delivered_before`` (still
+        ``delivered``) or, for any other status, sent before ``sent_before``; either way
+        registered before ``registered_before``. The poller uses it to find watches whose
+        final look is overdue (:func:`exporter.accounting.give_up_at` re-checks each).
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM messages WHERE provider = ? AND next_poll IS NOT NULL "
+                "AND status = 'delivered' AND delivered_at < ? AND registered_at < ? LIMIT ?",
+                (provider, delivered_before, registered_before, limit),
+            ).fetchall()
+            rows += self._db.execute(
+                "SELECT id FROM messages WHERE provider = ? AND next_poll IS NOT NULL "
+                "AND status != 'delivered' AND sent_at < ? AND registered_at < ? LIMIT ?",
+                (provider, sent_before, registered_before, limit),
+            ).fetchall()
+        return [row[0] for row in rows[:limit]]
 
     def oldest_next_poll(self, provider: str) -> float | None:
         with self._lock:

@@ -52,7 +52,7 @@ def message_json(state: MessageState) -> dict[str, Any]:
 
 def providers_json(exporter: Exporter) -> list[dict[str, Any]]:
     counts, watched = exporter.store.counts()
-    now = exporter.clock()
+    now = exporter.clock.time()
     result = []
     for name, config in exporter.config.providers.items():
         instance = exporter.instances.get(name)

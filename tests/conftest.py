@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -13,13 +14,27 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pytest_httpserver import HTTPServer
 
+from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.config import Config, parse_config
+from exporter.durations import parse_duration
 from exporter.engine import Exporter
 from exporter.pluginhost import PluginHost
 
 from .fakeprovider import FakeAPI, FakePlugin
 
 SENTINEL = "s3ntinel-SECRET-value-9f2c"
+
+#: Moves the wall clock of every in-process exporter and mock provider (e.g. "365d"):
+#: CI runs the suite a second time a year ahead, so no test can depend on today's date.
+TIME_SHIFT_ENV = "VIBER_EXPORTER_TEST_TIME_SHIFT"
+SYSTEM_CLOCK.offset = parse_duration(os.environ.get(TIME_SHIFT_ENV) or 0)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The clock every in-process exporter and mock provider runs on by default; build
+    dates from ``clock.time()``, never from a literal or from ``time.time()``."""
+    return SYSTEM_CLOCK
 
 
 @pytest.fixture
@@ -100,12 +115,13 @@ def make_config(
 
 
 @pytest.fixture
-def run_exporter(fake_host: PluginHost) -> Iterator[Callable[..., Exporter]]:
+def run_exporter(fake_host: PluginHost, clock: Clock) -> Iterator[Callable[..., Exporter]]:
     """Start exporters on a fresh registry each; all are stopped at teardown."""
     started: list[Exporter] = []
+    default_clock = clock
 
-    def start(config: Config, *, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time) -> Exporter:
-        exporter = Exporter(config, fake_host, registry=registry or CollectorRegistry(), clock=clock)
+    def start(config: Config, *, registry: CollectorRegistry | None = None, clock: Clock | None = None) -> Exporter:
+        exporter = Exporter(config, fake_host, registry=registry or CollectorRegistry(), clock=clock or default_clock)
         exporter.start()
         started.append(exporter)
         return exporter

@@ -17,6 +17,8 @@ from typing import Any
 
 from werkzeug import Request, Response
 
+from exporter.clock import SYSTEM_CLOCK
+
 APP_ID = "app-id-1"
 APP_SECRET = "routee-secret-sentinel-77"
 
@@ -79,8 +81,11 @@ class FakeRoutee:
         return response
 
 
-def tracking(tracking_id: str, status: str, *, date: str = "2026-11-23T10:00:05.123Z", reason: str | None = None,
+def tracking(tracking_id: str, status: str, *, date: str | None = None, reason: str | None = None,
              price: float | None = 0.035, country: str = "GR") -> dict[str, Any]:
+    """A tracking answer; ``date`` defaults to a second ago (real time, as the fake's users run on it)."""
+    if date is None:
+        date = time.strftime("%Y-%m-%dT%H:%M:%S.123Z", time.gmtime(SYSTEM_CLOCK.time() - 1))
     body: dict[str, Any] = {
         "trackingId": tracking_id, "to": "+306900000000", "from": "Sender", "country": country,
         "status": {"status": status, "date": date}, "applicationName": "default",

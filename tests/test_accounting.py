@@ -23,7 +23,7 @@ from exporter.state import (
 
 POLICY = PollingSettings(
     tick=1, schedule=(10.0, 30.0, 60.0), max_age=1000.0, read_window=100.0, not_found_grace=50.0,
-    retention=0, max_watched=10,
+    retention=0, max_watched=10, final_look_grace=500.0,
 )
 
 
@@ -68,9 +68,41 @@ def test_delivered_is_polled_until_the_read_window_closes():
     assert state.delivered_at == 10.0, "no provider time: the time of the poll"
     for now in (40.0, 100.0):
         accounting.observe(state, Observation(Status.DELIVERED), now, POLICY)
-    assert state.next_poll == 110.0, "capped at delivered + read_window"
-    assert accounting.close_if_due(state, 110.0, POLICY) == []
+    assert state.next_poll == 110.0, "the last poll is at delivered + read_window, not before"
+    assert state.watched, "the window closes only on an answer"
+    assert accounting.observe(state, Observation(Status.DELIVERED), 110.0, POLICY) == []
+    assert not state.watched and state.status is Status.DELIVERED
+
+
+def test_the_final_look_counts_a_read_seen_after_the_window_closed():
+    state = message()
+    accounting.observe(state, Observation(Status.DELIVERED, delivered_at=ts(10)), 10.0, POLICY)
+    # The provider was down from 50 to 400: the final look comes long after the window (110).
+    failed = accounting.call_failed(state, Outcome.SERVER_ERROR, "HTTP 503", 120.0, POLICY, random.Random(1))
+    assert failed == [] and state.watched, "a failed call never ends a watch"
+    events = accounting.observe(state, Observation(Status.READ, read_at=ts(105)), 400.0, POLICY)
+    assert [e.status for e in events if isinstance(e, Transition)] == [Status.READ]
+    assert [e.seconds for e in events if isinstance(e, Latency)] == [105.0]
     assert not state.watched
+
+
+def test_give_up_only_after_final_look_grace():
+    delivered = message()
+    accounting.observe(delivered, Observation(Status.DELIVERED, delivered_at=ts(10)), 10.0, POLICY)
+    assert accounting.give_up_at(delivered, POLICY) == 10.0 + 100.0 + 500.0
+    assert accounting.give_up(delivered, 609.0, POLICY) is None and delivered.watched
+    delivered.last_error = "server_error: HTTP 503"
+    assert accounting.give_up(delivered, 610.0, POLICY) == [], "delivered: settles, nothing counted"
+    assert not delivered.watched and delivered.status is Status.DELIVERED
+    assert "final_look_grace" in delivered.last_error and "HTTP 503" in delivered.last_error
+
+    pending = message()
+    assert accounting.give_up(pending, 1499.0, POLICY) is None
+    assert accounting.give_up(pending, 1500.0, POLICY) == [WatchExpired("p")]
+    assert not pending.watched and pending.status is Status.PENDING
+
+    late = message(registered_at=5000.0)  # registered after its max_age had passed
+    assert accounting.give_up_at(late, POLICY) == 5500.0, "the grace counts from the registration"
 
 
 def test_no_step_back_from_delivered_and_expired_after_delivery_counts():
@@ -115,13 +147,21 @@ def test_latency_is_never_negative():
     assert [e.seconds for e in events if isinstance(e, Latency)] == [0.0]
 
 
-def test_max_age_closes_pending_and_caps_next_poll():
+def test_max_age_caps_next_poll_and_the_final_look_expires_the_watch():
     state = message()
     accounting.observe(state, Observation(Status.PENDING), 995.0, POLICY)
     assert state.next_poll == 1000.0
-    assert accounting.close_if_due(state, 999.0, POLICY) is None
-    events = accounting.close_if_due(state, 1000.0, POLICY)
+    events = accounting.observe(state, Observation(Status.PENDING), 1000.0, POLICY)
     assert events == [WatchExpired("p")] and not state.watched
+
+
+def test_the_final_look_past_max_age_counts_what_it_sees():
+    state = message()
+    accounting.observe(state, Observation(Status.PENDING), 995.0, POLICY)
+    events = accounting.observe(state, Observation(Status.FAILED, reason="opted_out", price=0.02), 1300.0, POLICY)
+    assert [(e.status, e.reason) for e in events if isinstance(e, Transition)] == [(Status.FAILED, "opted_out")]
+    assert [e.amount for e in events if isinstance(e, Cost)] == [0.02]
+    assert not [e for e in events if isinstance(e, WatchExpired)], "it had an answer"
 
 
 def test_not_found_within_grace_then_unknown_not_found():

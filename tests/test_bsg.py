@@ -261,10 +261,10 @@ def test_callback_parsing(bsg, builtin_host, tmp_path, provider):
             provider.parse_callback(bad, "application/json")
 
 
-def test_poller_run_matches_ground_truth(bsg, builtin_host, tmp_path):
+def test_poller_run_matches_ground_truth(bsg, builtin_host, tmp_path, clock):
     """Registration to settled metrics through the real poller; counts equal the fake's truth."""
     _, fake = bsg
-    base = int(time.time()) - 600  # BSG's example dates are years old and would exceed max_age
+    base = int(clock.time()) - 600  # BSG's example dates are years old and would exceed max_age
 
     def at(offset: int) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(base + offset))

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -136,13 +137,14 @@ def test_probe_shows_raw_answer_and_result_without_secrets(tmp_path, capsys, mon
     assert main(["probe", "nobody", "x", "--config", str(path)]) == 1
 
 
-def test_watch_add_import_and_list(make_config, serve, tmp_path, capsys, monkeypatch):
+def test_watch_add_import_and_list(make_config, serve, tmp_path, capsys, monkeypatch, clock):
     exporter, url = serve(make_config(exporter={"api_token": "tok-cli"}))
     monkeypatch.setenv("VIBER_EXPORTER_API_TOKEN", "tok-cli")
-    assert main(["watch", "add", "fake", "w1", "w2", "--sent-at", "2026-11-20T10:00:00Z", "--url", url]) == 0
+    sent = datetime.fromtimestamp(clock.time() - 60, UTC).isoformat().replace("+00:00", "Z")
+    assert main(["watch", "add", "fake", "w1", "w2", "--sent-at", sent, "--url", url]) == 0
     assert "accepted 2, duplicates 0" in capsys.readouterr().out
     csv_file = tmp_path / "ids.csv"
-    csv_file.write_text("provider,id,sent_at\nfake,w2,\n" + "".join(f"fake,i{n},2026-11-20T10:00:00Z\n" for n in range(1500)))
+    csv_file.write_text("provider,id,sent_at\nfake,w2,\n" + "".join(f"fake,i{n},{sent}\n" for n in range(1500)))
     assert main(["watch", "import", str(csv_file), "--url", url]) == 0
     assert "accepted 1500, duplicates 1" in capsys.readouterr().out
     assert exporter.store.total_watched() == 1502

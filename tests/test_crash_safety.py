@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from exporter.testing.crashsoak import run_soak
+
+pytestmark = pytest.mark.slow
 
 
 def test_five_kill_9s_lose_no_registration_and_double_count_nothing(tmp_path):

@@ -9,10 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from .test_cli import free_port
+
+pytestmark = pytest.mark.slow
 
 SCRIPT = Path(sys.executable).parent / "viber-exporter"
 

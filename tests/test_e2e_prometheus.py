@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import requests
 
+from exporter.clock import SYSTEM_CLOCK
 from exporter.config import parse_config
 from exporter.engine import Exporter, Registration
 from exporter.pluginhost import PluginHost
@@ -33,6 +34,8 @@ from .test_cli import free_port
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "grafana"))
 import generate  # noqa: E402  (grafana/generate.py)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 BURST = Mix(read=0.2, delivered=0.1, failed=0.6, expired=0.1, pending=0.0, delivery_median=0.5,
             read_median=0.5, final_median=0.5, sigma=0.3, visible_after=0.0)
@@ -126,7 +129,7 @@ def test_every_query_returns_data_and_the_failure_spike_alert_goes_off(stack):
     time.sleep(1.5)
     for _ in range(8):  # the burst arrives over a few seconds, as real traffic would
         for provider in ("routee", "bsg"):
-            plans = [mock.simulation.create(provider, time.time()) for _ in range(5)]
+            plans = [mock.simulation.create(provider, SYSTEM_CLOCK.time()) for _ in range(5)]
             exporter.register([Registration(provider, p.id, sent_at=p.created) for p in plans])
         time.sleep(0.5)
     wait_for(lambda: exporter.store.total_watched() == 0, timeout=40)

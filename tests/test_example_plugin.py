@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,9 +48,14 @@ def test_plugins_command_lists_the_installed_example():
     assert json.loads(limited.stdout) == []
 
 
+def iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
 def test_a_config_naming_the_example_polls_end_to_end(httpserver: HTTPServer, tmp_path):
-    answer = {"id": MESSAGE, "state": "seen", "sent_at": "2026-11-23T07:00:00Z",
-              "state_changed_at": "2026-11-23T07:00:30Z", "charge": {"amount": "0.02", "currency": "USD"}}
+    sent = int(time.time()) - 120
+    answer = {"id": MESSAGE, "state": "seen", "sent_at": iso(sent),
+              "state_changed_at": iso(sent + 30), "charge": {"amount": "0.02", "currency": "USD"}}
     httpserver.expect_request(f"/v2/messages/{MESSAGE}", headers={"Authorization": "Token tok"}).respond_with_json(answer)
     host = PluginHost()
     host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": "parrot"})
@@ -59,7 +65,7 @@ state_path = {json.dumps(str(tmp_path / "s.db"))}
 [polling]
 tick = "100ms"
 schedule = ["100ms"]
-max_age = "1000d"
+max_age = "1h"
 [providers.parrot]
 plugin = "parrot"
 token = "tok"

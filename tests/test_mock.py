@@ -53,13 +53,13 @@ def create(url: str, provider: str, fate: str | None = None, count: int = 1) -> 
     return requests.post(f"{url}/mock/messages", json=body, timeout=5).json()["messages"]
 
 
-def test_routee_lifecycle_and_quirks(mock, host, tmp_path):
+def test_routee_lifecycle_and_quirks(mock, host, tmp_path, clock):
     app, url = mock
     routee = providers(host, url, tmp_path)["routee"]
     [message] = create(url, "routee", "read")
     assert routee.check_id(message["id"]) is None
     plan = app.simulation.find("routee", message["id"])
-    now = time.time()
+    now = clock.time()
     plan.visible_at, plan.delivered_at, plan.read_at = now + 0.3, now + 0.8, now + 1.2  # 404019006 first
     with pytest.raises(FetchError) as info:
         routee.fetch(message["id"])
@@ -73,11 +73,11 @@ def test_routee_lifecycle_and_quirks(mock, host, tmp_path):
     assert {Status.PENDING, Status.READ} <= seen
 
 
-def test_bsg_quirks(mock, host, tmp_path):
+def test_bsg_quirks(mock, host, tmp_path, clock):
     app, url = mock
     bsg = providers(host, url, tmp_path)["bsg"]
     [expired] = create(url, "bsg", "expired")
-    app.simulation.find("bsg", expired["id"]).final_at = time.time() - 1
+    app.simulation.find("bsg", expired["id"]).final_at = clock.time() - 1
     raw = requests.get(f"{url}/rest/viber/{expired['id']}", headers={"X-API-KEY": BSG_API_KEY}, timeout=5).json()
     assert raw["time_dr"] and raw["status"] == "expired", "time_dr filled for an expired message"
     assert len(raw["time_in"]) == 19 and "T" not in raw["time_in"], "zone-less YYYY-MM-DD HH:MM:SS"
@@ -86,7 +86,7 @@ def test_bsg_quirks(mock, host, tmp_path):
     prices = set()
     for message in create(url, "bsg", "failed", count=20):
         plan = app.simulation.find("bsg", message["id"])
-        plan.final_at = time.time() - 1
+        plan.final_at = clock.time() - 1
         body = requests.get(f"{url}/rest/viber/{message['id']}", headers={"X-API-KEY": BSG_API_KEY}, timeout=5).json()
         prices.add(type(body["price"]))
         if plan.sms_price:
@@ -149,7 +149,7 @@ def test_token_expiry_is_survived(mock, host, tmp_path):
     assert len(app.tokens) >= 2
 
 
-def test_exporter_run_matches_the_mock_ground_truth(mock, host, tmp_path):
+def test_exporter_run_matches_the_mock_ground_truth(mock, host, tmp_path, clock):
     app, url = mock
     config = parse_config(config_text(url, tmp_path / "s.db"), host.provider_types(), {})
     exporter = Exporter(config, host, registry=CollectorRegistry())
@@ -161,7 +161,7 @@ def test_exporter_run_matches_the_mock_ground_truth(mock, host, tmp_path):
                 exporter.register([Registration(provider, m["id"]) for m in messages])
         # Everything settles: final, or delivered with the 5 s read window closed.
         wait_for(lambda: exporter.store.total_watched() == 0, timeout=30)
-        truth = app.simulation.truth(time.time())
+        truth = app.simulation.truth(clock.time())
         for provider in ("routee", "bsg"):
             t = truth[provider]
             for status in ("pending", "delivered", "read", "failed", "expired"):

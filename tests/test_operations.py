@@ -15,6 +15,7 @@ import pytest
 import requests
 import trustme
 
+from exporter.clock import ManualClock
 from exporter.config import parse_config
 from exporter.engine import Registration
 from exporter.errorlog import ErrorLog
@@ -264,15 +265,15 @@ def test_basic_auth_users_must_be_hashes(fake_host):
 
 
 def test_error_log_is_rate_limited_with_a_count(caplog):
-    now = [0.0]
-    errors = ErrorLog("bsg", interval=60, clock=lambda: now[0])
+    clock = ManualClock()
+    errors = ErrorLog("bsg", interval=60, clock=clock)
     with caplog.at_level(logging.WARNING, logger="exporter.poller"):
         for second in range(30):
-            now[0] = float(second)
+            clock.advance_to(float(second))
             errors.error("server_error", f"HTTP 500 #{second}")
         errors.flush()
         assert [r.getMessage() for r in caplog.records] == ["provider bsg: poll failed: server_error: HTTP 500 #0"]
-        now[0] = 61.0
+        clock.advance_to(61.0)
         errors.flush()
         errors.flush()
     messages = [r.getMessage() for r in caplog.records]

@@ -18,11 +18,11 @@ def at(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
-def test_lifecycle_to_settled_metrics(fake_server, make_config, run_exporter):
+def test_lifecycle_to_settled_metrics(fake_server, make_config, run_exporter, clock):
     _, api = fake_server
     api.messages["m1"] = {"status": "QUEUED"}
     exporter = run_exporter(make_config())
-    sent = time.time() - 5
+    sent = clock.time() - 5
     exporter.register([Registration("fake", "m1", sent_at=sent)])
     wait_for(lambda: sample(exporter, "viber_message_status_transitions_total", provider="fake", status="pending") == 1)
     api.messages["m1"] = {"status": "DELIVERED", "delivered_at": at(sent + 3), "price": 0.035}
@@ -45,9 +45,9 @@ def test_lifecycle_to_settled_metrics(fake_server, make_config, run_exporter):
     assert sample(exporter, "viber_provider_requests_total", provider="fake", outcome="ok") == calls
 
 
-def test_first_seen_read_counts_delivered_too(fake_server, make_config, run_exporter):
+def test_first_seen_read_counts_delivered_too(fake_server, make_config, run_exporter, clock):
     _, api = fake_server
-    sent = time.time() - 10
+    sent = clock.time() - 10
     api.messages["r1"] = {"status": "seen", "read_at": at(sent + 9)}  # lower case: compared case-insensitively
     exporter = run_exporter(make_config())
     exporter.register([Registration("fake", "r1", sent_at=sent)])
@@ -160,11 +160,11 @@ def test_malformed_json_and_unknown_status_are_counted_and_retried(fake_server, 
     assert sample(exporter, "viber_message_status_transitions_total", provider="fake", status="unknown") == 1
 
 
-def test_max_age_closes_unsettled_messages(fake_server, make_config, run_exporter):
+def test_max_age_closes_unsettled_messages(fake_server, make_config, run_exporter, clock):
     _, api = fake_server
     api.messages["old"] = {"status": "QUEUED"}
     exporter = run_exporter(make_config(polling={"max_age": "1s"}))
-    exporter.register([Registration("fake", "old", sent_at=time.time() - 0.5)])
+    exporter.register([Registration("fake", "old", sent_at=clock.time() - 0.5)])
     wait_for(lambda: not exporter.store.get("fake", "old").watched, timeout=5)
     assert sample(exporter, "viber_message_watch_expired_total", provider="fake") == 1
     assert exporter.store.get("fake", "old").status is Status.PENDING

@@ -98,14 +98,14 @@ def test_a_full_disk_at_runtime_answers_503_and_acknowledges_nothing_unstored(ho
 # -- provider outage -------------------------------------------------------------------------
 
 
-def test_provider_outage_5xx_timeouts_refused_then_recovery(host, tmp_path):
+def test_provider_outage_5xx_timeouts_refused_then_recovery(host, tmp_path, clock):
     mock = MockProviders(QUICK, seed=5)
     mock_server = BackgroundServer(mock, "127.0.0.1", 0)
     mock_server.start()
     port = mock_server.port
     exporter = running(host, mock_config(mock_server.url, tmp_path / "s.db", timeout="300ms"))
     try:
-        plans = [mock.simulation.create("bsg", time.time()) for _ in range(20)]
+        plans = [mock.simulation.create("bsg", clock.time()) for _ in range(20)]
         for plan in plans:
             plan.delivered_at = plan.read_at = plan.final_at = None  # stays pending during the outage
         exporter.register([Registration("bsg", p.id) for p in plans])
@@ -137,7 +137,7 @@ def test_provider_outage_5xx_timeouts_refused_then_recovery(host, tmp_path):
         mock.faults = Faults()
         recovered = time.monotonic()
         for plan in plans:
-            plan.read_at = plan.delivered_at = time.time()
+            plan.read_at = plan.delivered_at = clock.time()
         wait_for(lambda: sample(exporter, "viber_provider_up", provider="bsg") == 1, timeout=70)
         wait_for(lambda: exporter.store.counts()[1].get("bsg", 0) == 0, timeout=30)
         drained = time.monotonic() - recovered
@@ -152,16 +152,16 @@ def test_provider_outage_5xx_timeouts_refused_then_recovery(host, tmp_path):
 # -- rate limits ------------------------------------------------------------------------------
 
 
-def test_a_rate_limiting_provider_is_not_hammered(host, tmp_path):
+def test_a_rate_limiting_provider_is_not_hammered(host, tmp_path, clock):
     mock = MockProviders(QUICK, faults=Faults(rate_limit=5, retry_after=1), seed=2)
     mock_server = BackgroundServer(mock, "127.0.0.1", 0)
     mock_server.start()
     exporter = running(host, mock_config(mock_server.url, tmp_path / "s.db"))
     try:
-        plans = [mock.simulation.create("bsg", time.time(), fate="pending") for _ in range(100)]
+        plans = [mock.simulation.create("bsg", clock.time(), fate="pending") for _ in range(100)]
         exporter.register([Registration("bsg", p.id) for p in plans])
         time.sleep(4.0)  # the pace adapts to the provider's limit
-        start = time.time()
+        start = clock.time()  # the mock records calls on this clock
         time.sleep(5.0)
         window = [c for c in list(mock.calls) if c[1] == "bsg" and c[0] >= start]
         rate = len(window) / 5.0
@@ -208,13 +208,13 @@ def test_odd_networks_are_outcomes_not_crashes(host, tmp_path, kind):
         silent.close()
 
 
-def test_token_expiry_storm(host, tmp_path):
+def test_token_expiry_storm(host, tmp_path, clock):
     mock = MockProviders(QUICK, faults=Faults(token_lifetime=1), seed=4)
     mock_server = BackgroundServer(mock, "127.0.0.1", 0)
     mock_server.start()
     exporter = running(host, mock_config(mock_server.url, tmp_path / "s.db"))
     try:
-        plans = [mock.simulation.create("routee", time.time(), fate="pending") for _ in range(30)]
+        plans = [mock.simulation.create("routee", clock.time(), fate="pending") for _ in range(30)]
         exporter.register([Registration("routee", p.id) for p in plans])
         time.sleep(4)  # tokens expire every second under continuous polling
         assert len(mock.tokens) >= 3

@@ -274,7 +274,7 @@ def run_exporter(host: PluginHost, text: str) -> Exporter:
     return exporter
 
 
-def test_poller_run_matches_ground_truth(routee, builtin_host, tmp_path):
+def test_poller_run_matches_ground_truth(routee, builtin_host, tmp_path, clock):
     """Registration to settled metrics through the real poller; counts equal the fake's truth."""
     server, fake = routee
     fake.expires_in = 2  # tokens expire (and are refreshed) during the run
@@ -283,7 +283,7 @@ def test_poller_run_matches_ground_truth(routee, builtin_host, tmp_path):
         "a4": ("UNDELIVERED", "Not Viber User", 0.0), "a5": ("EXPIRED", "TTL Expired", 0.01),
         "a6": ("UNSENT", "Opted Out", None), "a7": ("FAILED", "Not Viber User", 0.02),
     }
-    sent = float(int(time.time()) - 100)  # whole seconds: the fake's dates have no fraction
+    sent = float(int(clock.time()) - 100)  # whole seconds: the fake's dates have no fraction
     exporter = run_exporter(builtin_host, routee_config(server, tmp_path / "s.db", concurrency=3))
     try:
         exporter.register([Registration("routee", f"{i}-x", sent_at=sent) for i in truth])

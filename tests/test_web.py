@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -55,10 +56,12 @@ def test_metrics_in_both_formats_and_health(make_config, serve, fake_server):
     assert requests.get(f"{url}/-/ready", timeout=5).status_code == 503
 
 
-def test_registration_success_duplicates_and_durability(make_config, serve):
+def test_registration_success_duplicates_and_durability(make_config, serve, clock):
     exporter, url = serve(make_config())
-    body = {"messages": [{"provider": "fake", "id": "a1", "sent_at": "2026-11-20T10:00:00Z"},
-                         {"provider": "fake", "id": "a2", "sent_at": "2026-11-20T12:00:00+02:00"}, {"provider": "fake", "id": "a1"}]}
+    sent = datetime.fromtimestamp(clock.time() - 600, UTC)
+    in_kyiv = sent.astimezone(timezone(timedelta(hours=2))).isoformat()
+    body = {"messages": [{"provider": "fake", "id": "a1", "sent_at": sent.isoformat().replace("+00:00", "Z")},
+                         {"provider": "fake", "id": "a2", "sent_at": in_kyiv}, {"provider": "fake", "id": "a1"}]}
     response = post(url, body)
     assert response.json() == {"accepted": 2, "duplicates": 1}
     assert exporter.store.get("fake", "a2").sent_at == exporter.store.get("fake", "a1").sent_at
@@ -188,11 +191,12 @@ def test_providers_endpoint_and_landing_page(make_config, serve, fake_server):
     assert SENTINEL not in page.text and SENTINEL not in json.dumps(provider)
 
 
-def test_callbacks(make_config, serve, fake_server):
+def test_callbacks(make_config, serve, fake_server, clock):
     _, api = fake_server
     exporter, url = serve(make_config(provider={"callback_token": "cb-secret"}))
     endpoint = f"{url}/api/v1/callbacks/fake"
-    report = {"id": "cb1", "status": "DELIVERED", "price": 0.02, "delivered_at": "2026-11-23T10:00:00+00:00"}
+    delivered = datetime.fromtimestamp(clock.time() - 60, UTC).isoformat()  # inside the 1 h read window
+    report = {"id": "cb1", "status": "DELIVERED", "price": 0.02, "delivered_at": delivered}
     assert_error(requests.post(endpoint, json=report, timeout=5), 401, "token")
     assert_error(requests.post(endpoint + "?token=nope", json=report, timeout=5), 401)
     assert_error(requests.post(endpoint + "?token=cb-secret", data=b"{junk", timeout=5), 400, "not understood")

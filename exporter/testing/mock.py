@@ -28,6 +28,7 @@ from werkzeug import Request, Response
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 
+from ..clock import SYSTEM_CLOCK
 from .simulation import BSG_FAILED, ROUTEE_FAILED, ROUTEE_REASONS, Mix, Plan, Simulation
 
 ROUTEE_APP_ID = "demo-application"
@@ -75,7 +76,7 @@ class MockProviders:
         mix: Mix | None = None,
         faults: Faults | None = None,
         seed: int | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = SYSTEM_CLOCK.time,
     ) -> None:
         self.simulation = Simulation(mix or Mix(), seed)
         self.faults = faults or Faults()
@@ -153,7 +154,7 @@ class MockProviders:
             time.sleep(faults.latency)
         if faults.outage:
             return _json({"error": "service unavailable"}, 503)
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             window = self._windows[provider]
             while window and window[0] < now - 1.0:
