@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from exporter.store import Store
+from viber_exporter.store import Store
 
 
 def machine() -> str:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 
 from common import header, verdict
+from crashsoak import run_soak
 
-from exporter.logs import setup_logging
-from exporter.testing.crashsoak import run_soak
+from viber_exporter.logs import setup_logging
 
 
 def main() -> int:

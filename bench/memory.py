@@ -21,8 +21,8 @@ from pathlib import Path
 import requests
 from common import fill, header, mock_process, verdict
 
-from exporter.store import Store
-from exporter.testing.mock import BSG_API_KEY
+from viber_exporter.store import Store
+from viber_exporter.testing.mock import BSG_API_KEY
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -12,7 +12,7 @@ import socket
 
 from waitress import serve
 
-from exporter.testing.mock import Faults, MockProviders
+from viber_exporter.testing.mock import Faults, MockProviders
 
 
 def main() -> None:

@@ -17,11 +17,11 @@ import requests
 from common import header, mock_process, verdict
 from prometheus_client import CollectorRegistry
 
-from exporter.config import parse_config
-from exporter.engine import Exporter, Registration
-from exporter.logs import setup_logging
-from exporter.pluginhost import PluginHost
-from exporter.testing.mock import BSG_API_KEY
+from viber_exporter.config import parse_config
+from viber_exporter.engine import Exporter, Registration
+from viber_exporter.logs import setup_logging
+from viber_exporter.pluginhost import PluginHost
+from viber_exporter.testing.mock import BSG_API_KEY
 
 
 def calls(exporter: Exporter) -> float:

@@ -17,11 +17,11 @@ import requests
 from common import fill, header, median_ms, verdict
 from prometheus_client import CollectorRegistry
 
-from exporter.config import parse_config
-from exporter.engine import Exporter
-from exporter.logs import setup_logging
-from exporter.pluginhost import PluginHost
-from exporter.server import HttpServer
+from viber_exporter.config import parse_config
+from viber_exporter.engine import Exporter
+from viber_exporter.logs import setup_logging
+from viber_exporter.pluginhost import PluginHost
+from viber_exporter.server import HttpServer
 
 
 def scrape_median(size: int, samples: int, tmp: Path, host: PluginHost) -> float:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from common import fill, header, median_ms, verdict
 
-from exporter.store import Store
+from viber_exporter.store import Store
 
 
 def main() -> int:

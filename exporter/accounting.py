@@ -10,8 +10,9 @@ from __future__ import annotations
 import random
 from datetime import datetime
 
-from .config import PollingSettings
+from .backoff import backoff
 from .model import PROVIDER_FAILURES, Observation, Outcome, Status
+from .settings import PollingSettings
 from .state import (
     Cost,
     Counted,
@@ -65,9 +66,9 @@ def observe(
         state.sent_source = SentSource.PROVIDER
     if obs.country and not state.country:
         state.country = obs.country
+    _add_cost(state, obs, events)  # first, so a status change carries the price
     if not state.status.is_final:
         _enter(state, obs, now, events)
-    _add_cost(state, obs, events)
     if state.watched:
         _schedule(state, now, policy, events)
     return events
@@ -96,9 +97,30 @@ def _enter(state: MessageState, obs: Observation, now: float, events: list[Event
         events.append(Transition(state.provider, state.id, status, reason, state.country))
     if new is not state.status:
         reason = _reason(obs, new)
-        events.append(StatusChanged(state.provider, state.id, state.status, new, reason))
-        state.status = new
-        state.reason = reason
+        old, state.status, state.reason = state.status, new, reason
+        events.append(_changed(state, old, now))
+
+
+def _changed(state: MessageState, old: Status, now: float) -> StatusChanged:
+    """The change just made to ``state``, with what an extension wants to know."""
+    latency = None
+    if state.status is Status.DELIVERED and state.delivered_at is not None:
+        latency = max(0.0, state.delivered_at - state.sent_at)
+    elif state.status is Status.READ and state.read_at is not None:
+        latency = max(0.0, state.read_at - state.sent_at)
+    return StatusChanged(
+        state.provider,
+        state.id,
+        old,
+        state.status,
+        state.reason,
+        provider_status=state.provider_status,
+        price=state.price,
+        currency=state.currency,
+        latency_seconds=latency,
+        country=state.country,
+        at=now,
+    )
 
 
 def _reason(obs: Observation, status: Status) -> str | None:
@@ -220,11 +242,8 @@ def not_found(state: MessageState, now: float, policy: PollingSettings) -> list[
                     state.provider, state.id, Status.UNKNOWN, NOT_FOUND_REASON, state.country
                 )
             )
-        events.append(
-            StatusChanged(state.provider, state.id, state.status, Status.UNKNOWN, NOT_FOUND_REASON)
-        )
-        state.status = Status.UNKNOWN
-        state.reason = NOT_FOUND_REASON
+        old, state.status, state.reason = state.status, Status.UNKNOWN, NOT_FOUND_REASON
+        events.append(_changed(state, old, now))
         _settle(state, now)
         return events
     _schedule(state, now, policy, events)
@@ -257,6 +276,6 @@ def call_failed(
     state.errors += 1
     state.last_poll_at = now
     if outcome not in PROVIDER_FAILURES:
-        delay = min(policy.step(state.polls), MESSAGE_RETRY_BASE * 2 ** min(state.errors - 1, 20))
-        state.next_poll = now + delay * (0.5 + rng.random() / 2)
+        cap = policy.step(state.polls)  # never later than the schedule would have polled
+        state.next_poll = now + backoff(state.errors, MESSAGE_RETRY_BASE, cap, rng)
     return []

@@ -2,43 +2,35 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import logging
-import os
 import queue
 import signal
 import ssl
 import sys
-import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
-import requests
 
-from .config import Config, default_config_path, load_config
+from .client import ApiClient, ClientFailure
+from .config import DEFAULT_CONCURRENCY, DEFAULT_RATE_LIMIT, default_config_path, load_config
 from .errors import ConfigError, PluginError, StoreError, ViberExporterError
 from .logs import setup_logging
 from .pluginhost import PluginHost
+from .provider import Provider
+from .settings import Config
 from .version import __version__
 
 log = logging.getLogger(__name__)
 
-API_TOKEN_ENV = "VIBER_EXPORTER_API_TOKEN"  # noqa: S105 (a variable name)
 IMPORT_BATCH = 1000
 STOP_TIMEOUT = 8.0
 
 
-class Failure(click.ClickException):
-    """Exit 1 with a one-line reason on stderr."""
-
-    exit_code = 1
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"viber-exporter: {self.message}", err=True)
+Failure = ClientFailure  # exit 1 with a one-line reason on stderr
 
 
 def load_plugins() -> PluginHost:
@@ -173,15 +165,22 @@ def check_config(config_path: Path | None) -> None:
 
 @cli.command()
 @click.option("--all", "include_builtin", is_flag=True, help="Include the built-in plugins.")
-def plugins(include_builtin: bool) -> None:
-    """List installed provider plugins as JSON."""
+@click.option(
+    "--settings", "with_settings", is_flag=True, help="Add each provider's settings and defaults."
+)
+def plugins(include_builtin: bool, with_settings: bool) -> None:
+    """List installed provider plugins as JSON (errors included)."""
     host = load_plugins()
     try:
-        infos = host.describe(include_builtin=include_builtin)
+        infos = host.describe(include_builtin=include_builtin or with_settings)
+        types = host.provider_types()
     except PluginError as e:
         raise Failure(str(e)) from e
-    listing = [
-        {
+    listing = []
+    for i in infos:
+        if i.builtin and not include_builtin and not with_settings:
+            continue
+        entry: dict[str, Any] = {
             "name": i.name,
             "package": i.package,
             "version": i.version,
@@ -190,9 +189,25 @@ def plugins(include_builtin: bool) -> None:
             "providers": list(i.providers),
             **({"error": i.error} if i.error else {}),
         }
-        for i in infos
-    ]
+        if with_settings:
+            entry["settings"] = [provider_settings(types[name].cls) for name in i.providers]
+        listing.append(entry)
     click.echo(json.dumps(listing, indent=2))
+
+
+def provider_settings(cls: type[Provider]) -> dict[str, Any]:
+    """What ``plugins --settings`` says about one provider class."""
+    return {
+        "provider": cls.plugin_name,
+        "settings": [setting.describe() for setting in cls.settings_spec],
+        "defaults": {
+            "concurrency": cls.default_concurrency or DEFAULT_CONCURRENCY,
+            "rate_limit": cls.default_rate_limit or DEFAULT_RATE_LIMIT,
+        },
+        "polls": cls.polls,
+        "feed": cls.drain_interval is not None,
+        "statuses": {raw: status.value for raw, status in cls.status_map.items()},
+    }
 
 
 @cli.command()
@@ -213,48 +228,6 @@ def probe(provider: str, message_id: str, config_path: Path | None) -> None:
 
 
 # -- watch: a client of a running exporter's API -----------------------------------------
-
-
-def default_url(config_path: Path | None) -> str:
-    """The running exporter's address from the config's `listen` (unvalidated read)."""
-    path = config_path or default_config_path()
-    listen = "127.0.0.1:9839"
-    with contextlib.suppress(OSError, tomllib.TOMLDecodeError):
-        listen = str(
-            tomllib.loads(path.read_text(encoding="utf-8"))
-            .get("exporter", {})
-            .get("listen", listen)
-        )
-    host, _, port = listen.rpartition(":")
-    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
-    return f"http://{host}:{port}"
-
-
-class ApiClient:
-    def __init__(self, url: str | None, config_path: Path | None) -> None:
-        self.url = (url or default_url(config_path)).rstrip("/")
-        self.session = requests.Session()
-        token = os.environ.get(API_TOKEN_ENV)
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self.session.request(method, f"{self.url}{path}", timeout=30, **kwargs)
-        except requests.RequestException as e:
-            raise Failure(f"cannot reach the exporter at {self.url}: {type(e).__name__}") from e
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if response.status_code >= 400:
-            error = body.get("error") if isinstance(body, dict) else response.reason
-            details = body.get("details") if isinstance(body, dict) else None
-            if details:
-                for d in details[:20]:
-                    click.echo(f"  item {d.get('index')}: {d.get('error')}", err=True)
-            raise Failure(f"HTTP {response.status_code}: {error}")
-        return body
 
 
 url_option = click.option(

@@ -11,7 +11,6 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -20,88 +19,24 @@ from .configtable import ConfigTable, Problems
 from .errors import ConfigError
 from .pluginhost import ProviderType
 from .secrets import Secret
+from .settings import (
+    DEFAULT_BUCKETS,
+    Config,
+    ExporterSettings,
+    MetricsSettings,
+    PollingSettings,
+    ProviderConfig,
+    TlsSettings,
+)
 
-DEFAULT_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 DEFAULT_SCHEDULE = ("10s", "30s", "1m", "2m", "5m", "10m", "30m")
 EXTRA_LABELS = ("country",)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 INSTANCE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
 CONFIG_ENV = "VIBER_EXPORTER_CONFIG"
-
-
-@dataclass(frozen=True)
-class TlsSettings:
-    cert_file: Path
-    key_file: Path
-    client_ca_file: Path | None  # set: clients must present a certificate it signed
-
-
-@dataclass(frozen=True)
-class ExporterSettings:
-    listen_host: str
-    listen_port: int
-    state_path: Path
-    api_token: Secret | None
-    log_level: str
-    log_format: str
-    tls: TlsSettings | None = None
-    #: user → bcrypt hash; when set, /metrics needs HTTP basic auth
-    basic_auth_users: Mapping[str, Secret] = field(default_factory=lambda: MappingProxyType({}))
-
-    @property
-    def listen(self) -> str:
-        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
-        return f"{host}:{self.listen_port}"
-
-
-@dataclass(frozen=True)
-class PollingSettings:
-    tick: float
-    schedule: tuple[float, ...]
-    max_age: float
-    read_window: float
-    not_found_grace: float
-    retention: float
-    max_watched: int
-    #: how long after a watch's end (read window or max_age) to keep trying for its
-    #: final answer before giving up without one
-    final_look_grace: float = 3600.0
-
-    def step(self, polls_done: int) -> float:
-        """The wait before the next poll, after ``polls_done`` answered polls."""
-        return self.schedule[min(polls_done, len(self.schedule) - 1)]
-
-
-@dataclass(frozen=True)
-class MetricsSettings:
-    latency_buckets: tuple[float, ...] = tuple(float(b) for b in DEFAULT_BUCKETS)
-    extra_labels: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ProviderConfig:
-    """One ``[providers.<name>]`` table: the common keys plus the plugin's own settings."""
-
-    name: str
-    plugin: str
-    type: ProviderType
-    enabled: bool
-    concurrency: int
-    rate_limit: float
-    timeout: float
-    polling: PollingSettings
-    callback_token: Secret | None
-    settings: Any
-
-
-@dataclass(frozen=True)
-class Config:
-    exporter: ExporterSettings
-    polling: PollingSettings
-    metrics: MetricsSettings
-    providers: Mapping[str, ProviderConfig] = field(default_factory=lambda: MappingProxyType({}))
-    path: Path | None = None
+DEFAULT_CONCURRENCY = 8  # a plugin's default_concurrency / default_rate_limit replace these
+DEFAULT_RATE_LIMIT = 10.0
 
 
 # -- loading ----------------------------------------------------------------------------
@@ -321,17 +256,6 @@ def _metrics(table: ConfigTable) -> MetricsSettings:
     return settings
 
 
-COMMON_PROVIDER_KEYS = (
-    "plugin",
-    "enabled",
-    "concurrency",
-    "rate_limit",
-    "timeout",
-    "tick",
-    "schedule",
-)
-
-
 def _provider(
     name: str,
     table: ConfigTable,
@@ -340,9 +264,18 @@ def _provider(
     failed_plugins: Mapping[str, str],
 ) -> ProviderConfig | None:
     plugin = table.string("plugin")
+    provider_type = provider_types.get(plugin) if plugin else None
+    cls = provider_type.cls if provider_type is not None else None
     enabled = table.boolean("enabled", True)
-    concurrency = table.integer("concurrency", 8, minimum=1, maximum=256)
-    rate_limit = table.number("rate_limit", 10, positive=True)
+    concurrency = table.integer(
+        "concurrency",
+        (cls.default_concurrency if cls else None) or DEFAULT_CONCURRENCY,
+        minimum=1,
+        maximum=256,
+    )
+    rate_limit = table.number(
+        "rate_limit", (cls.default_rate_limit if cls else None) or DEFAULT_RATE_LIMIT, positive=True
+    )
     timeout = table.duration("timeout", "10s")
     own = PollingSettings(
         tick=table.duration("tick", polling.tick),
@@ -358,7 +291,6 @@ def _provider(
     )
     table.ignore("schedule")
     callback_token = table.secret("callback_token", required=False)
-    provider_type = provider_types.get(plugin) if plugin else None
     if provider_type is None:
         if plugin in failed_plugins:
             table.problem(

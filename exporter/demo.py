@@ -14,10 +14,11 @@ from pathlib import Path
 
 import requests
 
-from .config import Config, parse_config
+from .config import parse_config
 from .engine import Exporter
 from .pluginhost import PluginHost, ProviderType
 from .server import BackgroundServer, HttpServer
+from .settings import Config
 from .testing.mock import MockProviders, exporter_config
 
 log = logging.getLogger(__name__)

@@ -1,31 +1,42 @@
 """The running exporter: store, provider instances, metrics, recorder and poller together.
 
-The HTTP server and the command line sit on top of :class:`Exporter`; tests drive it
-directly.
+Every rule that a request or a poll can touch lives here or below: the HTTP handlers
+and the command line call these methods and nothing else, so a rule is written once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from .callbacks import CallbackReply, CallbackRequest
 from .clock import SYSTEM_CLOCK, Clock
-from .config import Config
-from .errors import ViberExporterError, WatchedSetFull
+from .errors import Refused, StoreError, ViberExporterError, WatchedSetFull
 from .health import ProviderHealth
 from .http import ProviderHttp
 from .metrics import MAX_REASONS, Metrics, ProviderSnapshot, StateCollector
-from .model import Observation
+from .model import Report, Status
 from .pluginhost import PluginHost
-from .poller import Poller, ProviderInstance
+from .poller import Poller
+from .provider import Balance, CallbackNotSupported, InvalidCallback, Provider
 from .recorder import Recorder
-from .store import Store
+from .secrets import redact
+from .settings import Config, ProviderConfig
+from .state import MessageState
+from .store import NewMessage, Store
 
 log = logging.getLogger(__name__)
+
+FUTURE_SLACK = 3600.0  # sent_at may be at most this far ahead of our clock
+ITEM_KEYS = frozenset({"provider", "id", "sent_at", "fields"})
+MAX_FIELDS = 16
 
 
 class RegistrationError(ViberExporterError):
@@ -41,12 +52,45 @@ class Registration:
     provider: str
     id: str
     sent_at: float | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class RegistrationResult:
     accepted: int
     duplicates: int
+
+
+@dataclass
+class ProviderInstance:
+    """A configured, running provider: its config, plugin object and health."""
+
+    config: ProviderConfig
+    provider: Provider
+    health: ProviderHealth
+    balance: Balance | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    """What a reload did: nothing, with ``problems``; or it applied the config, and the
+    keys in ``restart_needed`` wait for the next restart."""
+
+    problems: tuple[tuple[str, str], ...] = ()
+    restart_needed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Live:
+    """The configuration and the instances built from it, swapped together so that a
+    request never sees the new config with the old instances (or the reverse)."""
+
+    config: Config
+    instances: Mapping[str, ProviderInstance]
 
 
 class Exporter:
@@ -58,23 +102,52 @@ class Exporter:
         registry: CollectorRegistry | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self.config = config
         self.host = host
         self.clock = clock
         self.registry = registry if registry is not None else CollectorRegistry()
         self.store = Store(config.exporter.state_path)
         self.metrics = Metrics(self.registry, config.metrics)
-        self.instances = self._instances(config, {})
-        self.registry.register(StateCollector(self.store, self.snapshots, clock.time))
-        self.recorder = Recorder(self.store, self.metrics, host, clock)
-        self.poller = self._poller()
+        self.status_hook = host.status_hook(
+            lambda: self.metrics.hook_dropped.labels("message_status_changed").inc()
+        )
+        self.recorder = Recorder(self.store, self.metrics, self.status_hook.submit, clock)
+        instances, problems = self._build(config, {})
+        if problems:
+            self._close_new(instances, {})
+            raise ViberExporterError("; ".join(f"{key}: {message}" for key, message in problems))
+        self._live = Live(config, instances)
+        self.registry.register(StateCollector(self.store, self.snapshots))
+        self.poller = Poller(
+            instances.values(), self.store, self.recorder, self.metrics, config.polling, clock
+        )
         self._lifecycle = threading.Lock()
 
-    def _instances(
-        self, config: Config, current: dict[str, ProviderInstance]
-    ) -> dict[str, ProviderInstance]:
-        """Provider instances for ``config``, reusing each current one whose config is unchanged."""
-        instances = {}
+    # -- what requests see ---------------------------------------------------------------
+    @property
+    def config(self) -> Config:
+        return self._live.config
+
+    @property
+    def instances(self) -> Mapping[str, ProviderInstance]:
+        return self._live.instances
+
+    @property
+    def live(self) -> Live:
+        """The config and its instances as one consistent snapshot."""
+        return self._live
+
+    def counts(self) -> tuple[dict[tuple[str, Status], int], dict[str, int]]:
+        """Messages per (provider, status) and watched per provider (from memory)."""
+        return self.store.counts()
+
+    # -- building and reloading ----------------------------------------------------------
+    def _build(
+        self, config: Config, current: Mapping[str, ProviderInstance]
+    ) -> tuple[dict[str, ProviderInstance], list[tuple[str, str]]]:
+        """Instances for ``config``: each unchanged current one is reused as it is (with
+        its health); the others are built. Returns them and what failed to build."""
+        instances: dict[str, ProviderInstance] = {}
+        problems: list[tuple[str, str]] = []
         for name, pc in config.providers.items():
             if not pc.enabled:
                 continue
@@ -82,34 +155,53 @@ class Exporter:
             if existing is not None and existing.config == pc:
                 instances[name] = existing
                 continue
-            provider = pc.type.cls(name, pc.settings, ProviderHttp(pc.timeout, pc.concurrency))
+            try:
+                provider = pc.type.cls(name, pc.settings, ProviderHttp(pc.timeout, pc.concurrency))
+            except Exception as e:  # a plugin bug is reported, never half-applied
+                log.exception("plugin %s could not start instance %s", pc.plugin, name)
+                problems.append(
+                    (f"providers.{name}", redact(f"plugin {pc.plugin!r} failed: {e!r}")[:300])
+                )
+                continue
             instances[name] = ProviderInstance(pc, provider, ProviderHealth(self.clock))
+        return instances, problems
+
+    def _adopt(self, instances: Mapping[str, ProviderInstance]) -> None:
+        """Create the metric series of new instances (all at 0, SPEC §4)."""
+        for name in instances:
             self.metrics.add_provider(name)
             self.metrics.seed_reasons(name, self.store.failure_reasons(name, MAX_REASONS))
-        return instances
 
-    def _poller(self) -> Poller:
-        instances = list(self.instances.values())
-        return Poller(
-            instances, self.store, self.recorder, self.metrics, self.config.polling, self.clock
-        )
+    @staticmethod
+    def _close_new(
+        instances: Mapping[str, ProviderInstance], keep: Mapping[str, ProviderInstance]
+    ) -> None:
+        for name, instance in instances.items():
+            if keep.get(name) is not instance:
+                instance.provider.close()
 
-    def reload(self, config: Config) -> None:
-        """Apply a new, valid config. The store and the counters survive; a removed
-        instance's messages stay stored but are not polled."""
-        old_exporter, new_exporter = self.config.exporter, config.exporter
+    def reload(self, config: Config) -> ReloadOutcome:
+        """Apply a new, valid config, all or nothing.
+
+        Everything new is built first; if any provider instance fails to build, nothing
+        changes and the problems are returned. Otherwise the config and the instances are
+        swapped at once: unchanged instances keep their health, pacing and error log;
+        changed or removed ones are closed. The store and the counters survive; a removed
+        instance's messages stay stored but are not polled.
+        """
+        old = self._live
+        old_exporter, new_exporter = old.config.exporter, config.exporter
         restart_only = [
             key
-            for key, old, new in (
+            for key, before, after in (
                 ("exporter.listen", old_exporter.listen, new_exporter.listen),
                 ("exporter.state_path", old_exporter.state_path, new_exporter.state_path),
                 ("exporter.tls_*", old_exporter.tls, new_exporter.tls),
-                ("metrics", self.config.metrics, config.metrics),
+                ("metrics", old.config.metrics, config.metrics),
             )
-            if old != new
+            if before != after
         ]
         if restart_only:
-            log.warning("changes to %s take effect at the next restart", ", ".join(restart_only))
             kept = replace(
                 new_exporter,
                 listen_host=old_exporter.listen_host,
@@ -117,28 +209,25 @@ class Exporter:
                 state_path=old_exporter.state_path,
                 tls=old_exporter.tls,
             )
-            config = replace(config, metrics=self.config.metrics, exporter=kept)
+            config = replace(config, metrics=old.config.metrics, exporter=kept)
         with self._lifecycle:
-            running = self.poller.running
-            self.poller.stop()
-            old = self.instances
-            self.config = config
-            self.instances = self._instances(config, old)
-            for name, instance in old.items():
-                if self.instances.get(name) is not instance:
-                    instance.provider.close()
-            self.poller = self._poller()
-            if running:
-                self.poller.start()
+            instances, problems = self._build(config, old.instances)
+            if problems:
+                self._close_new(instances, old.instances)
+                return ReloadOutcome(problems=tuple(problems))
+            self._adopt({n: i for n, i in instances.items() if n not in old.instances})
+            self._live = Live(config, instances)
+            self.poller.update(instances.values(), config.polling)
+            self._close_new(old.instances, instances)
         logging.getLogger().setLevel(config.exporter.log_level.upper())
-        log.info(
-            "now polling %d provider instance(s): %s",
-            len(self.instances),
-            ", ".join(self.instances),
-        )
+        if restart_only:
+            log.warning("changes to %s take effect at the next restart", ", ".join(restart_only))
+        log.info("now polling %d provider instance(s): %s", len(instances), ", ".join(instances))
+        return ReloadOutcome(restart_needed=tuple(restart_only))
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
+        self._adopt(self.instances)
         self.poller.start()
         log.info(
             "polling %d provider instance(s): %s", len(self.instances), ", ".join(self.instances)
@@ -147,6 +236,7 @@ class Exporter:
     def stop(self, timeout: float = 8.0) -> None:
         with self._lifecycle:
             self.poller.stop(timeout)
+        self.status_hook.stop()
         for instance in self.instances.values():
             instance.provider.close()
         self.store.close()
@@ -156,6 +246,7 @@ class Exporter:
         return not self.store.closed and self.poller.running
 
     def snapshots(self) -> list[ProviderSnapshot]:
+        now = self.clock.time()
         return [
             ProviderSnapshot(
                 name,
@@ -163,25 +254,81 @@ class Exporter:
                 i.config.type.version,
                 i.health.up,
                 i.health.last_success,
-                i.health.overdue_since,
+                i.health.lag(now),
+                i.balance,
+                i.provider,
             )
             for name, i in self.instances.items()
         ]
 
     # -- registration ------------------------------------------------------------------
-    def check_registration(self, provider: str, message_id: object) -> str | None:
+    def check_registration(
+        self, provider: str, message_id: object, fields: Mapping[str, Any] | None = None
+    ) -> str | None:
         """Why this item cannot be registered, or None."""
         instance = self.instances.get(provider)
         if instance is None:
-            configured = self.config.providers.get(provider)
-            if configured is not None:
+            if provider in self.config.providers:
                 return f"provider {provider!r} is disabled"
             known = ", ".join(sorted(self.instances)) or "none"
             return f"unknown provider {provider!r} (configured: {known})"
-        if not isinstance(message_id, str):
-            return "id must be a string"
+        if isinstance(message_id, int) and not isinstance(message_id, bool):
+            return 'id must be a string: give it in quotes, e.g. "12345"'
+        if not isinstance(message_id, str) or not message_id:
+            return "id is required (the provider's message id, as a string)"
         problem = instance.provider.check_id(message_id)
-        return f"invalid id for {provider}: {problem}" if problem else None
+        if problem:
+            return f"invalid id for {provider}: {problem}"
+        if fields:
+            problem = instance.provider.check_fields(fields)
+            if problem:
+                return f"invalid fields for {provider}: {problem}"
+        return None
+
+    def parse_item(self, item: Any, now: float) -> Registration | str:
+        """One item of a registration request, or why it is not acceptable."""
+        if not isinstance(item, dict):
+            return "each message must be an object with provider and id"
+        unknown = set(item) - ITEM_KEYS
+        if unknown:
+            allowed = ", ".join(sorted(ITEM_KEYS))
+            return f"unknown field(s): {', '.join(sorted(unknown))} (allowed: {allowed})"
+        provider, message_id = item.get("provider"), item.get("id")
+        if not isinstance(provider, str) or not provider:
+            return "provider is required (a configured provider instance name)"
+        fields = item.get("fields") or {}
+        if (
+            not isinstance(fields, dict)
+            or len(fields) > MAX_FIELDS
+            or not all(
+                isinstance(k, str) and isinstance(v, str) and len(v) <= 256
+                for k, v in fields.items()
+            )
+        ):
+            return f"fields must be an object of at most {MAX_FIELDS} string values"
+        problem = self.check_registration(provider, message_id, fields)
+        if problem:
+            return problem
+        sent_at = None
+        if item.get("sent_at") is not None:
+            try:
+                sent_at = parse_sent_at(item["sent_at"], now)
+            except ValueError as e:
+                return str(e)
+        return Registration(provider, str(message_id), sent_at, fields)
+
+    def register_items(self, items: Sequence[Any]) -> RegistrationResult:
+        """Validate raw request items (provider, id, sent_at, fields) and store them.
+
+        Raises RegistrationError (nothing stored), WatchedSetFull or StoreError."""
+        now = self.clock.time()
+        parsed = [self.parse_item(item, now) for item in items]
+        details = [(i, p) for i, p in enumerate(parsed) if isinstance(p, str)]
+        registrations = [p for p in parsed if isinstance(p, Registration)]
+        if details:
+            self._rejected([item.get("provider") for item in items if isinstance(item, dict)])
+            raise RegistrationError(details)
+        return self.register(registrations)
 
     def register(self, items: Sequence[Registration]) -> RegistrationResult:
         """Validate the whole batch, then store it durably. Raises RegistrationError,
@@ -189,18 +336,18 @@ class Exporter:
         details = [
             (index, problem)
             for index, item in enumerate(items)
-            if (problem := self.check_registration(item.provider, item.id)) is not None
+            if (problem := self.check_registration(item.provider, item.id, item.fields))
         ]
         if details:
-            for item in items:
-                if item.provider in self.instances:
-                    self.metrics.registrations.labels(item.provider, "rejected").inc()
+            self._rejected([item.provider for item in items])
             raise RegistrationError(details)
-        by_provider: dict[str, list[tuple[str, float | None]]] = {}
+        instances = self.instances
+        by_provider: dict[str, list[NewMessage]] = {}
         for item in items:
-            by_provider.setdefault(item.provider, []).append((item.id, item.sent_at))
+            extra = json.dumps(dict(item.fields), sort_keys=True) if item.fields else None
+            by_provider.setdefault(item.provider, []).append((item.id, item.sent_at, extra))
         batches = {
-            provider: (pairs, self.instances[provider].config.polling.step(0))
+            provider: (pairs, instances[provider].config.polling.step(0))
             for provider, pairs in by_provider.items()
         }
         counts = self.store.register(batches, self.clock.time(), self.config.polling.max_watched)
@@ -211,17 +358,109 @@ class Exporter:
             sum(new for new, _ in counts.values()), sum(dup for _, dup in counts.values())
         )
 
-    def ingest_reports(self, provider: str, reports: Sequence[tuple[str, Observation]]) -> None:
-        """Feed pushed delivery reports through the same accounting path as polls.
+    def _rejected(self, providers: Sequence[object]) -> None:
+        """A refused batch counts once per item of a configured, enabled instance."""
+        for provider in providers:
+            if isinstance(provider, str) and provider in self.instances:
+                self.metrics.registrations.labels(provider, "rejected").inc()
+
+    # -- messages ----------------------------------------------------------------------
+    def get_message(self, provider: str, message_id: str) -> MessageState | None:
+        return self.store.get(provider, message_id)
+
+    def delete_message(self, provider: str, message_id: str) -> bool:
+        return self.store.delete(provider, message_id)
+
+    def list_messages(
+        self,
+        *,
+        provider: str | None = None,
+        status: Status | None = None,
+        after: tuple[str, str] | None = None,
+        limit: int = 100,
+    ) -> list[MessageState]:
+        return self.store.page(provider=provider, status=status, after=after, limit=limit)
+
+    # -- pushed reports ----------------------------------------------------------------
+    def receive_callback(self, provider: str, request: CallbackRequest) -> CallbackReply:
+        """Authenticate, parse and apply one pushed request; raises Refused with the
+        answer the caller gets (every refusal counts as ``rejected``)."""
+        live = self._live
+        instance = live.instances.get(provider)
+        config = live.config.providers.get(provider)
+        plugin = instance.provider if instance is not None else None
+        if config is None or plugin is None:
+            raise Refused(404, f"no enabled provider instance {provider!r}")
+        if config.callback_token is None and not plugin.signs_callbacks():
+            raise Refused(
+                404, f"callbacks are not enabled for provider {provider!r} (set its callback_token)"
+            )
+
+        def refuse(status: int, message: str, **kwargs: Any) -> Refused:
+            self.metrics.callbacks.labels(provider, "rejected").inc()
+            return Refused(status, message, **kwargs)
+
+        try:
+            authentic = plugin.authenticate_callback(request, config.callback_token)
+        except Exception:
+            log.warning("plugin %s failed to authenticate a callback", provider, exc_info=True)
+            authentic = False
+        if not authentic:
+            raise refuse(401, "missing or wrong callback credentials (?token= or signature)")
+        try:
+            answer = plugin.parse_callback(request)
+        except CallbackNotSupported as e:
+            raise Refused(404, str(e)) from e
+        except InvalidCallback as e:
+            raise refuse(400, f"callback not understood: {e}") from e
+        except Exception as e:  # a plugin bug is the caller's 400, never our 500
+            log.warning("plugin %s failed to parse a callback", provider, exc_info=True)
+            raise refuse(400, f"callback not understood: {type(e).__name__}") from e
+        reply = answer if isinstance(answer, CallbackReply) else CallbackReply(tuple(answer))
+        reports = [_report(r) for r in reply.reports]
+        for index, report in enumerate(reports):
+            problem = plugin.check_id(report.message_id)
+            if problem:
+                raise refuse(400, f"report {index}: not a message id of {provider}: {problem}")
+        try:
+            self.ingest_reports(provider, reports)
+        except WatchedSetFull as e:
+            raise refuse(429, str(e), headers={"Retry-After": "60"}) from e
+        except StoreError as e:
+            raise Refused(503, "the state store could not save the report; please retry") from e
+        self.metrics.callbacks.labels(provider, "accepted").inc()
+        return replace(reply, reports=tuple(reports))
+
+    def ingest_reports(self, provider: str, reports: Sequence[Report]) -> None:
+        """Feed pushed or drained reports through the same accounting path as polls.
 
         Reports about messages not stored yet register them, within ``max_watched``
-        (WatchedSetFull otherwise, storing nothing).
+        (WatchedSetFull otherwise, storing nothing; checked inside the store transaction).
         """
         instance = self.instances[provider]
-        new = {
-            message_id for message_id, _ in reports if self.store.get(provider, message_id) is None
-        }
-        limit = self.config.polling.max_watched
-        if new and self.store.total_watched() + len(new) > limit:
-            raise WatchedSetFull(f"the watched set is full (polling.max_watched = {limit})")
-        self.recorder.record_callback(provider, instance.config.polling, reports)
+        self.recorder.record_reports(
+            provider, instance.config.polling, reports, max_watched=self.config.polling.max_watched
+        )
+
+
+def _report(item: Any) -> Report:
+    """A Report from what a plugin returned (a Report, or a (message id, observation) pair)."""
+    if isinstance(item, Report):
+        return item
+    message_id, observation = item
+    return Report(str(message_id), observation)
+
+
+def parse_sent_at(value: Any, now: float) -> float:
+    if not isinstance(value, str):
+        raise ValueError('sent_at must be an RFC 3339 time string, e.g. "2026-11-23T10:00:00Z"')
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"sent_at is not an RFC 3339 time: {value[:40]!r}") from None
+    if parsed.tzinfo is None:
+        raise ValueError('sent_at needs a zone ("Z" or an offset like "+02:00")')
+    timestamp = parsed.timestamp()
+    if timestamp > now + FUTURE_SLACK:
+        raise ValueError("sent_at is in the future")
+    return timestamp

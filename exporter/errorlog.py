@@ -8,7 +8,7 @@ import threading
 
 from .clock import SYSTEM_CLOCK, Clock
 
-log = logging.getLogger("exporter.poller")
+log = logging.getLogger("viber_exporter.poller")
 
 INTERVAL = 60.0
 

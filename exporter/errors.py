@@ -28,3 +28,21 @@ class StoreError(ViberExporterError):
 
 class WatchedSetFull(ViberExporterError):
     """Registering these messages would exceed `polling.max_watched`."""
+
+
+class Refused(ViberExporterError):
+    """A request the engine turns down, with the HTTP status the API answers and, per
+    bad item, what is wrong with it."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        details: list[dict[str, object]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details
+        self.headers = headers or {}

@@ -12,6 +12,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
+from .backoff import backoff
 from .clock import SYSTEM_CLOCK, Clock
 from .model import PROVIDER_ANSWERS, PROVIDER_FAILURES, Outcome
 
@@ -50,9 +51,11 @@ class ProviderHealth:
         return max(0.0, self._paused_until - self._clock.monotonic())
 
     def backoff(self, level: int) -> float:
-        """Exponential backoff with equal jitter: half fixed, half random."""
-        delay: float = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** max(level - 1, 0))
-        return delay * (0.5 + self._rng.random() / 2)
+        return backoff(level, BACKOFF_BASE, BACKOFF_CAP, self._rng)
+
+    def lag(self, now: float) -> float:
+        """How far behind schedule the most overdue poll is (0 when keeping up)."""
+        return max(0.0, now - self.overdue_since) if self.overdue_since is not None else 0.0
 
     def note_error(self, message_id: str, outcome: Outcome, message: str) -> None:
         self.recent_errors.append(

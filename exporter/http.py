@@ -22,15 +22,17 @@ USER_AGENT = f"viber-exporter/{__version__}"
 
 
 def outcome_for_status(status_code: int) -> Outcome:
-    """The generic outcome of an HTTP status; plugins refine it from the body."""
+    """The generic outcome of an HTTP status; plugins refine it from the body.
+
+    A 404 is a ``client_error``: it is as often a wrong ``base_url`` as an unknown
+    message, and only the plugin can tell which (see :func:`raise_for_status`).
+    """
     if status_code < 400:
         return Outcome.OK
     if status_code == 429:
         return Outcome.RATE_LIMITED
     if status_code in (401, 403):
         return Outcome.AUTH_ERROR
-    if status_code == 404:
-        return Outcome.NOT_FOUND
     if status_code in (408, 504):
         return Outcome.TIMEOUT
     if status_code >= 500:
@@ -80,11 +82,12 @@ class ProviderHttp:
         try:
             return self.session.request(method, url, **kwargs)
         except requests.Timeout as e:
-            raise FetchError(Outcome.TIMEOUT, f"no answer within {self.timeout:g}s") from e
-        except requests.ConnectionError as e:
-            raise FetchError(Outcome.CONNECTION_ERROR, f"cannot connect: {_short(e)}") from e
+            host = urlsplit(url).netloc
+            raise FetchError(
+                Outcome.TIMEOUT, f"no answer from {host} within {self.timeout:g}s"
+            ) from e
         except requests.RequestException as e:
-            raise FetchError(Outcome.CONNECTION_ERROR, f"request failed: {_short(e)}") from e
+            raise FetchError(Outcome.CONNECTION_ERROR, describe_transport_error(e, url)) from e
 
     def proxies_for(self, url: str) -> dict[str, str]:
         """The environment's proxies for this URL's host (HTTP(S)_PROXY, NO_PROXY), cached."""
@@ -112,16 +115,67 @@ def json_body(response: requests.Response) -> Any:
         ) from e
 
 
-def raise_for_status(response: requests.Response, detail: str = "") -> None:
-    """Raise FetchError for any non-2xx answer, with Retry-After honoured for 429 and 503."""
+def raise_for_status(
+    response: requests.Response, detail: str = "", *, not_found: bool = False
+) -> None:
+    """Raise FetchError for any non-2xx answer, with Retry-After honoured for 429 and 503.
+
+    A 404 is ``not_found`` only when the plugin says so (``not_found=True``, having
+    recognised its API's "no such message" answer, e.g. by an error code in the body);
+    otherwise it is a ``client_error``, since a wrong ``base_url`` also answers 404 and
+    must not quietly settle every message as unknown.
+    """
     outcome = outcome_for_status(response.status_code)
     if outcome is Outcome.OK:
         return
+    if response.status_code == 404:
+        if not_found:
+            raise FetchError(Outcome.NOT_FOUND, "HTTP 404: the provider does not know this id")
+        detail = detail or "check the instance's base_url"
     retry_after = retry_after_seconds(response) if response.status_code in (429, 503) else None
     message = f"HTTP {response.status_code}" + (f": {detail}" if detail else "")
     raise FetchError(outcome, message, retry_after=retry_after)
 
 
-def _short(error: Exception) -> str:
-    text = str(error)
-    return text if len(text) <= 200 else text[:197] + "..."
+def describe_transport_error(error: BaseException, url: str) -> str:
+    """A short sentence naming the host and the cause of a failed connection.
+
+    Never the exception's own text: urllib3's reprs are long, get cut before the
+    useful part, and can carry request details (headers, credentials).
+    """
+    host = urlsplit(url).netloc.rsplit("@", 1)[-1] or "the provider"
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and len(chain) < 10:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    text = " ".join(type(e).__name__ + " " + str(e) for e in chain).lower()
+    if isinstance(error, requests.exceptions.SSLError) or "ssl" in text or "certificate" in text:
+        cause = "the TLS handshake failed (certificate or protocol)"
+    elif any(
+        word in text
+        for word in (
+            "name or service not known",
+            "nodename nor servname",
+            "temporary failure in name resolution",
+            "getaddrinfo",
+            "name resolution",
+            "no address associated",
+        )
+    ):
+        cause = "its name does not resolve (DNS)"
+    elif "refused" in text:
+        cause = "the connection was refused"
+    elif "reset" in text or "aborted" in text or "remotedisconnected" in text:
+        cause = "the connection was closed before an answer"
+    elif isinstance(error, requests.exceptions.ProxyError) or "proxy" in text:
+        cause = "the proxy failed"
+    elif isinstance(error, requests.exceptions.TooManyRedirects):
+        cause = "it redirected too often"
+    elif isinstance(error, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema):
+        cause = "the URL is not valid"
+    elif "unreachable" in text or "no route" in text:
+        cause = "the network is unreachable"
+    else:
+        cause = f"the request failed ({type(error).__name__})"
+    return f"cannot reach {host}: {cause}"

@@ -46,6 +46,16 @@ def landing_page(exporter: Exporter, openapi: dict[str, Any]) -> str:
         for method, op in ops.items()
         if isinstance(op, dict)
     )
+    failures = exporter.host.failures()
+    plugin_problems = (
+        "<h2>Plugins not loaded</h2><table><tr><th>plugin</th><th>problem</th></tr>"
+        + "".join(
+            f"<tr>{_cell(name)}{_cell(error)}</tr>" for name, error in sorted(failures.items())
+        )
+        + "</table>"
+        if failures
+        else ""
+    )
     error_table = (
         "<table><tr><th>time</th><th>provider</th><th>message</th><th>outcome</th><th>error</th></tr>"
         + "".join(errors)
@@ -66,6 +76,7 @@ def landing_page(exporter: Exporter, openapi: dict[str, Any]) -> str:
 {"".join(rows)}</table>
 <h2>Recent poll errors</h2>
 {error_table}
+{plugin_problems}
 <h2>API</h2>
 <ul>{endpoints}</ul>
 <p><small>Write calls need <code>Authorization: Bearer &lt;api_token&gt;</code> when

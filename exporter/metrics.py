@@ -8,8 +8,8 @@ database or the network and costs the same with 10 or 1,000,000 messages.
 
 from __future__ import annotations
 
+import logging
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -17,11 +17,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .config import MetricsSettings
 from .model import Outcome, Status
+from .provider import Balance, Provider
+from .settings import MetricsSettings
 from .state import Cost, Event, Latency, SmsFallback, Transition, WatchExpired
 from .store import Store
 from .version import __version__
+
+log = logging.getLogger(__name__)
 
 MAX_REASONS = 50
 MAX_COUNTRIES = 300
@@ -135,6 +138,13 @@ class Metrics:
             ["provider", "outcome"],
             registry=registry,
         )
+        self.hook_dropped = Counter(
+            "viber_plugin_hook_events_dropped",
+            "Events not handed to a plugin hook because its queue was full (a slow plugin).",
+            ["hook"],
+            registry=registry,
+        )
+        self.hook_dropped.labels("message_status_changed")
         self.reload_successful = Gauge(
             "viber_exporter_config_last_reload_successful",
             "1 if the last configuration reload succeeded.",
@@ -218,21 +228,17 @@ class ProviderSnapshot:
     version: str
     up: bool
     last_success: float | None
-    overdue_since: float | None  # next_poll of the most overdue message left after a tick
+    lag: float  # seconds the most overdue poll is behind (viber_poll_lag_seconds)
+    balance: Balance | None = None
+    provider: Provider | None = None  # for the plugin's own metrics
 
 
 class StateCollector(Collector):
     """The gauges, built fresh from in-memory state on every scrape."""
 
-    def __init__(
-        self,
-        store: Store,
-        providers: Callable[[], Sequence[ProviderSnapshot]],
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, store: Store, providers: Callable[[], Sequence[ProviderSnapshot]]) -> None:
         self.store = store
         self.providers = providers
-        self.clock = clock
 
     def describe(self) -> Iterable[Metric]:
         return list(self._families([]))
@@ -241,7 +247,6 @@ class StateCollector(Collector):
         return list(self._families(self.providers()))
 
     def _families(self, providers: Sequence[ProviderSnapshot]) -> Iterable[Metric]:
-        now = self.clock()
         watched = GaugeMetricFamily(
             "viber_messages_watched", "Messages still being polled.", labels=["provider"]
         )
@@ -270,6 +275,11 @@ class StateCollector(Collector):
             "Configured provider instances.",
             labels=["provider", "plugin", "version"],
         )
+        balance = GaugeMetricFamily(
+            "viber_provider_balance",
+            "The account balance the provider reports.",
+            labels=["provider", "currency"],
+        )
         counts, watched_counts = self.store.counts()
         for p in providers:
             watched.add_metric([p.name], watched_counts.get(p.name, 0))
@@ -277,10 +287,25 @@ class StateCollector(Collector):
                 messages.add_metric([p.name, status.value], counts.get((p.name, status), 0))
             up.add_metric([p.name], 1.0 if p.up else 0.0)
             last_success.add_metric([p.name], p.last_success or 0.0)
-            lag.add_metric([p.name], max(0.0, now - p.overdue_since) if p.overdue_since else 0.0)
+            lag.add_metric([p.name], p.lag)
             info.add_metric([p.name, p.plugin, p.version], 1.0)
+            if p.balance is not None:
+                balance.add_metric([p.name, p.balance.currency], p.balance.amount)
         build = GaugeMetricFamily(
             "viber_exporter_build_info", "The exporter's version.", labels=["version"]
         )
         build.add_metric([__version__], 1.0)
-        yield from (watched, messages, up, last_success, lag, info, build)
+        yield from (watched, messages, up, last_success, lag, info, balance, build)
+        for p in providers:
+            yield from _plugin_metrics(p)
+
+
+def _plugin_metrics(snapshot: ProviderSnapshot) -> Iterable[Metric]:
+    """A plugin's own metric families; a plugin bug costs its metrics, never the scrape."""
+    if snapshot.provider is None:
+        return []
+    try:
+        return list(snapshot.provider.metrics())
+    except Exception:
+        log.exception("plugin metrics of provider %s failed", snapshot.name)
+        return []

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from types import MappingProxyType
+from typing import NamedTuple
 
 
 class Status(StrEnum):
@@ -127,3 +130,25 @@ class Observation:
         for price in [self.price, *(leg.price for leg in self.fallbacks)]:
             if price is not None and (not math.isfinite(price) or price < 0):
                 raise ValueError(f"prices must be finite and non-negative, got {price!r}")
+
+
+class Report(NamedTuple):
+    """A delivery report the provider pushed (a callback) or handed out (a feed):
+    which message it is about, and what it says. A named pair, so plugins written for
+    the ``(message id, observation)`` pairs of before 1.0 keep working."""
+
+    message_id: str
+    observation: Observation
+
+
+_NO_FIELDS: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRef:
+    """A watched message as :meth:`Provider.fetch_message` sees it: its id, the
+    plugin-defined fields it was registered with, and its sent time (epoch seconds)."""
+
+    id: str
+    fields: Mapping[str, str] = field(default_factory=lambda: _NO_FIELDS)
+    sent_at: float | None = None

@@ -11,23 +11,27 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any
 
 import pluggy
 
-from . import hookspecs
+from . import PLUGIN_API_VERSION, hookspecs
 from .errors import PluginError
 from .provider import Provider
+from .state import StatusChanged
 from .version import __version__
 
 log = logging.getLogger(__name__)
 
 #: Built-in plugins, registered through the same call as installed ones.
-DEFAULT_PLUGINS: tuple[str, ...] = ("plugins.routee", "plugins.bsg")
+DEFAULT_PLUGINS: tuple[str, ...] = ("viber_exporter.plugins.routee", "viber_exporter.plugins.bsg")
+HOOK_QUEUE_SIZE = 10_000
 
 LOAD_PLUGINS_ENV = "VIBER_EXPORTER_LOAD_PLUGINS"
 TRACE_PLUGINS_ENV = "VIBER_EXPORTER_TRACE_PLUGINS"
@@ -74,7 +78,7 @@ class PluginHost:
         self._origins: dict[str, _Origin] = {}
         self._provider_types: dict[str, ProviderType] | None = None
         self._tracing = False
-        self._trace_log = logging.getLogger("exporter.plugins.trace")
+        self._trace_log = logging.getLogger("viber_exporter.plugins.trace")
 
     # -- loading --------------------------------------------------------------------
     def register(
@@ -87,8 +91,31 @@ class PluginHost:
             log.error("plugin %s could not be registered: %s", name, e)
             self._origins[name] = _Origin(package, version, builtin, error=str(e))
             return
+        unknown = self._unknown_hooks(plugin)
+        if unknown:
+            # Written for a newer viber-exporter, or a misspelled hook: either way its
+            # hooks would not be called as its author meant. Disable it, start the rest.
+            self.pm.unregister(plugin)
+            error = (
+                f"implements hook(s) this viber-exporter does not know: {', '.join(unknown)} "
+                f"(plugin API {PLUGIN_API_VERSION}; written for a newer version, or misspelled?)"
+                "; the plugin is disabled"
+            )
+            log.error("plugin %s %s", name, error)
+            self._origins[name] = _Origin(package, version, builtin, error=error)
+            return
         self._origins[name] = _Origin(package, version, builtin)
         self._provider_types = None
+
+    def _unknown_hooks(self, plugin: object) -> list[str]:
+        return sorted(
+            caller.name
+            for caller in self.pm.get_hookcallers(plugin) or []
+            if caller.spec is None
+            and any(
+                impl.plugin is plugin and not impl.optionalhook for impl in caller.get_hookimpls()
+            )
+        )
 
     def load(self, environ: Mapping[str, str] = os.environ) -> None:
         """Register the built-in plugins and the installed ones the environment allows."""
@@ -98,7 +125,7 @@ class PluginHost:
                 module, module_name, package="viber-exporter", version=__version__, builtin=True
             )
         self._load_entry_points(environ.get(LOAD_PLUGINS_ENV))
-        self.pm.check_pending()
+        self.pm.check_pending()  # cannot raise: register() disabled plugins with unknown hooks
         if environ.get(TRACE_PLUGINS_ENV, "") not in ("", "0"):
             self.enable_tracing()
 
@@ -209,13 +236,71 @@ class PluginHost:
             )
         return infos
 
-    def notify_status_changed(self, **kwargs: Any) -> None:
-        """Call every ``message_status_changed`` implementation on its own, so one that
-        raises is logged and does not keep the others from hearing about the change."""
-        for impl in self.pm.hook.message_status_changed.get_hookimpls():
-            if self._tracing:
-                self._trace_log.debug("message_status_changed %r -> %s", kwargs, impl.plugin_name)
+    def status_hook(self, on_drop: Callable[[], None]) -> StatusHook:
+        """A worker that calls ``message_status_changed`` off the polling thread."""
+        return StatusHook(self.pm, on_drop)
+
+
+class StatusHook:
+    """Calls ``message_status_changed`` through pluggy on a thread of its own.
+
+    Changes wait in a bounded queue; when it is full (a slow implementation), new ones
+    are dropped and ``on_drop`` counts them, so polling never waits for a plugin.
+    """
+
+    def __init__(
+        self, pm: pluggy.PluginManager, on_drop: Callable[[], None], size: int = HOOK_QUEUE_SIZE
+    ) -> None:
+        self._hook = pm.hook.message_status_changed
+        self._on_drop = on_drop
+        self._queue: queue.Queue[StatusChanged | None] = queue.Queue(size)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, event: StatusChanged) -> None:
+        if not self._hook.get_hookimpls():
+            return  # nobody listens: no thread, no queue
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="status-hook", daemon=True)
+                self._thread.start()
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self._on_drop()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued change has been handed to the hook (for tests)."""
+        done = threading.Event()
+
+        def wait_for_queue() -> None:
+            self._queue.join()
+            done.set()
+
+        threading.Thread(target=wait_for_queue, daemon=True).start()
+        return done.wait(timeout)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
             try:
-                impl.function(*(kwargs[name] for name in impl.argnames))
+                self._queue.put(None, timeout=timeout)
+            except queue.Full:
+                return
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            event = self._queue.get()
+            try:
+                if event is None:
+                    return
+                arguments = asdict(event)
+                arguments["old_status"] = event.old_status.value
+                arguments["new_status"] = event.new_status.value
+                self._hook(**arguments)
             except Exception:
-                log.exception("plugin %s failed in message_status_changed", impl.plugin_name)
+                log.exception("a message_status_changed implementation failed")
+            finally:
+                self._queue.task_done()

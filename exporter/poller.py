@@ -1,8 +1,11 @@
-"""The polling loop: one APScheduler job per provider instance, every ``tick``.
+"""The polling loop: APScheduler jobs per provider instance.
 
-A tick asks the store for due messages and polls them with at most ``concurrency``
-calls in flight and at most ``rate_limit`` calls per second, until nothing is due,
-the tick's time is used up, or the provider is paused. Nothing escapes a tick.
+Every ``tick`` an instance asks the store for due messages and polls them with at most
+``concurrency`` calls in flight and at most ``rate_limit`` calls per second, until
+nothing is due, the tick's time is used up, or the provider is paused; each answer is
+recorded as soon as it arrives. Beside the tick, an instance may have a ``verify`` job
+(credentials and balance) and a ``drain`` job (a provider's report feed). Nothing
+escapes a job.
 """
 
 from __future__ import annotations
@@ -11,26 +14,29 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from apscheduler.executors.pool import ThreadPoolExecutor as JobExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from .clock import Clock
-from .config import PollingSettings, ProviderConfig
 from .errorlog import ErrorLog
-from .health import ProviderHealth
+from .errors import WatchedSetFull
 from .metrics import Metrics
-from .model import FetchError, Observation, Outcome
+from .model import FetchError, MessageRef, Observation, Outcome
 from .provider import Provider
 from .ratelimit import RateLimiter
 from .recorder import PollResult, Recorder
 from .secrets import redact
+from .settings import PollingSettings
 from .state import MessageState
 from .store import Store
+
+if TYPE_CHECKING:
+    from .engine import ProviderInstance
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +44,8 @@ PURGE_INTERVAL = 3600.0
 MAX_TICK = 60.0  # seconds one tick may run while there is due work
 
 
-@dataclass
-class ProviderInstance:
-    """A configured, running provider: its config, plugin object and health."""
-
-    config: ProviderConfig
-    provider: Provider
-    health: ProviderHealth
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-
 class ProviderPoller:
-    """Polls one provider instance's due messages."""
+    """Polls one provider instance's due messages, verifies it and drains its feed."""
 
     def __init__(
         self,
@@ -88,6 +81,20 @@ class ProviderPoller:
         #: the longest a tick keeps going while work is due (a virtual-time run uses its tick)
         self.max_tick = max(self.policy.tick, MAX_TICK)
         self.error_log = ErrorLog(self.name, clock=clock)
+        self.started = False
+        #: polling.max_watched, for reports drained from a feed (set by the Poller)
+        self.recorder_max_watched: int | None = None
+
+    # -- jobs ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Let the plugin prepare (``Provider.start``); a failure is logged, not fatal."""
+        if self.started:
+            return
+        self.started = True
+        try:
+            self.instance.provider.start()
+        except Exception:
+            log.exception("provider %s failed to start; polling it anyway", self.name)
 
     def tick(self) -> None:
         """One scheduled run; logs and swallows every error so the job never dies."""
@@ -99,6 +106,67 @@ class ProviderPoller:
         finally:
             self.idle.set()
 
+    def verify(self) -> None:
+        """Check credentials (and read the balance) with the plugin's cheap call."""
+        provider = self.instance.provider
+        if type(provider).verify is Provider.verify:
+            return  # the plugin checks nothing: no call, nothing to record
+        started = time.perf_counter()
+        try:
+            balance = provider.verify()
+            outcome, retry_after, error = Outcome.OK, None, None
+        except FetchError as e:
+            balance, outcome, retry_after, error = None, e.outcome, e.retry_after, e.message
+        except Exception as e:  # a plugin bug is an unreadable answer, never a dead job
+            log.exception("provider %s: verify failed", self.name)
+            balance, outcome, retry_after = None, Outcome.INVALID_RESPONSE, None
+            error = f"plugin error in verify: {type(e).__name__}"
+        self.metrics.request(self.name, outcome, time.perf_counter() - started)
+        health = self.instance.health
+        was_up = health.up
+        health.record(outcome, retry_after)
+        if balance is not None:
+            self.instance.balance = balance
+        if error is not None:
+            detail = redact(error)
+            health.note_error("(verify)", outcome, detail)
+            self.error_log.error(outcome.value, f"credential check: {detail}")
+        self._log_health_change(was_up, health.up, f"{outcome.value}: {redact(error or '')}")
+
+    def drain(self) -> None:
+        """Apply the reports the provider's feed has for us since last time."""
+        started = time.perf_counter()
+        try:
+            reports = list(self.instance.provider.drain())
+            outcome = Outcome.OK
+        except FetchError as e:
+            reports, outcome = [], e.outcome
+            self.instance.health.record(e.outcome, e.retry_after)
+            self.error_log.error(e.outcome.value, f"drain: {redact(e.message)}")
+        except Exception as e:
+            log.exception("provider %s: drain failed", self.name)
+            reports, outcome = [], Outcome.INVALID_RESPONSE
+            self.error_log.error(outcome.value, f"drain: plugin error {type(e).__name__}")
+        self.metrics.request(self.name, outcome, time.perf_counter() - started)
+        if outcome is Outcome.OK:
+            self.instance.health.record(outcome)
+        if not reports:
+            return
+        max_watched = self.recorder_max_watched
+        try:
+            self.recorder.record_reports(self.name, self.policy, reports, max_watched=max_watched)
+        except WatchedSetFull:
+            # A feed hands each report out once: keep those about watched messages.
+            known = [r for r in reports if self.store.get(self.name, r.message_id) is not None]
+            log.warning(
+                "provider %s: the watched set is full; dropped %d drained report(s) "
+                "about messages not registered",
+                self.name,
+                len(reports) - len(known),
+            )
+            self.recorder.record_reports(self.name, self.policy, known)
+
+    # -- a tick ----------------------------------------------------------------------
     def _tick(self) -> None:
         # Keep going while work is due: stopping at the next tick boundary would leave
         # the provider idle until the scheduler's next run during a catch-up. The cap
@@ -106,16 +174,16 @@ class ProviderPoller:
         deadline = self.clock.monotonic() + self.max_tick
         health = self.instance.health
         self._give_up()
+        if not self.instance.provider.polls:
+            return  # push-only: its messages settle from reports (or give up)
         while (
             not self.stopping.is_set() and not health.paused() and self.clock.monotonic() < deadline
         ):
             due = self.store.due(self.name, self.clock.time(), self.batch_limit)
             if not due:
                 break
-            results = self._poll(due, deadline)
-            if not results:
+            if not self._poll(due, deadline):
                 break  # nothing could be done before the deadline or the pause
-            self.recorder.record_polls(self.name, self.policy, results)
             self._update_lag()
         self._update_lag()
         self.error_log.flush()
@@ -156,20 +224,27 @@ class ProviderPoller:
         now = self.clock.time()
         self.instance.health.overdue_since = oldest if oldest is not None and oldest < now else None
 
-    def _poll(self, due: Sequence[MessageState], deadline: float) -> list[PollResult]:
-        # Every due message is asked, also past its watch's end: that is its final look.
-        results: list[PollResult] = []
-        to_call = [state.id for state in due]
+    def _poll(self, due: Sequence[MessageState], deadline: float) -> int:
+        """Poll these messages (every due one, also past its watch's end: that is its
+        final look); record answers as they arrive. Returns how many got a call."""
         size = self.instance.provider.batch_size
-        chunks = [to_call[i : i + size] for i in range(0, len(to_call), size)]
-        futures: list[Future[list[PollResult]]] = [
+        refs = [MessageRef(s.id, s.fields, s.sent_at) for s in due]
+        chunks = [refs[i : i + size] for i in range(0, len(refs), size)]
+        pending: set[Future[list[PollResult]]] = {
             self.executor.submit(self._call, chunk, deadline) for chunk in chunks
-        ]
-        for future in futures:
-            results.extend(future.result())
-        return results
+        }
+        called = 0
+        while pending:
+            # Record each answer as it comes (a batch per wake-up): one slow call does
+            # not hold back the others' results.
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            results = [result for future in done for result in future.result()]
+            if results:
+                self.recorder.record_polls(self.name, self.policy, results)
+                called += len(results)
+        return called
 
-    def _call(self, ids: list[str], deadline: float) -> list[PollResult]:
+    def _call(self, refs: list[MessageRef], deadline: float) -> list[PollResult]:
         """One provider call (one id, or a batch); an empty list means it was skipped."""
         health = self.instance.health
         if (
@@ -180,8 +255,9 @@ class ProviderPoller:
             return []
         if health.paused():
             return []
+        ids = [ref.id for ref in refs]
         started = time.perf_counter()  # call latency is real time, whatever the clock
-        answers, outcome, retry_after, bug = self._fetch(ids)
+        answers, outcome, retry_after, bug = self._fetch(refs)
         self.metrics.request(self.name, outcome, time.perf_counter() - started)
         was_up = health.up
         health.record(outcome, retry_after)
@@ -189,27 +265,30 @@ class ProviderPoller:
             self.limiter.slow_down()
         elif outcome in (Outcome.OK, Outcome.NOT_FOUND):
             self.limiter.speed_up()
+        failure = next((a for a in answers.values() if isinstance(a, FetchError)), None)
         if outcome not in (Outcome.OK, Outcome.NOT_FOUND):
-            failure = next((a for a in answers.values() if isinstance(a, FetchError)), None)
             detail = redact(failure.message) if failure else outcome.value
             self.error_log.error(outcome.value, detail, exc_info=bug)
             health.note_error(",".join(ids), outcome, detail)
-        self._log_health_change(was_up, health.up, answers)
+        detail = f"{failure.outcome.value}: {redact(failure.message)}" if failure else "failed"
+        self._log_health_change(was_up, health.up, detail)
         return [self._result(message_id, answers.get(message_id)) for message_id in ids]
 
     def _fetch(
-        self, ids: list[str]
+        self, refs: list[MessageRef]
     ) -> tuple[dict[str, Observation | FetchError], Outcome, float | None, Exception | None]:
         """Call the plugin; every exception becomes an outcome (a plugin bug is also returned)."""
         provider = self.instance.provider
+        ids = [ref.id for ref in refs]
         try:
-            if len(ids) == 1 and provider.batch_size == 1:
-                return {ids[0]: provider.fetch(ids[0])}, Outcome.OK, None, None
+            if len(refs) == 1 and provider.batch_size == 1:
+                return {ids[0]: provider.fetch_message(refs[0])}, Outcome.OK, None, None
             return dict(provider.fetch_many(ids)), Outcome.OK, None, None
         except FetchError as e:
             return dict.fromkeys(ids, e), e.outcome, e.retry_after, None
         except Exception as e:  # a plugin bug is an invalid answer, never a dead poller
-            error = FetchError(Outcome.INVALID_RESPONSE, f"plugin error: {type(e).__name__}: {e}")
+            # Its text is not shown: a careless plugin may have put a secret in it.
+            error = FetchError(Outcome.INVALID_RESPONSE, f"plugin error: {type(e).__name__}")
             return dict.fromkeys(ids, error), error.outcome, None, e
 
     @staticmethod
@@ -220,12 +299,8 @@ class ProviderPoller:
             return PollResult(message_id, Outcome.OK, answer)
         return PollResult(message_id, answer.outcome, error=answer.message)
 
-    def _log_health_change(
-        self, was_up: bool, is_up: bool, answers: dict[str, Observation | FetchError]
-    ) -> None:
+    def _log_health_change(self, was_up: bool, is_up: bool, detail: str) -> None:
         if was_up and not is_up:
-            error = next((a for a in answers.values() if isinstance(a, FetchError)), None)
-            detail = f"{error.outcome.value}: {redact(error.message)}" if error else "failed"
             log.warning("provider %s is down (%s); backing off", self.name, detail)
         elif is_up and not was_up:
             log.info("provider %s is answering again", self.name)
@@ -238,11 +313,15 @@ class ProviderPoller:
 
 
 class Poller:
-    """Runs the per-provider tick jobs and the retention purge on a BackgroundScheduler."""
+    """Runs each instance's jobs and the retention purge on a BackgroundScheduler.
+
+    :meth:`update` applies a reload: an unchanged instance keeps its poller (and so its
+    pacing and error log); new ones get jobs, removed ones lose theirs.
+    """
 
     def __init__(
         self,
-        instances: Sequence[ProviderInstance],
+        instances: Iterable[ProviderInstance],
         store: Store,
         recorder: Recorder,
         metrics: Metrics,
@@ -250,43 +329,99 @@ class Poller:
         clock: Clock,
     ) -> None:
         self.store = store
+        self.recorder = recorder
+        self.metrics = metrics
         self.polling = polling
         self.clock = clock
         self.stopping = threading.Event()
-        self.pollers = {
-            i.name: ProviderPoller(i, store, recorder, metrics, clock, self.stopping)
-            for i in instances
-        }
+        self.pollers: dict[str, ProviderPoller] = {}
+        self._started = False
         self.scheduler = BackgroundScheduler(
-            executors={"default": JobExecutor(max_workers=len(self.pollers) + 2)},
+            executors={"default": JobExecutor(max_workers=64)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
+        for instance in instances:
+            self.pollers[instance.name] = self._poller(instance)
+
+    def _poller(self, instance: ProviderInstance) -> ProviderPoller:
+        poller = ProviderPoller(
+            instance, self.store, self.recorder, self.metrics, self.clock, self.stopping
+        )
+        poller.recorder_max_watched = self.polling.max_watched
+        return poller
 
     @property
     def running(self) -> bool:
         return bool(self.scheduler.running) and not self.stopping.is_set()
 
     def start(self) -> None:
-        start = datetime.now(UTC)
-        for name, poller in self.pollers.items():
-            self.scheduler.add_job(
-                poller.tick,
-                "interval",
-                seconds=poller.policy.tick,
-                id=f"poll:{name}",
-                name=f"poll {name}",
-                next_run_time=start,
-            )
+        self._started = True
         self.scheduler.add_job(
             self.purge,
             "interval",
             seconds=PURGE_INTERVAL,
             id="purge",
             name="retention purge",
-            next_run_time=start,
+            next_run_time=datetime.now(UTC),
         )
+        for poller in self.pollers.values():
+            self._schedule(poller)
         self.scheduler.start()
+
+    def _schedule(self, poller: ProviderPoller) -> None:
+        poller.start()
+        name, provider = poller.name, poller.instance.provider
+        now = datetime.now(UTC)
+        self.scheduler.add_job(
+            poller.tick,
+            "interval",
+            seconds=poller.policy.tick,
+            id=f"poll:{name}",
+            name=f"poll {name}",
+            next_run_time=now,
+        )
+        self.scheduler.add_job(
+            poller.verify,
+            "interval",
+            seconds=provider.verify_interval or 10 * 365 * 86400.0,
+            id=f"verify:{name}",
+            name=f"verify {name}",
+            next_run_time=now,
+        )
+        if provider.drain_interval:
+            self.scheduler.add_job(
+                poller.drain,
+                "interval",
+                seconds=provider.drain_interval,
+                id=f"drain:{name}",
+                name=f"drain {name}",
+                next_run_time=now + timedelta(seconds=0.1),
+            )
+
+    def _unschedule(self, name: str) -> None:
+        for kind in ("poll", "verify", "drain"):
+            job = self.scheduler.get_job(f"{kind}:{name}")
+            if job is not None:
+                job.remove()
+
+    def update(self, instances: Iterable[ProviderInstance], polling: PollingSettings) -> None:
+        """Reconcile the pollers with a reloaded set of instances."""
+        self.polling = polling
+        wanted = {instance.name: instance for instance in instances}
+        for name, poller in list(self.pollers.items()):
+            if wanted.get(name) is not poller.instance:
+                if self._started:
+                    self._unschedule(name)
+                if not poller.shutdown(8.0):
+                    log.warning("abandoned an unfinished poll of %s during a reload", name)
+                del self.pollers[name]
+        for name, instance in wanted.items():
+            if name not in self.pollers:
+                poller = self.pollers[name] = self._poller(instance)
+                if self._started and not self.stopping.is_set():
+                    self._schedule(poller)
+            self.pollers[name].recorder_max_watched = polling.max_watched
 
     def purge(self) -> None:
         try:

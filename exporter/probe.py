@@ -12,10 +12,10 @@ from typing import Any
 
 import requests
 
-from .config import ProviderConfig
 from .http import ProviderHttp
 from .model import FetchError, Observation
 from .secrets import MASK, redact
+from .settings import ProviderConfig
 
 SENSITIVE_KEYS = ("token", "secret", "password", "api_key", "apikey", "authorization")
 

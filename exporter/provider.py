@@ -1,71 +1,146 @@
-"""The base class every provider plugin subclasses.
+"""The base class every provider plugin subclasses (plugin API 1.0).
 
-A provider class knows one CPaaS API: it validates its own config table and its
-message ids, fetches one message's status, and may fetch many at once or parse
-pushed delivery reports. It returns :class:`~exporter.model.Observation` objects or
-raises :class:`~exporter.model.FetchError`; the core owns scheduling, rate limits,
+A provider class knows one CPaaS API. It declares or validates its own settings and
+its message ids, and then does what its API allows: look one message up (``fetch``),
+many at once (``fetch_many``), take pushed reports (``parse_callback``), hand out new
+reports since last time (``drain``), check its credentials (``verify``). It returns
+normalised :class:`~viber_exporter.model.Observation` objects or raises
+:class:`~viber_exporter.model.FetchError`; the core owns scheduling, rate limits,
 retries, backoff, state, accounting and metrics.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+import hmac
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from prometheus_client.core import Metric
+
+from .callbacks import CallbackReply, CallbackRequest
 from .configtable import ConfigTable
+from .declarations import Setting, read_settings
 from .http import ProviderHttp
-from .model import FetchError, Observation, Status
+from .model import FetchError, MessageRef, Observation, Report, Status
+from .secrets import Secret
 
 
 class CallbackNotSupported(Exception):
-    """Raised by :meth:`Provider.parse_callback` when the plugin cannot parse pushed reports."""
+    """Raised by :meth:`Provider.parse_callback` when the plugin takes no pushed reports."""
 
 
 class InvalidCallback(ValueError):
     """A pushed delivery report the plugin could not understand; the message says why."""
 
 
-class Provider(ABC):
+@dataclass(frozen=True)
+class Balance:
+    """The account balance a provider reports (``viber_provider_balance``)."""
+
+    amount: float
+    currency: str
+
+
+class Provider:
     """One configured provider instance (``[providers.<name>]``).
 
-    Subclasses set :attr:`plugin_name` (the value of ``plugin = "..."`` in the config)
-    and implement :meth:`parse_settings` and :meth:`fetch`.
+    Subclasses set :attr:`plugin_name` and either declare :attr:`settings_spec` or
+    override :meth:`parse_settings`; a provider that can look messages up implements
+    :meth:`fetch` (or :meth:`fetch_message`).
     """
 
     #: The ``plugin`` value a config table uses to pick this class.
     plugin_name: ClassVar[str]
-    #: Provider statuses the plugin knows, mapped to normalised ones (documentation,
-    #: contract tests and ``viber-exporter plugins`` read it; unlisted ones map to unknown).
+    #: Provider statuses the plugin knows, mapped to normalised ones (a
+    #: :class:`~viber_exporter.StatusMap`; documentation, the contract kit and
+    #: ``viber-exporter plugins`` read it).
     status_map: ClassVar[Mapping[str, Status]] = {}
+    #: The plugin's own keys, for the default :meth:`parse_settings` and for
+    #: ``viber-exporter plugins --settings``.
+    settings_spec: ClassVar[Sequence[Setting]] = ()
+    #: Defaults of the common ``concurrency`` and ``rate_limit`` keys for this API
+    #: (None: the core's, 8 and 10).
+    default_concurrency: ClassVar[int | None] = None
+    default_rate_limit: ClassVar[float | None] = None
     #: More than 1 makes the poller call :meth:`fetch_many` with up to this many ids.
     batch_size: ClassVar[int] = 1
+    #: False for a push-only API with no lookup: its messages are never polled; their
+    #: status comes from callbacks or :meth:`drain` only.
+    polls: ClassVar[bool] = True
+    #: Seconds between calls of :meth:`drain` (None: the API has no report feed).
+    drain_interval: ClassVar[float | None] = None
+    #: Seconds between calls of :meth:`verify` (None: only at start).
+    verify_interval: ClassVar[float | None] = 300.0
 
     def __init__(self, name: str, settings: Any, http: ProviderHttp) -> None:
         self.name = name
         self.settings = settings
         self.http = http
 
+    # -- configuration -----------------------------------------------------------------
     @classmethod
-    @abstractmethod
     def parse_settings(cls, table: ConfigTable) -> Any:
         """Validate the plugin's own keys of ``[providers.<name>]``.
 
-        Read every key through ``table`` (which records each problem with its key path
-        and reports keys nobody read as unknown); return an immutable settings object.
-        The common keys (``plugin``, ``enabled``, ``concurrency``, ``rate_limit``,
-        ``timeout``, ``tick``, ``schedule``, ``callback_token``) are handled by the core.
+        The default reads :attr:`settings_spec`. Override it for checks of your own:
+        read every key through ``table`` (which records each problem with its key path
+        and reports keys nobody read as unknown) and return an immutable object. The
+        common keys (``plugin``, ``enabled``, ``concurrency``, ``rate_limit``,
+        ``timeout``, ``tick``, ``schedule``, ``callback_token``) are the core's.
         """
+        return read_settings(cls.settings_spec, table)
 
     def check_id(self, message_id: str) -> str | None:
-        """Return why ``message_id`` cannot be one of this provider's ids, or None if it can."""
+        """Return why ``message_id`` cannot be one of this provider's ids, or None."""
         if not message_id or len(message_id) > 128:
             return "must be 1 to 128 characters"
         return None
 
-    @abstractmethod
+    def check_fields(self, fields: Mapping[str, Any]) -> str | None:
+        """Return why these registration ``fields`` are not acceptable, or None.
+
+        Fields are plugin-defined extras of a registration (a campaign, a reference),
+        stored with the message and given back in :class:`MessageRef`. The default
+        accepts none.
+        """
+        if fields:
+            return f"plugin {self.plugin_name!r} takes no fields (got {', '.join(sorted(fields))})"
+        return None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Called once before the first call of any other lookup method (after a reload
+        too, for a new or changed instance). The default does nothing."""
+
+    def verify(self) -> Balance | None:
+        """Check the credentials with a cheap call (a token, a balance), at start and
+        every :attr:`verify_interval` seconds, so bad credentials show before the first
+        message. Raise :class:`FetchError` when the check fails (``auth_error`` sets the
+        provider down); return the account :class:`Balance` if the call tells it. The
+        default checks nothing and returns None."""
+        return None
+
+    def metrics(self) -> Iterable[Metric]:
+        """Extra metric families for ``/metrics``, built fresh on every scrape from what
+        the instance already knows (never call the provider here). Names should start
+        with ``viber_``; the default adds none."""
+        return ()
+
+    def close(self) -> None:
+        """Release connections; called on shutdown and when a reload drops the instance."""
+        self.http.close()
+
+    # -- lookups ---------------------------------------------------------------------
     def fetch(self, message_id: str) -> Observation:
-        """Look up one message. Raise FetchError for anything but a usable answer."""
+        """Look up one message. Raise FetchError for anything but a usable answer;
+        ``Outcome.NOT_FOUND`` only when the API said it does not know the id."""
+        raise NotImplementedError(f"{type(self).__name__} does not look messages up")
+
+    def fetch_message(self, message: MessageRef) -> Observation:
+        """Look up one message when its registration fields or sent time matter; the
+        default calls :meth:`fetch` with the id."""
+        return self.fetch(message.id)
 
     def fetch_many(self, message_ids: Sequence[str]) -> Mapping[str, Observation | FetchError]:
         """Look up several messages in one call (only when :attr:`batch_size` > 1).
@@ -74,13 +149,35 @@ class Provider(ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} does not fetch in batches")
 
-    def parse_callback(self, body: bytes, content_type: str) -> list[tuple[str, Observation]]:
-        """Turn a pushed delivery report into ``(message id, observation)`` pairs.
+    def drain(self) -> Sequence[Report]:
+        """The reports the provider has for us since the last call (a feed, e.g. a
+        "new reports" endpoint). Called every :attr:`drain_interval` seconds; the
+        reports go through the same accounting as polls and callbacks."""
+        raise NotImplementedError(f"{type(self).__name__} has no report feed")
 
-        Raise :class:`InvalidCallback` for a body that cannot be understood.
+    # -- pushed reports ----------------------------------------------------------------
+    def authenticate_callback(self, request: CallbackRequest, token: Secret | None) -> bool:
+        """Whether this pushed request really comes from the provider.
+
+        The default compares ``?token=`` with the instance's ``callback_token`` in
+        constant time (no token configured: refuse). Override it to verify a signature
+        (an HMAC of the body, a JWT); callbacks are then enabled without a token.
+        """
+        if token is None:
+            return False
+        given = request.query.get("token", "")
+        return hmac.compare_digest(given.encode(), token.reveal().encode())
+
+    def parse_callback(self, request: CallbackRequest) -> CallbackReply | Sequence[Report]:
+        """Turn an authenticated pushed request into reports (and, if the provider
+        expects a particular answer, a :class:`CallbackReply`).
+
+        Raise :class:`InvalidCallback` for a request you cannot understand; the default
+        raises :class:`CallbackNotSupported`.
         """
         raise CallbackNotSupported(f"plugin {self.plugin_name!r} does not accept callbacks")
 
-    def close(self) -> None:
-        """Release connections; called on shutdown."""
-        self.http.close()
+    @classmethod
+    def signs_callbacks(cls) -> bool:
+        """True when the class verifies callbacks itself (overrides authenticate_callback)."""
+        return cls.authenticate_callback is not Provider.authenticate_callback

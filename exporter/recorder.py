@@ -10,16 +10,15 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from . import accounting
 from .clock import Clock
-from .config import PollingSettings
 from .metrics import Metrics
-from .model import Observation, Outcome
-from .pluginhost import PluginHost
+from .model import Observation, Outcome, Report
 from .secrets import redact
+from .settings import PollingSettings
 from .state import Event, MessageState, SentSource, StatusChanged
 from .store import Store, Update
 
@@ -41,13 +40,13 @@ class Recorder:
         self,
         store: Store,
         metrics: Metrics,
-        host: PluginHost,
+        on_change: Callable[[StatusChanged], None],
         clock: Clock,
         rng: random.Random | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
-        self.host = host
+        self.on_change = on_change
         self.clock = clock
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()
@@ -78,34 +77,37 @@ class Recorder:
         self._commit(provider, [(message_id, update) for message_id in message_ids])
         return ended
 
-    def record_callback(
+    def record_reports(
         self,
         provider: str,
         policy: PollingSettings,
-        reports: Sequence[tuple[str, Observation]],
+        reports: Sequence[Report],
+        *,
+        max_watched: int | None = None,
     ) -> None:
-        """Apply pushed reports; a message not yet watched is registered from its report."""
+        """Apply pushed or drained reports; a message not yet watched is registered from
+        its report (WatchedSetFull, storing nothing, beyond ``max_watched``)."""
         now = self.clock.time()
         updates = [
-            (message_id, self._callback_update(provider, message_id, obs, now, policy))
-            for message_id, obs in reports
+            (r.message_id, self._report_update(provider, r.message_id, r.observation, now, policy))
+            for r in reports
         ]
-        self._commit(provider, updates)
+        self._commit(provider, updates, max_watched=max_watched)
 
-    def _commit(self, provider: str, updates: Sequence[tuple[str, Update]]) -> None:
+    def _commit(
+        self,
+        provider: str,
+        updates: Sequence[tuple[str, Update]],
+        *,
+        max_watched: int | None = None,
+    ) -> None:
         if not updates:
             return
-        events = self.store.apply(provider, updates)  # persist first …
-        self.metrics.record(events)  # … count second
+        events = self.store.apply(provider, updates, max_watched=max_watched)  # persist first …
+        self.metrics.record(events)  # … count second, then tell the plugins
         for event in events:
             if isinstance(event, StatusChanged):
-                self.host.notify_status_changed(
-                    provider=event.provider,
-                    message_id=event.message_id,
-                    old_status=event.old_status.value,
-                    new_status=event.new_status.value,
-                    reason=event.reason,
-                )
+                self.on_change(event)
 
     def _poll_update(self, result: PollResult, now: float, policy: PollingSettings) -> Update:
         def update(state: MessageState | None) -> tuple[MessageState | None, list[Event]]:
@@ -125,7 +127,7 @@ class Recorder:
 
         return update
 
-    def _callback_update(
+    def _report_update(
         self, provider: str, message_id: str, obs: Observation, now: float, policy: PollingSettings
     ) -> Update:
         def update(state: MessageState | None) -> tuple[MessageState | None, list[Event]]:

@@ -1,8 +1,9 @@
 """Reloading the configuration without a restart (SIGHUP or ``POST /-/reload``).
 
-A valid new configuration is applied: provider instances added, removed or changed;
-the watched set, the counters and unchanged instances (with their health) survive. An
-invalid one changes nothing, logs every problem, and shows in
+A valid new configuration is applied as a whole: provider instances added, removed or
+changed; the watched set, the counters and unchanged instances (with their health and
+pacing) survive. An invalid one — or one whose new provider instance cannot be built —
+changes nothing, logs every problem, and shows in
 ``viber_exporter_config_last_reload_successful``.
 """
 
@@ -13,7 +14,7 @@ import threading
 from pathlib import Path
 
 from .config import load_config
-from .engine import Exporter
+from .engine import Exporter, ReloadOutcome
 from .errors import ConfigError, PluginError
 from .pluginhost import PluginHost
 
@@ -27,21 +28,24 @@ class Reloader:
         self.path = path
         self._lock = threading.Lock()
 
-    def reload(self) -> list[tuple[str, str]]:
-        """Re-read the config file; return its problems (empty when applied)."""
+    def reload(self) -> ReloadOutcome:
+        """Re-read the config file and apply it, or change nothing and say why."""
         with self._lock:
             try:
                 config = load_config(
                     self.path, self.host.provider_types(), failed_plugins=self.host.failures()
                 )
+                outcome = self.exporter.reload(config)
             except (ConfigError, PluginError) as e:
                 problems = e.problems if isinstance(e, ConfigError) else [("", str(e))]
-                for key, message in problems:
+                outcome = ReloadOutcome(problems=tuple(problems))
+            metrics = self.exporter.metrics
+            if outcome.problems:
+                for key, message in outcome.problems:
                     log.error("reload refused: %s%s", f"{key}: " if key else "", message)
-                self.exporter.metrics.reload_successful.set(0)
-                return problems
-            self.exporter.reload(config)
-            self.exporter.metrics.reload_successful.set(1)
-            self.exporter.metrics.reload_success_time.set(self.exporter.clock.time())
+                metrics.reload_successful.set(0)
+                return outcome
+            metrics.reload_successful.set(1)
+            metrics.reload_success_time.set(self.exporter.clock.time())
             log.info("configuration reloaded from %s", self.path)
-            return []
+            return outcome

@@ -8,9 +8,9 @@ import threading
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from .config import TlsSettings
 from .engine import Exporter
 from .reload import Reloader
+from .settings import TlsSettings
 from .web import WebApp, WSGIApp
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
@@ -61,10 +62,17 @@ class MessageState:
     next_poll: float | None = None
     last_error: str | None = None
     settled_at: float | None = None
+    #: plugin-defined registration fields, as a JSON object (None: none)
+    extra: str | None = None
 
     @property
     def watched(self) -> bool:
         return self.next_poll is not None
+
+    @property
+    def fields(self) -> dict[str, str]:
+        """The plugin-defined registration fields."""
+        return dict(json.loads(self.extra)) if self.extra else {}
 
 
 # -- events: produced by a stored change, turned into metrics after the commit ---------
@@ -117,6 +125,12 @@ class StatusChanged:
     old_status: Status
     new_status: Status
     reason: str | None
+    provider_status: str | None = None
+    price: float | None = None
+    currency: str | None = None
+    latency_seconds: float | None = None
+    country: str | None = None
+    at: float = 0.0
 
 
 Event = Transition | Latency | Cost | SmsFallback | WatchExpired | StatusChanged

@@ -8,7 +8,6 @@ still watched, updated after each commit, so the gauges never query the database
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import os
 import sqlite3
@@ -22,14 +21,18 @@ from .errors import StoreError, WatchedSetFull
 from .model import Status
 from .state import Counted, Event, MessageState, SentSource
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _COLUMNS = tuple(f.name for f in fields(MessageState))
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM messages"
 _UPSERT = (
     f"INSERT OR REPLACE INTO messages ({', '.join(_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
 )
-_SCHEMA = """
+#: Schema changes, in order: a store at version N runs every step after N, once.
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
 CREATE TABLE IF NOT EXISTS messages (
     provider TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -58,11 +61,24 @@ CREATE TABLE IF NOT EXISTS messages (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_due ON messages (provider, next_poll) WHERE next_poll IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_settled ON messages (settled_at) WHERE settled_at IS NOT NULL;
--- for the watches whose final look is overdue (Store.past_final_look)
+""",
+    ),
+    (
+        2,
+        """
+-- plugin-defined registration fields (JSON)
+ALTER TABLE messages ADD COLUMN extra TEXT;
+-- for the watches whose final look is overdue (Store.ended_before)
 CREATE INDEX IF NOT EXISTS messages_age ON messages (provider, sent_at) WHERE next_poll IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_read_window ON messages (provider, delivered_at)
     WHERE next_poll IS NOT NULL AND status = 'delivered';
-"""
+""",
+    ),
+)
+assert MIGRATIONS[-1][0] == SCHEMA_VERSION
+
+#: A new message: (id, sent_at) or (id, sent_at, extra JSON).
+NewMessage = tuple[str, float | None] | tuple[str, float | None, str | None]
 
 #: An update function: given the stored state (None if absent), return the state to
 #: store (None: leave the row alone) and the events the change produces.
@@ -89,9 +105,8 @@ def _state_to_row(state: MessageState) -> tuple[object, ...]:
     return tuple(row)
 
 
-def _new_state(
-    provider: str, message_id: str, sent_at: float | None, now: float, first_poll_in: float
-) -> MessageState:
+def _new_state(provider: str, item: NewMessage, now: float, first_poll_in: float) -> MessageState:
+    message_id, sent_at = item[0], item[1]
     return MessageState(
         provider=provider,
         id=message_id,
@@ -99,6 +114,7 @@ def _new_state(
         sent_at=sent_at if sent_at is not None else now,
         sent_source=SentSource.GIVEN if sent_at is not None else SentSource.REGISTERED,
         next_poll=now + first_poll_in,
+        extra=item[2] if len(item) > 2 else None,
     )
 
 
@@ -137,8 +153,12 @@ class Store:
             raise StoreError(
                 f"{str(self.path)!r} was written by a newer viber-exporter (schema {version})"
             )
-        self._db.executescript(_SCHEMA)
-        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        for step, script in MIGRATIONS:
+            if step > version:
+                # One transaction per step: a crash leaves the store at a whole version.
+                self._db.executescript(
+                    f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={step};\nCOMMIT;"
+                )
 
     def _load_counts(self) -> None:
         rows = self._db.execute(
@@ -173,7 +193,7 @@ class Store:
     # -- writes ------------------------------------------------------------------------
     def register(
         self,
-        batches: Mapping[str, tuple[Sequence[tuple[str, float | None]], float]],
+        batches: Mapping[str, tuple[Sequence[NewMessage], float]],
         now: float,
         max_watched: int,
     ) -> dict[str, tuple[int, int]]:
@@ -190,8 +210,8 @@ class Store:
                 with self._transaction() as db:
                     for provider, (items, first_poll_in) in batches.items():
                         rows = [
-                            _state_to_row(_new_state(provider, mid, sent, now, first_poll_in))
-                            for mid, sent in items
+                            _state_to_row(_new_state(provider, item, now, first_poll_in))
+                            for item in items
                         ]
                         accepted = db.executemany(insert, rows).rowcount
                         result[provider] = (accepted, len(rows) - accepted)
@@ -208,11 +228,20 @@ class Store:
                     self.status_counts[(provider, Status.PENDING)] += accepted
         return result
 
-    def apply(self, provider: str, updates: Sequence[tuple[str, Update]]) -> list[Event]:
+    def apply(
+        self,
+        provider: str,
+        updates: Sequence[tuple[str, Update]],
+        *,
+        max_watched: int | None = None,
+    ) -> list[Event]:
         """Run each update against the current row inside one transaction; return the events.
 
         Reading the row inside the transaction (not earlier, when the poll started)
         keeps a callback and a poll for the same message from overwriting each other.
+        With ``max_watched``, updates that create messages (pushed reports of messages
+        not registered yet) raise WatchedSetFull, storing nothing, when the new ones
+        would not fit: checked inside the transaction, as registrations are.
         """
         events: list[Event] = []
         changes: list[tuple[tuple[Status, bool] | None, MessageState]] = []
@@ -231,6 +260,12 @@ class Store:
                         db.execute(_UPSERT, _state_to_row(new))
                         events.extend(new_events)
                         changes.append((before, new))
+                    created = sum(1 for before, new in changes if before is None and new.watched)
+                    limit = max_watched if max_watched is not None else float("inf")
+                    if created and self.total_watched() + created > limit:
+                        raise WatchedSetFull(
+                            f"the watched set is full (polling.max_watched = {max_watched})"
+                        )
             except sqlite3.Error as e:
                 raise StoreError(f"cannot store message updates: {e}") from e
             with self._counts_lock:
@@ -299,7 +334,7 @@ class Store:
         sent_before: float,
         registered_before: float,
         limit: int,
-    ) -> builtins.list[str]:
+    ) -> list[str]:
         """Ids of watched messages delivered before ``delivered_before`` (still
         ``delivered``) or, for any other status, sent before ``sent_before``; either way
         registered before ``registered_before``. The poller uses it to find watches whose
@@ -333,7 +368,7 @@ class Store:
             ).fetchone()
         return _row_to_state(row) if row else None
 
-    def list(
+    def page(
         self,
         *,
         provider: str | None = None,
@@ -359,9 +394,7 @@ class Store:
             ).fetchall()
         return [_row_to_state(row) for row in rows]
 
-    def failure_reasons(
-        self, provider: str, limit: int
-    ) -> builtins.list[str]:  # list: a method here
+    def failure_reasons(self, provider: str, limit: int) -> list[str]:
         """The most frequent reasons of failed and expired messages, most frequent first."""
         with self._lock:
             rows = self._db.execute(

@@ -51,11 +51,12 @@ def message_json(state: MessageState) -> dict[str, Any]:
 
 
 def providers_json(exporter: Exporter) -> list[dict[str, Any]]:
-    counts, watched = exporter.store.counts()
+    counts, watched = exporter.counts()
     now = exporter.clock.time()
+    live = exporter.live
     result = []
-    for name, config in exporter.config.providers.items():
-        instance = exporter.instances.get(name)
+    for name, config in live.config.providers.items():
+        instance = live.instances.get(name)
         entry: dict[str, Any] = {
             "name": name,
             "plugin": config.plugin,
@@ -67,12 +68,16 @@ def providers_json(exporter: Exporter) -> list[dict[str, Any]]:
         }
         if instance is not None:
             health = instance.health
-            overdue = health.overdue_since
             entry |= {
                 "up": health.up,
                 "last_success_at": rfc3339(health.last_success),
-                "poll_lag_seconds": round(max(0.0, now - overdue), 3) if overdue else 0.0,
+                "poll_lag_seconds": round(health.lag(now), 3),
                 "paused_for_seconds": round(health.pause_remaining(), 3),
+                "balance": (
+                    {"amount": instance.balance.amount, "currency": instance.balance.currency}
+                    if instance.balance is not None
+                    else None
+                ),
                 "recent_errors": [
                     {
                         "at": rfc3339(e.at),

@@ -1,6 +1,6 @@
 """The WSGI application: /metrics, health, landing page and /api/v1 (SPEC §6).
 
-Routing and request parsing are Werkzeug's; handlers live in :mod:`exporter.api`.
+Routing and request parsing are Werkzeug's; handlers live in :mod:`viber_exporter.api`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
 from importlib import resources
 from typing import Any
 
@@ -30,31 +32,30 @@ from .secrets import Secret
 
 log = logging.getLogger(__name__)
 
-URLS = Map(
-    [
-        Rule("/", endpoint="landing", methods=["GET"]),
-        Rule("/metrics", endpoint="metrics", methods=["GET"]),
-        Rule("/-/healthy", endpoint="healthy", methods=["GET"]),
-        Rule("/-/ready", endpoint="ready", methods=["GET"]),
-        Rule("/-/reload", endpoint="reload", methods=["POST"]),
-        Rule("/api/v1/openapi.json", endpoint="openapi", methods=["GET"]),
-        Rule("/api/v1/messages", endpoint="messages", methods=["GET", "POST"]),
-        Rule(
-            "/api/v1/messages/<provider>/<path:message_id>",
-            endpoint="message",
-            methods=["GET", "DELETE"],
-        ),
-        Rule("/api/v1/providers", endpoint="providers", methods=["GET"]),
-        Rule("/api/v1/callbacks/<provider>", endpoint="callback", methods=["POST"]),
-    ],
-    strict_slashes=False,
-)
+
+class Auth(Enum):
+    """Who may call a route. Every route names its policy in the table below, so a
+    new write route cannot slip past the check by where it is written."""
+
+    PUBLIC = "public"  # reads, health and the landing page
+    METRICS = "metrics"  # basic auth when exporter.basic_auth_users is set
+    WRITE = "write"  # bearer api_token, else loopback only
+    PROVIDER = "provider"  # the provider plugin authenticates the request
+
+
+@dataclass(frozen=True)
+class Route:
+    rule: str
+    methods: tuple[str, ...]
+    auth: Auth
+    handler: Callable[[WebApp, Request, Mapping[str, Any]], Response]
+
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def openapi_document() -> dict[str, Any]:
-    text = resources.files("exporter").joinpath("openapi.json").read_text(encoding="utf-8")
+    text = resources.files("viber_exporter").joinpath("openapi.json").read_text(encoding="utf-8")
     return json.loads(text)  # type: ignore[no-any-return]
 
 
@@ -93,6 +94,18 @@ class BasicAuth:
 _DUMMY_HASH = bcrypt.hashpw(b"dummy", bcrypt.gensalt(rounds=4))
 
 
+class MetricsAuthRequired(HTTPException):
+    code = 401
+
+    def get_response(self, environ: Any = None, scope: Any = None) -> Response:
+        return Response(
+            "authentication required\n",
+            401,
+            content_type="text/plain",
+            headers={"WWW-Authenticate": 'Basic realm="viber-exporter"'},
+        )
+
+
 def is_loopback(address: str | None) -> bool:
     try:
         return address is not None and ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
@@ -120,7 +133,9 @@ class WebApp:
         adapter = URLS.bind_to_environ(request.environ)
         try:
             endpoint, args = adapter.match()
-            return self.route(request, str(endpoint), args)
+            route = ROUTES[int(endpoint)]
+            self.authorise(route.auth, request)
+            return route.handler(self, request, args)
         except ApiError as e:
             return e.get_response()
         except (NotFound, MethodNotAllowed) as e:
@@ -140,60 +155,46 @@ class WebApp:
             log.exception("unhandled error serving %s %s", request.method, request.path)
             return json_response({"error": "internal error; see the exporter's log"}, 500)
 
-    def route(self, request: Request, endpoint: str, args: Mapping[str, Any]) -> Response:
-        exporter = self.exporter
-        if endpoint == "metrics":
-            return self.metrics(request)
-        if endpoint == "reload":
+    def authorise(self, policy: Auth, request: Request) -> None:
+        if policy is Auth.WRITE:
             self.authorise_write(request)
-            return self.reload()
-        if endpoint == "healthy":
-            return Response("OK\n", content_type="text/plain")
-        if endpoint == "ready":
-            ready = exporter.ready
-            return Response(
-                "OK\n" if ready else "not ready\n", 200 if ready else 503, content_type="text/plain"
-            )
-        if endpoint == "landing":
-            return Response(
-                landing_page(exporter, openapi_document()), content_type="text/html; charset=utf-8"
-            )
-        if endpoint == "openapi":
-            return Response(self._openapi, content_type="application/json")
-        if endpoint == "callback":
-            return api.callback(exporter, request, args["provider"])
-        if endpoint == "providers":
-            return api.list_providers(exporter)
-        if request.method in ("POST", "DELETE"):
-            self.authorise_write(request)
-        if endpoint == "messages":
-            return (
-                api.register(exporter, request)
-                if request.method == "POST"
-                else api.list_messages(exporter, request)
-            )
-        if request.method == "DELETE":
-            return api.delete_message(exporter, args["provider"], args["message_id"])
-        return api.get_message(exporter, args["provider"], args["message_id"])
+        elif policy is Auth.METRICS:
+            users = self.exporter.config.exporter.basic_auth_users
+            if users and not self.basic_auth.check(request, users):
+                raise MetricsAuthRequired()
+
+    # -- handlers of our own routes ------------------------------------------------------
+    def landing(self) -> Response:
+        return Response(
+            landing_page(self.exporter, openapi_document()),
+            content_type="text/html; charset=utf-8",
+        )
+
+    def healthy(self) -> Response:
+        return Response("OK\n", content_type="text/plain")
+
+    def ready(self) -> Response:
+        ready = self.exporter.ready
+        return Response(
+            "OK\n" if ready else "not ready\n", 200 if ready else 503, content_type="text/plain"
+        )
+
+    def openapi(self) -> Response:
+        return Response(self._openapi, content_type="application/json")
 
     def reload(self) -> Response:
         if self.reloader is None:
             raise ApiError(404, "reloading is not available here")
-        problems = self.reloader.reload()
-        if problems:
-            details = [{"key": key, "error": message} for key, message in problems]
+        outcome = self.reloader.reload()
+        if outcome.problems:
+            details = [{"key": key, "error": message} for key, message in outcome.problems]
             raise ApiError(400, "the new configuration is invalid; nothing changed", details)
-        return json_response({"status": "reloaded"})
+        body: dict[str, Any] = {"status": "reloaded"}
+        if outcome.restart_needed:
+            body["restart_needed"] = list(outcome.restart_needed)
+        return json_response(body)
 
     def metrics(self, request: Request) -> Response:
-        users = self.exporter.config.exporter.basic_auth_users
-        if users and not self.basic_auth.check(request, users):
-            return Response(
-                "authentication required\n",
-                401,
-                content_type="text/plain",
-                headers={"WWW-Authenticate": 'Basic realm="viber-exporter"'},
-            )
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         return Response(encoder(self.exporter.registry), content_type=content_type)
 
@@ -223,3 +224,54 @@ class WebApp:
             raise ApiError(
                 403, "writes are allowed from loopback only while exporter.api_token is not set"
             )
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("/", ("GET",), Auth.PUBLIC, lambda app, r, a: app.landing()),
+    Route("/metrics", ("GET",), Auth.METRICS, lambda app, r, a: app.metrics(r)),
+    Route("/-/healthy", ("GET",), Auth.PUBLIC, lambda app, r, a: app.healthy()),
+    Route("/-/ready", ("GET",), Auth.PUBLIC, lambda app, r, a: app.ready()),
+    Route("/-/reload", ("POST",), Auth.WRITE, lambda app, r, a: app.reload()),
+    Route("/api/v1/openapi.json", ("GET",), Auth.PUBLIC, lambda app, r, a: app.openapi()),
+    Route(
+        "/api/v1/messages",
+        ("GET",),
+        Auth.PUBLIC,
+        lambda app, r, a: api.list_messages(app.exporter, r),
+    ),
+    Route(
+        "/api/v1/messages", ("POST",), Auth.WRITE, lambda app, r, a: api.register(app.exporter, r)
+    ),
+    Route(
+        "/api/v1/messages/<provider>/<path:message_id>",
+        ("GET",),
+        Auth.PUBLIC,
+        lambda app, r, a: api.get_message(app.exporter, a["provider"], a["message_id"]),
+    ),
+    Route(
+        "/api/v1/messages/<provider>/<path:message_id>",
+        ("DELETE",),
+        Auth.WRITE,
+        lambda app, r, a: api.delete_message(app.exporter, a["provider"], a["message_id"]),
+    ),
+    Route(
+        "/api/v1/providers",
+        ("GET",),
+        Auth.PUBLIC,
+        lambda app, r, a: api.list_providers(app.exporter),
+    ),
+    Route(
+        "/api/v1/callbacks/<provider>",
+        ("GET", "POST", "PUT"),
+        Auth.PROVIDER,
+        lambda app, r, a: api.callback(app.exporter, r, a["provider"]),
+    ),
+)
+
+URLS = Map(
+    [
+        Rule(route.rule, endpoint=index, methods=list(route.methods))
+        for index, route in enumerate(ROUTES)
+    ],
+    strict_slashes=False,
+)

@@ -13,15 +13,15 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from datetime import tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
 
-from exporter import (
+from viber_exporter import (
+    CallbackRequest,
     ConfigTable,
     Fallback,
     FetchError,
@@ -29,13 +29,21 @@ from exporter import (
     Observation,
     Outcome,
     Provider,
+    Report,
+    Setting,
+    Settings,
     Status,
+    StatusMap,
     hookimpl,
+    integer,
+    invalid,
+    local_time,
+    outcome_for_status,
+    price,
+    read_settings,
+    retry_after_seconds,
     snake_case,
 )
-from exporter.http import outcome_for_status, retry_after_seconds
-from exporter.parsing import integer, invalid, local_time, price
-from exporter.secrets import Secret
 
 log = logging.getLogger(__name__)
 
@@ -54,25 +62,39 @@ _FAILED = (
     "not_viber_user",
     "not_service_user",
 )
-STATUS_MAP: Mapping[str, Status] = {
-    **dict.fromkeys(_PENDING, Status.PENDING),
-    "delivered": Status.DELIVERED,
-    "read": Status.READ,
-    "expired": Status.EXPIRED,
-    **dict.fromkeys(_FAILED, Status.FAILED),
-}
+STATUS_MAP = StatusMap(
+    {
+        **dict.fromkeys(_PENDING, Status.PENDING),
+        "delivered": Status.DELIVERED,
+        "read": Status.READ,
+        "expired": Status.EXPIRED,
+        **dict.fromkeys(_FAILED, Status.FAILED),
+    }
+)
+
+SETTINGS = (
+    Setting(
+        "api_key", "secret", "BSG API key (X-API-KEY): live_… (test_ keys return random data)."
+    ),
+    Setting("base_url", "url", "BSG REST API base URL.", default=DEFAULT_BASE_URL),
+    Setting(
+        "lookup",
+        "string",
+        'What registrations give: "id" (the numeric id /rest/viber/create returned) or '
+        '"reference" (your own 1-32 character reference).',
+        default="id",
+        choices=("id", "reference"),
+    ),
+    Setting(
+        "timezone",
+        "string",
+        "IANA zone of BSG's zone-less times.",
+        default="UTC",
+    ),
+)
 
 
-@dataclass(frozen=True)
-class BsgSettings:
-    api_key: Secret
-    base_url: str
-    lookup: str  # "id" or "reference"
-    timezone: tzinfo
-
-
-def _zone(table: ConfigTable) -> tzinfo:
-    name = table.string("timezone", "UTC")
+def _zone(table: ConfigTable, name: str) -> tzinfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -88,7 +110,7 @@ def observation(body: Mapping[str, Any], zone: tzinfo) -> Observation:
     if not isinstance(raw, str) or not raw.strip():
         raise invalid("status is missing")
     name = raw.strip().lower()
-    status = STATUS_MAP.get(name, Status.UNKNOWN)
+    status = STATUS_MAP.map(raw)
     time_in = local_time(body.get("time_in"), "time_in", zone)
     time_sent = local_time(body.get("time_sent"), "time_sent", zone)
     # BSG fills time_dr for expired (and unknown) messages too: only a delivery time
@@ -184,16 +206,12 @@ def _raise_for_error(response: requests.Response, body: Any) -> Mapping[str, Any
 class BsgProvider(Provider):
     plugin_name = "bsg"
     status_map = STATUS_MAP
-    settings: BsgSettings
+    settings_spec = SETTINGS
 
     @classmethod
-    def parse_settings(cls, table: ConfigTable) -> BsgSettings:
-        return BsgSettings(
-            api_key=table.secret("api_key") or Secret(""),
-            base_url=table.url("base_url", DEFAULT_BASE_URL),
-            lookup=table.string("lookup", "id", choices=("id", "reference")),
-            timezone=_zone(table),
-        )
+    def parse_settings(cls, table: ConfigTable) -> Settings:
+        declared = read_settings(cls.settings_spec, table)
+        return Settings({**declared, "timezone": _zone(table, declared.timezone)})
 
     def check_id(self, message_id: str) -> str | None:
         if self.settings.lookup == "reference":
@@ -219,12 +237,9 @@ class BsgProvider(Provider):
         body = _raise_for_error(response, _decode(response))
         return observation(body, self.settings.timezone)
 
-    def parse_callback(self, body: bytes, content_type: str) -> list[tuple[str, Observation]]:
+    def parse_callback(self, request: CallbackRequest) -> Sequence[Report]:
         """A delivery report in the status-response shape (an assumption: providers.md §2.8)."""
-        try:
-            data = json.loads(body)
-        except ValueError as e:
-            raise InvalidCallback("body is not JSON") from e
+        data = request.json()
         items = data if isinstance(data, list) else [data]
         key = "reference" if self.settings.lookup == "reference" else "id"
         reports = []
@@ -235,7 +250,7 @@ class BsgProvider(Provider):
             if self.check_id(message_id):
                 raise InvalidCallback(f"item {index} has no valid {key}")
             try:
-                reports.append((message_id, observation(item, self.settings.timezone)))
+                reports.append(Report(message_id, observation(item, self.settings.timezone)))
             except FetchError as e:
                 raise InvalidCallback(f"item {index}: {e.message}") from e
         return reports

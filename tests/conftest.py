@@ -14,11 +14,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pytest_httpserver import HTTPServer
 
-from exporter.clock import SYSTEM_CLOCK, Clock
-from exporter.config import Config, parse_config
-from exporter.durations import parse_duration
-from exporter.engine import Exporter
-from exporter.pluginhost import PluginHost
+from viber_exporter.clock import SYSTEM_CLOCK, Clock
+from viber_exporter.config import parse_config
+from viber_exporter.durations import parse_duration
+from viber_exporter.engine import Exporter
+from viber_exporter.pluginhost import PluginHost
+from viber_exporter.settings import Config
 
 from .fakeprovider import FakeAPI, FakePlugin
 
@@ -135,7 +136,7 @@ def run_exporter(fake_host: PluginHost, clock: Clock) -> Iterator[Callable[..., 
 @pytest.fixture
 def serve(run_exporter: Callable[..., Exporter]) -> Iterator[Callable[[Config], tuple[Exporter, str]]]:
     """Run an exporter and its HTTP server on a free loopback port; returns (exporter, base URL)."""
-    from exporter.server import HttpServer
+    from viber_exporter.server import HttpServer
 
     servers: list[HttpServer] = []
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from werkzeug import Request, Response
 
-from exporter.clock import SYSTEM_CLOCK
+from viber_exporter.clock import SYSTEM_CLOCK
 
 APP_ID = "app-id-1"
 APP_SECRET = "routee-secret-sentinel-77"

@@ -19,18 +19,21 @@ from typing import Any
 
 from werkzeug import Request, Response
 
-from exporter import (
+from viber_exporter import (
+    CallbackRequest,
     ConfigTable,
     Fallback,
     FetchError,
+    InvalidCallback,
     Observation,
     Outcome,
     Provider,
+    Report,
     Status,
     hookimpl,
+    json_body,
+    raise_for_status,
 )
-from exporter.http import json_body, raise_for_status
-from exporter.provider import InvalidCallback
 
 STATUS_MAP = {
     "queued": Status.PENDING,
@@ -46,6 +49,7 @@ class FakeSettings:
     base_url: str
     api_key: Any
     currency: str
+    explode_in_constructor: bool = False
 
 
 def _time(value: Any) -> datetime | None:
@@ -81,7 +85,13 @@ class FakeProvider(Provider):
             base_url=table.url("base_url"),
             api_key=table.secret("api_key"),
             currency=table.string("currency", "EUR", pattern=r"[A-Z]{3}", hint="must be a 3-letter ISO 4217 code"),
+            explode_in_constructor=table.boolean("explode_in_constructor", False),
         )
+
+    def __init__(self, name: str, settings: FakeSettings, http: Any) -> None:
+        if settings.explode_in_constructor:  # plays a plugin whose constructor fails
+            raise RuntimeError("cannot start: the fake was told to explode")
+        super().__init__(name, settings, http)
 
     def check_id(self, message_id: str) -> str | None:
         if not message_id.isalnum():
@@ -94,7 +104,7 @@ class FakeProvider(Provider):
             f"{self.settings.base_url}/messages/{message_id}",
             headers={"X-Key": self.settings.api_key.reveal()},
         )
-        raise_for_status(response)
+        raise_for_status(response, not_found=b"no such message" in response.content)
         data = json_body(response)
         if isinstance(data, dict) and data.get("explode"):
             # Plays a careless plugin whose exception text holds its secret.
@@ -106,10 +116,10 @@ class FakeProvider(Provider):
             return replace(observation, currency=self.settings.currency)
         return observation
 
-    def parse_callback(self, body: bytes, content_type: str) -> list[tuple[str, Observation]]:
+    def parse_callback(self, request: CallbackRequest) -> list[Report]:
         try:
-            data = json.loads(body)
-            return [(data["id"], self._with_currency(parse_message(data)))]
+            data = json.loads(request.body)
+            return [Report(data["id"], self._with_currency(parse_message(data)))]
         except (ValueError, KeyError, TypeError, FetchError) as e:
             raise InvalidCallback(str(e)) from e
 
@@ -139,6 +149,8 @@ class FakeAPI:
         self.faults: deque[tuple[int, str, dict[str, str]]] = deque()
         #: when set, every answer is this fault (an outage)
         self.outage: tuple[int, str, dict[str, str]] | None = None
+        #: message id → an event its lookups wait for (a slow call, released by the test)
+        self.gates: dict[str, threading.Event] = {}
         self.in_flight = 0
         self.max_in_flight = 0
         self.keys_seen: set[str] = set()
@@ -154,6 +166,9 @@ class FakeAPI:
             fault = self.outage or (self.faults.popleft() if self.faults else None)
             truth = self.messages.get(message_id)
         try:
+            gate = self.gates.get(message_id)
+            if gate is not None:
+                gate.wait(10)
             if self.delay:
                 time.sleep(self.delay)
             if fault is not None:

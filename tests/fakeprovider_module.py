@@ -1,6 +1,6 @@
 """A plugin as a module, like the built-in ones (used to test DEFAULT_PLUGINS handling)."""
 
-from exporter import hookimpl
+from viber_exporter import hookimpl
 
 from .fakeprovider import FakeProvider
 

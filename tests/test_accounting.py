@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from exporter import accounting
-from exporter.config import PollingSettings
-from exporter.model import Fallback, Observation, Outcome, Status
-from exporter.state import (
+from viber_exporter import accounting
+from viber_exporter.model import Fallback, Observation, Outcome, Status
+from viber_exporter.settings import PollingSettings
+from viber_exporter.state import (
     Cost,
     Latency,
     MessageState,

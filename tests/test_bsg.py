@@ -18,13 +18,14 @@ from prometheus_client import CollectorRegistry
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from exporter.config import parse_config
-from exporter.engine import Exporter, Registration
-from exporter.errors import ConfigError
-from exporter.http import ProviderHttp
-from exporter.model import FetchError, Outcome, Status
-from exporter.provider import InvalidCallback
-from plugins.bsg import STATUS_MAP, BsgProvider
+from viber_exporter.callbacks import CallbackRequest
+from viber_exporter.config import parse_config
+from viber_exporter.engine import Exporter, Registration
+from viber_exporter.errors import ConfigError
+from viber_exporter.http import ProviderHttp
+from viber_exporter.model import FetchError, Outcome, Status
+from viber_exporter.plugins.bsg import STATUS_MAP, BsgProvider
+from viber_exporter.provider import InvalidCallback
 
 from .conftest import sample, toml_table, wait_for
 
@@ -251,14 +252,14 @@ def test_invalid_key_and_timeout(bsg, builtin_host, tmp_path):
 
 def test_callback_parsing(bsg, builtin_host, tmp_path, provider):
     body = status_body("delivered") | {"id": "217"}
-    [(message_id, obs)] = provider.parse_callback(json.dumps(body).encode(), "application/json")
+    [(message_id, obs)] = provider.parse_callback(CallbackRequest.of(json.dumps(body).encode()))
     assert message_id == "217" and obs.status is Status.DELIVERED and obs.price == 0.02
     by_ref = make_provider(bsg[0], builtin_host, tmp_path, lookup="reference")
-    [(message_id, _)] = by_ref.parse_callback(json.dumps([body]).encode(), "application/json")
+    [(message_id, _)] = by_ref.parse_callback(CallbackRequest.of(json.dumps([body]).encode()))
     assert message_id == "ref1"
     for bad in (b"nope", b"[3]", json.dumps(body | {"id": "abc"}).encode(), json.dumps(body | {"status": None}).encode()):
         with pytest.raises(InvalidCallback):
-            provider.parse_callback(bad, "application/json")
+            provider.parse_callback(CallbackRequest.of(bad))
 
 
 def test_poller_run_matches_ground_truth(bsg, builtin_host, tmp_path, clock):

@@ -18,7 +18,7 @@ import pytest
 import requests
 from pytest_httpserver import HTTPServer
 
-from exporter.cli import main
+from viber_exporter.cli import main
 
 from .conftest import SENTINEL, wait_for
 from .fake_routee import APP_ID, APP_SECRET, FakeRoutee, tracking
@@ -110,10 +110,10 @@ def test_plugins_lists_json(capsys):
     assert json.loads(capsys.readouterr().out) == []
     assert main(["plugins", "--all"]) == 0
     listing = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
-    assert listing["plugins.routee"]["providers"] == ["routee"]
-    assert listing["plugins.bsg"]["providers"] == ["bsg"]
-    assert listing["plugins.bsg"]["hooks"] == ["register_providers"]
-    assert listing["plugins.bsg"]["package"] == "viber-exporter" and listing["plugins.bsg"]["builtin"] is True
+    assert listing["viber_exporter.plugins.routee"]["providers"] == ["routee"]
+    assert listing["viber_exporter.plugins.bsg"]["providers"] == ["bsg"]
+    assert listing["viber_exporter.plugins.bsg"]["hooks"] == ["register_providers"]
+    assert listing["viber_exporter.plugins.bsg"]["package"] == "viber-exporter" and listing["viber_exporter.plugins.bsg"]["builtin"] is True
 
 
 def test_probe_shows_raw_answer_and_result_without_secrets(tmp_path, capsys, monkeypatch, routee_server):

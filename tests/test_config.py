@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import load_config, parse_config
-from exporter.durations import format_duration, parse_duration
-from exporter.errors import ConfigError
+from viber_exporter.config import load_config, parse_config
+from viber_exporter.durations import format_duration, parse_duration
+from viber_exporter.errors import ConfigError
 
 from .conftest import SENTINEL
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from exporter.testing.contract import ProviderContract
-from plugins.bsg import BsgProvider
-from plugins.routee import RouteeProvider
+from viber_exporter.callbacks import CallbackRequest
+from viber_exporter.plugins.bsg import BsgProvider
+from viber_exporter.plugins.routee import RouteeProvider
+from viber_exporter.testing.contract import ProviderContract
 
 TOKEN = {"access_token": "tok", "token_type": "bearer", "expires_in": 3600}
 
@@ -45,6 +47,12 @@ class TestRouteeContract(ProviderContract):
         }
         httpserver.expect_request(path).respond_with_response(answers[kind])
 
+    def callback_request(self, message_id: str, raw_status: str) -> CallbackRequest:
+        body = {"trackingId": message_id, "country": "GR", "price": 0.035, "createdAt": "2026-11-20T10:00:00Z",
+                "status": {"name": raw_status, "updatedDate": "2026-11-20T10:00:05Z",
+                           "reason": {"detailedStatus": "Not Viber User"}}}
+        return CallbackRequest.of(json.dumps(body), query={"token": self.callback_token or ""})
+
 
 class TestBsgContract(ProviderContract):
     provider_class = BsgProvider
@@ -70,3 +78,9 @@ class TestBsgContract(ProviderContract):
             "malformed": Response("{not json", 200),
         }
         httpserver.expect_request(f"/rest/viber/{message_id}").respond_with_response(answers[kind])
+
+    def callback_request(self, message_id: str, raw_status: str) -> CallbackRequest:
+        body = {"error": 0, "id": message_id, "reference": "r1", "time_in": "2026-11-20 10:00:00",
+                "time_sent": "2026-11-20 10:00:01", "time_dr": "2026-11-20 10:00:30",
+                "status": raw_status, "price": "0.02", "currency": "EUR"}
+        return CallbackRequest.of(json.dumps(body), query={"token": self.callback_token or ""})

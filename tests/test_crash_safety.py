@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
-from exporter.testing.crashsoak import run_soak
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from crashsoak import run_soak
 
 pytestmark = pytest.mark.slow
 

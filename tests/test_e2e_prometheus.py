@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 import requests
 
-from exporter.clock import SYSTEM_CLOCK
-from exporter.config import parse_config
-from exporter.engine import Exporter, Registration
-from exporter.pluginhost import PluginHost
-from exporter.server import BackgroundServer, HttpServer
-from exporter.testing.mock import MockProviders, exporter_config
-from exporter.testing.simulation import Mix
+from viber_exporter.clock import SYSTEM_CLOCK
+from viber_exporter.config import parse_config
+from viber_exporter.engine import Exporter, Registration
+from viber_exporter.pluginhost import PluginHost
+from viber_exporter.server import BackgroundServer, HttpServer
+from viber_exporter.testing.mock import MockProviders, exporter_config
+from viber_exporter.testing.simulation import Mix
 
 from .conftest import wait_for
 from .test_cli import free_port

@@ -18,10 +18,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pytest_httpserver import HTTPServer
 
-from exporter.config import parse_config
-from exporter.engine import Exporter, Registration
-from exporter.model import Status
-from exporter.pluginhost import PluginHost
+from viber_exporter.config import parse_config
+from viber_exporter.engine import Exporter, Registration
+from viber_exporter.model import Status
+from viber_exporter.pluginhost import PluginHost
 
 from .conftest import sample, wait_for
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from exporter.model import Status
-from exporter.pluginhost import PluginHost
-from exporter.testing.mock import Faults
-from exporter.testing.simulation import Mix
-from exporter.testing.virtualtime import VirtualRun
+from viber_exporter.model import Status
+from viber_exporter.pluginhost import PluginHost
+from viber_exporter.testing.mock import Faults
+from viber_exporter.testing.simulation import Mix
+from viber_exporter.testing.virtualtime import VirtualRun
 
 POLLING = {"tick": "5s", "schedule": ["5s", "10s", "20s"], "read_window": "60s", "max_age": "120s",
            "not_found_grace": "60s", "final_look_grace": "1h"}
@@ -86,7 +86,7 @@ def test_no_answer_within_final_look_grace_ends_the_watch_with_its_reason(run, c
     delivered.delivered_at = delivered.created + 1
     run.run(20, tick=5)
     run.set_faults(Faults(outage=True))
-    with caplog.at_level(logging.WARNING, logger="exporter.poller"):
+    with caplog.at_level(logging.WARNING, logger="viber_exporter.poller"):
         run.run(3600 + 60 + 30, tick=30)  # past the read window's end + final_look_grace
         assert not run.exporter.store.get("bsg", delivered.id).watched
         assert run.exporter.store.get("bsg", pending.id).watched, "its max_age (120 s) + 1 h is later"

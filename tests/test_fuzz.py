@@ -19,15 +19,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.test import Client
 
-from exporter.config import parse_config
-from exporter.configtable import ConfigTable, Problems
-from exporter.errors import ConfigError
-from exporter.http import ProviderHttp
-from exporter.model import FetchError, Observation
-from exporter.pluginhost import PluginHost
-from exporter.web import WebApp, openapi_document
-from plugins.bsg import BsgProvider
-from plugins.routee import RouteeProvider
+from viber_exporter.callbacks import CallbackRequest
+from viber_exporter.config import parse_config
+from viber_exporter.configtable import ConfigTable, Problems
+from viber_exporter.errors import ConfigError
+from viber_exporter.http import ProviderHttp
+from viber_exporter.model import FetchError, Observation
+from viber_exporter.pluginhost import PluginHost
+from viber_exporter.plugins.bsg import BsgProvider
+from viber_exporter.plugins.routee import RouteeProvider
+from viber_exporter.web import WebApp, openapi_document
 
 # VIBER_EXPORTER_FUZZ_EXAMPLES raises the count for a longer run (docs/reliability.md).
 EXAMPLES = int(os.environ.get("VIBER_EXPORTER_FUZZ_EXAMPLES", "250"))
@@ -114,11 +115,11 @@ def test_any_bytes_are_an_observation_or_an_outcome(raw):
 @FUZZ
 @given(body=json_values | routee_like | st.lists(routee_like, max_size=3))
 def test_callbacks_parse_or_are_refused(body):
-    from exporter.provider import InvalidCallback
+    from viber_exporter.provider import InvalidCallback
 
     for cls, table in ((RouteeProvider, ROUTEE), (BsgProvider, BSG)):
         try:
-            reports = provider(cls, table, 200, b"").parse_callback(json.dumps(body).encode(), "application/json")
+            reports = provider(cls, table, 200, b"").parse_callback(CallbackRequest.of(json.dumps(body).encode()))
         except InvalidCallback:
             continue
         assert all(isinstance(obs, Observation) for _, obs in reports)
@@ -177,7 +178,7 @@ query = st.dictionaries(st.sampled_from(["provider", "status", "limit", "after",
 
 @pytest.fixture(scope="module")
 def api_client(tmp_path_factory, fake_host_module):
-    from exporter.engine import Exporter
+    from viber_exporter.engine import Exporter
 
     from .conftest import config_text
 

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
-from exporter.engine import Registration
-from exporter.model import Status
-from exporter.state import Cost, Latency, SmsFallback, Transition, WatchExpired
+from viber_exporter.engine import Registration
+from viber_exporter.model import Status
+from viber_exporter.state import Cost, Latency, SmsFallback, Transition, WatchExpired
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "grafana"

@@ -6,11 +6,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.config import MetricsSettings
-from exporter.engine import Registration
-from exporter.metrics import MAX_REASONS, Metrics
-from exporter.model import Outcome, Status
-from exporter.state import Cost, Transition
+from viber_exporter.engine import Registration
+from viber_exporter.metrics import MAX_REASONS, Metrics
+from viber_exporter.model import Outcome, Status
+from viber_exporter.settings import MetricsSettings
+from viber_exporter.state import Cost, Transition
 
 from .conftest import sample, wait_for
 
@@ -116,7 +116,7 @@ def test_country_label_is_optional_and_bounded():
 
 
 def test_reason_labels_survive_a_restart(make_config, run_exporter):
-    from exporter.state import Counted
+    from viber_exporter.state import Counted
 
     first = run_exporter(make_config())
     first.register([Registration("fake", f"m{i}") for i in range(55)])

@@ -9,14 +9,14 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry
 
-from exporter.config import parse_config
-from exporter.engine import Exporter, Registration
-from exporter.http import ProviderHttp
-from exporter.model import FetchError, Outcome, Status
-from exporter.pluginhost import PluginHost
-from exporter.server import BackgroundServer
-from exporter.testing.mock import BSG_API_KEY, Faults, MockProviders, exporter_config
-from exporter.testing.simulation import Mix
+from viber_exporter.config import parse_config
+from viber_exporter.engine import Exporter, Registration
+from viber_exporter.http import ProviderHttp
+from viber_exporter.model import FetchError, Outcome, Status
+from viber_exporter.pluginhost import PluginHost
+from viber_exporter.server import BackgroundServer
+from viber_exporter.testing.mock import BSG_API_KEY, Faults, MockProviders, exporter_config
+from viber_exporter.testing.simulation import Mix
 
 from .conftest import sample, wait_for
 

@@ -15,13 +15,13 @@ import pytest
 import requests
 import trustme
 
-from exporter.clock import ManualClock
-from exporter.config import parse_config
-from exporter.engine import Registration
-from exporter.errorlog import ErrorLog
-from exporter.errors import ConfigError
-from exporter.reload import Reloader
-from exporter.server import HttpServer
+from viber_exporter.clock import ManualClock
+from viber_exporter.config import parse_config
+from viber_exporter.engine import Registration
+from viber_exporter.errorlog import ErrorLog
+from viber_exporter.errors import ConfigError
+from viber_exporter.reload import Reloader
+from viber_exporter.server import HttpServer
 
 from .conftest import config_text, sample, toml_table, wait_for
 from .test_cli import free_port
@@ -38,7 +38,7 @@ def reloadable(tmp_path, fake_server, fake_host, run_exporter):
     server_url = fake_server[0].url_for("").rstrip("/")
     path = tmp_path / "config.toml"
     path.write_text(config_text(tmp_path / "state.db", server_url))
-    from exporter.config import load_config
+    from viber_exporter.config import load_config
 
     exporter = run_exporter(load_config(path, fake_host.provider_types(), {}))
     reloader = Reloader(exporter, fake_host, path)
@@ -97,11 +97,53 @@ def test_reload_endpoint_changing_a_provider_and_keeping_an_unchanged_one(reload
     assert exporter.instances["fake2"].config.concurrency == 2
 
 
+def test_reload_keeps_an_unchanged_instance_s_poller_pacing_and_error_log(reloadable):
+    exporter, url, path, server_url = reloadable
+    poller = exporter.poller.pollers["fake"]
+    poller.limiter.slow_down()  # as after a 429: the adapted pace must survive a reload
+    pace = poller.limiter.rate
+    path.write_text(path.read_text() + second_provider(server_url))
+    answer = requests.post(f"{url}/-/reload", timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert exporter.poller.pollers["fake"] is poller and poller.limiter.rate == pace
+    assert poller.error_log is exporter.poller.pollers["fake"].error_log
+    assert set(exporter.poller.pollers) == {"fake", "fake2"}
+
+
+def test_a_plugin_failing_to_build_its_instance_changes_nothing(reloadable, fake_server, caplog):
+    """Reload builds everything first: a constructor that raises leaves polling as it was."""
+    exporter, url, path, server_url = reloadable
+    _, api = fake_server
+    instances, config, pollers = dict(exporter.instances), exporter.config, dict(exporter.poller.pollers)
+    broken = second_provider(server_url).replace("[providers.fake2]", "[providers.fake2]\nexplode_in_constructor = true")
+    path.write_text(path.read_text() + broken)
+    with caplog.at_level(logging.ERROR):
+        answer = requests.post(f"{url}/-/reload", timeout=10)
+    assert answer.status_code == 400, answer.text
+    assert [d["key"] for d in answer.json()["details"]] == ["providers.fake2"]
+    assert "explode" in answer.json()["details"][0]["error"]
+    assert dict(exporter.instances) == instances and exporter.config is config
+    assert dict(exporter.poller.pollers) == pollers and exporter.poller.running
+    assert sample(exporter, "viber_exporter_config_last_reload_successful") == 0
+    api.messages["after"] = {"status": "SEEN"}
+    exporter.register([Registration("fake", "after")])
+    wait_for(lambda: exporter.store.get("fake", "after").status.value == "read")
+
+
+def test_a_reload_that_needs_a_restart_says_so(reloadable):
+    exporter, url, path, _ = reloadable
+    path.write_text(path.read_text().replace('listen = "127.0.0.1:0"', 'listen = "127.0.0.1:1"'))
+    answer = requests.post(f"{url}/-/reload", timeout=10)
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "reloaded", "restart_needed": ["exporter.listen"]}
+    assert exporter.config.exporter.listen == "127.0.0.1:0", "kept until the restart"
+
+
 def test_invalid_reload_changes_nothing_and_reports_every_problem(reloadable, caplog):
     exporter, url, path, _ = reloadable
     instances, config = dict(exporter.instances), exporter.config
     path.write_text(path.read_text().replace('tick = "100ms"', 'tick = "soon"') + '\n[providers.ghost]\nplugin = "nobody"\n')
-    with caplog.at_level(logging.ERROR, logger="exporter.reload"):
+    with caplog.at_level(logging.ERROR, logger="viber_exporter.reload"):
         answer = requests.post(f"{url}/-/reload", timeout=10)
     assert answer.status_code == 400
     keys = {d["key"] for d in answer.json()["details"]}
@@ -116,7 +158,7 @@ def test_invalid_reload_changes_nothing_and_reports_every_problem(reloadable, ca
 def test_reload_endpoint_is_write_authorised(tmp_path, fake_server, fake_host, run_exporter):
     path = tmp_path / "config.toml"
     path.write_text(config_text(tmp_path / "s.db", fake_server[0].url_for("").rstrip("/"), exporter={"api_token": "tok-reload"}))
-    from exporter.config import load_config
+    from viber_exporter.config import load_config
 
     exporter = run_exporter(load_config(path, fake_host.provider_types(), {}))
     http = HttpServer(exporter, "127.0.0.1", 0, Reloader(exporter, fake_host, path))
@@ -267,7 +309,7 @@ def test_basic_auth_users_must_be_hashes(fake_host):
 def test_error_log_is_rate_limited_with_a_count(caplog):
     clock = ManualClock()
     errors = ErrorLog("bsg", interval=60, clock=clock)
-    with caplog.at_level(logging.WARNING, logger="exporter.poller"):
+    with caplog.at_level(logging.WARNING, logger="viber_exporter.poller"):
         for second in range(30):
             clock.advance_to(float(second))
             errors.error("server_error", f"HTTP 500 #{second}")
@@ -284,7 +326,7 @@ def test_error_log_is_rate_limited_with_a_count(caplog):
 def test_an_outage_does_not_flood_the_log(fake_server, make_config, run_exporter, caplog):
     _, api = fake_server
     api.outage = (500, "{}", {})
-    with caplog.at_level(logging.WARNING, logger="exporter.poller"):
+    with caplog.at_level(logging.WARNING, logger="viber_exporter.poller"):
         exporter = run_exporter(make_config(provider={"concurrency": 4}))
         exporter.register([Registration("fake", f"o{i}") for i in range(20)])
         wait_for(lambda: sample(exporter, "viber_provider_requests_total", provider="fake", outcome="server_error") >= 3, timeout=15)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from exporter.pluginhost import PluginHost
-from exporter.testing.simulation import Mix
-from exporter.testing.virtualtime import VirtualRun
+from viber_exporter.pluginhost import PluginHost
+from viber_exporter.testing.simulation import Mix
+from viber_exporter.testing.virtualtime import VirtualRun
 
 
 def test_a_backlog_drains_first_due_first_served(builtin_host: PluginHost, tmp_path: Path):

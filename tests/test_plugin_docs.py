@@ -9,13 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from exporter import hookspecs
-from exporter.provider import Provider
+from viber_exporter import hookspecs
+from viber_exporter.provider import Provider
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = (ROOT / "docs" / "plugins.md").read_text()
 HEADINGS = {m.group(1) for m in re.finditer(r"^#{2,3} `(.+)`$", DOCS, re.MULTILINE)}
-PROVIDER_API = ("parse_settings", "check_id", "fetch", "fetch_many", "parse_callback", "close")
+PROVIDER_API = ("parse_settings", "check_id", "check_fields", "start", "verify", "metrics", "close", "fetch",
+                "fetch_message", "fetch_many", "drain", "authenticate_callback", "parse_callback")
 
 
 def signature(function: Callable[..., Any], prefix: str = "") -> str:
@@ -42,6 +43,12 @@ def test_every_documented_hook_exists():
     names = {f.__name__ for f in hooks()}
     documented = {h.split("(")[0] for h in HEADINGS if not h.startswith("Provider.")}
     assert documented <= names, documented - names
+
+
+def test_every_public_provider_method_is_listed():
+    public = {name for name, value in vars(Provider).items() if callable(value) or isinstance(value, classmethod)}
+    public = {name for name in public if not name.startswith("_") and name != "signs_callbacks"}
+    assert public == set(PROVIDER_API)
 
 
 def test_every_provider_method_is_documented_with_its_exact_signature():

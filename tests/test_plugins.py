@@ -6,13 +6,12 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pluggy
 import pytest
 
-from exporter import hookimpl
-from exporter.config import parse_config
-from exporter.errors import ConfigError, PluginError
-from exporter.pluginhost import PluginHost
+from viber_exporter import hookimpl
+from viber_exporter.config import parse_config
+from viber_exporter.errors import ConfigError, PluginError
+from viber_exporter.pluginhost import PluginHost
 
 from .fakeprovider import FakePlugin, FakeProvider
 
@@ -21,7 +20,7 @@ from .fakeprovider import FakePlugin, FakeProvider
 def installed_plugin(tmp_path: Path, monkeypatch):
     """A real installed distribution with a `viber_exporter` entry point, found by importlib.metadata."""
     (tmp_path / "acme_viber.py").write_text(textwrap.dedent('''
-        from exporter import hookimpl, Provider, Observation, Status
+        from viber_exporter import hookimpl, Provider, Observation, Status
 
         class AcmeProvider(Provider):
             plugin_name = "acme"
@@ -89,7 +88,7 @@ def test_builtin_plugins_go_through_the_same_registration(monkeypatch):
         return original(self, plugin, name, **kwargs)
 
     monkeypatch.setattr(PluginHost, "register", spy)
-    monkeypatch.setattr("exporter.pluginhost.DEFAULT_PLUGINS", ("tests.fakeprovider_module",))
+    monkeypatch.setattr("viber_exporter.pluginhost.DEFAULT_PLUGINS", ("tests.fakeprovider_module",))
     PluginHost().load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})
     assert calls == [("tests.fakeprovider_module", True)]
 
@@ -113,16 +112,33 @@ def test_a_config_naming_an_unregistered_plugin_is_a_config_error(fake_host):
         parse_config('[providers.x]\nplugin = "ghost"\n', fake_host.provider_types(), {})
 
 
-def test_misspelled_hook_is_caught_by_check_pending():
+def test_a_plugin_with_a_hook_we_do_not_know_is_disabled_and_the_rest_starts(caplog):
+    class FromTheFuture:
+        @hookimpl
+        def register_providers(self, register):
+            register(FakeProvider)
+
+        @hookimpl
+        def message_delivered_v2(self, message):  # a hook of a newer plugin API
+            pass
+
     class Typo:
         @hookimpl
         def register_provider(self, register):  # missing "s"
             pass
 
     host = PluginHost()
+    host.register(FromTheFuture(), "future", package="future-plugin", version="9", builtin=False)
     host.register(Typo(), "typo", package="t", version="1", builtin=False)
-    with pytest.raises(pluggy.PluginValidationError):
-        host.pm.check_pending()
+    host.register(FakePlugin(), "fake-plugin", package="tests", version="0", builtin=False)
+    host.pm.check_pending()  # nothing left that could take the exporter down
+    assert set(host.provider_types()) == {"fake"} and host.provider_types()["fake"].plugin == "fake-plugin"
+    failures = host.failures()
+    assert "message_delivered_v2" in failures["future"] and "disabled" in failures["future"]
+    assert "register_provider" in failures["typo"]
+    listing = {info.name: info for info in host.describe(include_builtin=False)}
+    assert listing["future"].error == failures["future"] and listing["future"].providers == ()
+    assert any("message_delivered_v2" in r.getMessage() for r in caplog.records)
 
 
 def test_hook_register_providers(fake_host):
@@ -130,32 +146,105 @@ def test_hook_register_providers(fake_host):
     assert types["fake"].cls is FakeProvider and types["fake"].plugin == "fake-plugin"
 
 
-def test_hook_message_status_changed(fake_server, make_config, run_exporter, fake_host):
-    from exporter.engine import Registration
+def test_hook_message_status_changed(fake_server, make_config, run_exporter, fake_host, caplog):
+    """Called through pluggy (wrappers run, in pluggy's order), off the polling thread,
+    with what an extension needs; a failing or slow implementation never stalls polling."""
+    import threading
 
-    from .conftest import wait_for
+    from viber_exporter.engine import Registration
 
-    seen = []
+    from .conftest import sample, wait_for
+
+    seen, order, wrapped = [], [], []
+    release = threading.Event()
 
     class Listener:
         @hookimpl
-        def message_status_changed(self, provider, message_id, old_status, new_status, reason):
-            seen.append((provider, message_id, old_status, new_status, reason))
+        def message_status_changed(self, provider, message_id, old_status, new_status, reason,
+                                   provider_status, price, currency, latency_seconds, country, at):
+            order.append("listener")
+            seen.append((provider, message_id, old_status, new_status, reason, provider_status,
+                         price, currency, country, latency_seconds is None, at > 0))
+
+    class Narrow:  # takes only what it needs
+        @hookimpl
+        def message_status_changed(self, message_id, new_status):
+            order.append("narrow")
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def message_status_changed(self, message_id):
+            wrapped.append(message_id)
+            return (yield)
+
+    class Slow:
+        @hookimpl(tryfirst=True)
+        def message_status_changed(self, message_id):
+            release.wait(10)
+
+    for plugin, name in ((Listener(), "listener"), (Narrow(), "narrow"), (Wrapper(), "wrapper"), (Slow(), "slow")):
+        fake_host.register(plugin, name, package="t", version="1", builtin=False)
+    _, api = fake_server
+    api.messages["h1"] = {"status": "FAILED", "reason": "opted_out", "price": 0.02, "country": "GR"}
+    api.messages["h2"] = {"status": "QUEUED"}
+    exporter = run_exporter(make_config())
+    exporter.register([Registration("fake", "h1"), Registration("fake", "h2")])
+    # The slow plugin holds the hook thread; polling goes on regardless.
+    wait_for(lambda: sample(exporter, "viber_message_status_transitions_total", provider="fake", status="failed") == 1)
+    wait_for(lambda: exporter.store.get("fake", "h2").polls >= 3)
+    assert seen == []
+    release.set()
+    assert exporter.status_hook.flush()
+    assert seen == [("fake", "h1", "pending", "failed", "opted_out", "FAILED", 0.02, "EUR", "GR", True, True)]
+    assert order == ["narrow", "listener"], "pluggy's order: last registered first"
+    assert wrapped == ["h1"], "hook wrappers run"
+
+
+def test_a_failing_status_hook_is_logged_and_polling_goes_on(fake_server, make_config, run_exporter, fake_host, caplog):
+    from viber_exporter.engine import Registration
+
+    from .conftest import wait_for
 
     class Broken:
         @hookimpl
-        def message_status_changed(self, provider, message_id, old_status, new_status, reason):
+        def message_status_changed(self, message_id):
             raise RuntimeError("listener bug")
 
-    fake_host.register(Listener(), "listener", package="t", version="1", builtin=False)
     fake_host.register(Broken(), "broken", package="t", version="1", builtin=False)
     _, api = fake_server
-    api.messages["h1"] = {"status": "FAILED", "reason": "opted_out"}
+    api.messages["b1"] = {"status": "SEEN"}
     exporter = run_exporter(make_config())
-    exporter.register([Registration("fake", "h1")])
-    wait_for(lambda: seen)
-    assert seen == [("fake", "h1", "pending", "failed", "opted_out")]
-    assert exporter.poller.running, "a failing hook does not break polling"
+    exporter.register([Registration("fake", "b1")])
+    wait_for(lambda: exporter.store.get("fake", "b1").status.value == "read")
+    assert exporter.status_hook.flush()
+    assert any("message_status_changed" in r.getMessage() for r in caplog.records)
+    assert exporter.poller.running
+
+
+def test_a_full_status_hook_queue_drops_and_counts():
+    import threading
+
+    from viber_exporter.model import Status
+    from viber_exporter.pluginhost import StatusHook
+    from viber_exporter.state import StatusChanged
+
+    release, dropped = threading.Event(), []
+
+    class Stuck:
+        @hookimpl
+        def message_status_changed(self, message_id):
+            release.wait(10)
+
+    host = PluginHost()
+    host.register(Stuck(), "stuck", package="t", version="1", builtin=False)
+    hook = StatusHook(host.pm, lambda: dropped.append(1), size=2)
+    event = StatusChanged("p", "m", Status.PENDING, Status.DELIVERED, None)
+    for _ in range(10):
+        hook.submit(event)
+    assert 7 <= len(dropped) <= 8, "one in the worker's hands, two queued, the rest dropped"
+    release.set()
+    assert hook.flush()
+    hook.stop()
 
 
 def test_tracing_logs_hook_calls(caplog):
@@ -164,7 +253,7 @@ def test_tracing_logs_hook_calls(caplog):
     host = PluginHost()
     host.register(FakePlugin(), "fake-plugin", package="t", version="1", builtin=False)
     host.enable_tracing()
-    with caplog.at_level(logging.DEBUG, logger="exporter.plugins.trace"):
+    with caplog.at_level(logging.DEBUG, logger="viber_exporter.plugins.trace"):
         host.provider_types()
     assert any("register_providers" in r.getMessage() for r in caplog.records)
 
@@ -173,7 +262,7 @@ def test_trace_plugins_environment_variable_enables_tracing(caplog):
     import logging
 
     host = PluginHost()
-    with caplog.at_level(logging.DEBUG, logger="exporter.plugins.trace"):
+    with caplog.at_level(logging.DEBUG, logger="viber_exporter.plugins.trace"):
         host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": "", "VIBER_EXPORTER_TRACE_PLUGINS": "1"})
         host.provider_types()
     assert any("register_providers" in r.getMessage() for r in caplog.records)

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from exporter.engine import Registration
-from exporter.model import Status
+from viber_exporter.engine import Registration
+from viber_exporter.model import Status
 
 from .conftest import sample, wait_for
 
@@ -219,7 +219,7 @@ def test_timeouts_and_refused_connections_are_outcomes(fake_server, make_config,
 
 
 def test_rate_limiter_halves_on_429_and_creeps_back():
-    from exporter.ratelimit import MIN_RATE, RateLimiter
+    from viber_exporter.ratelimit import MIN_RATE, RateLimiter
 
     limiter = RateLimiter(100.0)
     limiter.slow_down()

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from .typecheck import run_mypy
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,5 +27,5 @@ def test_ruff_lint_and_format():
 
 
 def test_mypy_strict():
-    result = run(sys.executable, "-m", "mypy")
+    result = run_mypy()
     assert result.returncode == 0, result.stdout + result.stderr

@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from exporter import api as api_module
-from exporter import web as web_module
-from exporter.cli import main
-from exporter.config import parse_config
-from exporter.engine import Exporter, Registration
-from exporter.pluginhost import PluginHost
-from exporter.server import BackgroundServer, HttpServer
-from exporter.testing.mock import Faults, MockProviders, exporter_config
-from exporter.testing.simulation import Mix
-from exporter.web import openapi_document
+from viber_exporter import provider as provider_module
+from viber_exporter import web as web_module
+from viber_exporter.cli import main
+from viber_exporter.config import parse_config
+from viber_exporter.engine import Exporter, Registration
+from viber_exporter.pluginhost import PluginHost
+from viber_exporter.server import BackgroundServer, HttpServer
+from viber_exporter.testing.mock import Faults, MockProviders, exporter_config
+from viber_exporter.testing.simulation import Mix
+from viber_exporter.web import openapi_document
 
 from .conftest import SENTINEL, sample, wait_for
 
@@ -238,7 +238,7 @@ def test_tokens_are_compared_in_constant_time(make_config, serve, monkeypatch):
         return real(a, b)
 
     monkeypatch.setattr(web_module.hmac, "compare_digest", spy)
-    monkeypatch.setattr(api_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr(provider_module.hmac, "compare_digest", spy)
     _, url = serve(make_config(exporter={"api_token": "tok-ct"}, provider={"callback_token": "cb-ct"}))
     requests.post(f"{url}/api/v1/messages", json={"messages": [{"provider": "fake", "id": "a"}]},
                   headers={"Authorization": "Bearer nope"}, timeout=5)

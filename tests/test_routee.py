@@ -15,14 +15,15 @@ from prometheus_client import CollectorRegistry
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from exporter.config import parse_config
-from exporter.engine import Exporter, Registration
-from exporter.errors import ConfigError
-from exporter.http import ProviderHttp
-from exporter.model import FetchError, Outcome, Status
-from exporter.pluginhost import PluginHost
-from exporter.provider import InvalidCallback
-from plugins.routee import RouteeProvider
+from viber_exporter.callbacks import CallbackRequest
+from viber_exporter.config import parse_config
+from viber_exporter.engine import Exporter, Registration
+from viber_exporter.errors import ConfigError
+from viber_exporter.http import ProviderHttp
+from viber_exporter.model import FetchError, Outcome, Status
+from viber_exporter.pluginhost import PluginHost
+from viber_exporter.plugins.routee import RouteeProvider
+from viber_exporter.provider import InvalidCallback
 
 from .conftest import sample, toml_table, wait_for
 from .fake_routee import APP_ID, APP_SECRET, FakeRoutee, error, tracking
@@ -255,17 +256,17 @@ def test_callback_parsing(provider):
         "body": {"text": "hi"}, "ttl": 0, "applicationName": "default", "price": 0.035,
         "direction": "Outbound", "originatingService": "Viber", "createdAt": "2019-07-05T10:28:44.566Z",
     }
-    [(tracking_id, obs)] = provider.parse_callback(json.dumps(body).encode(), "application/json")
+    [(tracking_id, obs)] = provider.parse_callback(CallbackRequest.of(json.dumps(body).encode()))
     assert tracking_id == TRACKING
     assert obs.status is Status.DELIVERED and obs.price == 0.035 and obs.currency == "EUR"
     assert obs.sent_at.timestamp() == pytest.approx(1562322524.566)
     assert obs.delivered_at.timestamp() == pytest.approx(1562322524.996)
     failed = body | {"status": {"name": "Undelivered", "reason": {"detailedStatus": "Opted Out"}, "updatedDate": "2019-07-05T10:29:00Z"}}
-    [(_, obs)] = provider.parse_callback(json.dumps([failed]).encode(), "application/json")
+    [(_, obs)] = provider.parse_callback(CallbackRequest.of(json.dumps([failed]).encode()))
     assert (obs.status, obs.reason) == (Status.FAILED, "opted_out")
     for bad in (b"{", b"[1]", json.dumps({"status": {"name": "SEEN"}}).encode(), json.dumps(body | {"status": {}}).encode()):
         with pytest.raises(InvalidCallback):
-            provider.parse_callback(bad, "application/json")
+            provider.parse_callback(CallbackRequest.of(bad))
 
 
 def run_exporter(host: PluginHost, text: str) -> Exporter:

@@ -9,11 +9,11 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from exporter.config import parse_config
-from exporter.engine import Registration
-from exporter.errors import ConfigError
-from exporter.logs import setup_logging
-from exporter.secrets import Secret, redact
+from viber_exporter.config import parse_config
+from viber_exporter.engine import Registration
+from viber_exporter.errors import ConfigError
+from viber_exporter.logs import setup_logging
+from viber_exporter.secrets import Secret, redact
 
 from .conftest import SENTINEL, sample, wait_for
 
@@ -59,11 +59,11 @@ def test_json_logs_are_redacted_too():
     try:
         setup_logging("info", "json", stream)
         Secret(SENTINEL)
-        logging.getLogger("exporter.test").info("token is %s", SENTINEL)
+        logging.getLogger("viber_exporter.test").info("token is %s", SENTINEL)
         try:
             raise ValueError(SENTINEL)
         except ValueError:
-            logging.getLogger("exporter.test").exception("failed")
+            logging.getLogger("viber_exporter.test").exception("failed")
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import parse_config
-from exporter.errors import ConfigError
-from exporter.pluginhost import PluginHost
+from viber_exporter.config import parse_config
+from viber_exporter.errors import ConfigError
+from viber_exporter.pluginhost import PluginHost
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {"ROUTEE_APPLICATION_ID": "id", "ROUTEE_APPLICATION_SECRET": "secret", "BSG_API_KEY": "live_key"}

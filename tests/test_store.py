@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from exporter.errors import StoreError, WatchedSetFull
-from exporter.model import Status
-from exporter.state import MessageState, SentSource
-from exporter.store import Store
+from viber_exporter.errors import StoreError, WatchedSetFull
+from viber_exporter.model import Status
+from viber_exporter.state import MessageState, SentSource
+from viber_exporter.store import Store
 
 
 @pytest.fixture
@@ -108,12 +108,12 @@ def test_a_failed_update_rolls_back_the_whole_batch(store: Store):
 
 def test_list_pages_with_a_cursor_and_filters(store: Store):
     store.register({"p": ([(f"m{i}", None) for i in range(5)], 1.0), "q": ([("x", None)], 1.0)}, now=0.0, max_watched=10)
-    first = store.list(limit=3)
+    first = store.page(limit=3)
     assert [(s.provider, s.id) for s in first] == [("p", "m0"), ("p", "m1"), ("p", "m2")]
-    rest = store.list(after=("p", "m2"), limit=10)
+    rest = store.page(after=("p", "m2"), limit=10)
     assert [(s.provider, s.id) for s in rest] == [("p", "m3"), ("p", "m4"), ("q", "x")]
-    assert [s.id for s in store.list(provider="q")] == ["x"]
-    assert store.list(status=Status.READ) == []
+    assert [s.id for s in store.page(provider="q")] == ["x"]
+    assert store.page(status=Status.READ) == []
 
 
 def test_newer_schema_is_refused(tmp_path: Path):

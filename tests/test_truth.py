@@ -18,10 +18,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from exporter.pluginhost import PluginHost
-from exporter.testing.mock import Faults
-from exporter.testing.simulation import Mix, Plan
-from exporter.testing.virtualtime import VirtualRun
+from viber_exporter.pluginhost import PluginHost
+from viber_exporter.testing.mock import Faults
+from viber_exporter.testing.simulation import Mix, Plan
+from viber_exporter.testing.virtualtime import VirtualRun
 
 READ_WINDOW, MAX_AGE, TICK = 60.0, 120.0, 5.0
 POLLING = {"tick": "5s", "schedule": ["5s", "10s", "30s"], "read_window": "60s", "max_age": "120s",

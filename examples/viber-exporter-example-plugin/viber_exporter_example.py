@@ -7,47 +7,52 @@ answers ``{"id", "state", "failure": {"code"}, "sent_at", "state_changed_at",
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from exporter import ConfigTable, Observation, Provider, Status, hookimpl, snake_case
-from exporter.http import json_body, raise_for_status
-from exporter.parsing import field, invalid, iso_time, price
-from exporter.secrets import Secret
+from viber_exporter import (
+    Observation,
+    Provider,
+    Setting,
+    Status,
+    StatusMap,
+    field,
+    hookimpl,
+    invalid,
+    iso_time,
+    json_body,
+    price,
+    raise_for_status,
+    snake_case,
+)
 
 MESSAGE_ID = re.compile(r"pm_[0-9a-f]{16}")
 
-STATUS_MAP = {
-    "accepted": Status.PENDING,
-    "sending": Status.PENDING,
-    "delivered": Status.DELIVERED,
-    "seen": Status.READ,
-    "failed": Status.FAILED,
-    "expired": Status.EXPIRED,
-}
-
-
-@dataclass(frozen=True)
-class ParrotSettings:
-    token: Secret
-    base_url: str
+# Compared case-insensitively by construction: "SEEN" and "seen" both map to read.
+STATUS_MAP = StatusMap(
+    {
+        "accepted": Status.PENDING,
+        "sending": Status.PENDING,
+        "delivered": Status.DELIVERED,
+        "seen": Status.READ,
+        "failed": Status.FAILED,
+        "expired": Status.EXPIRED,
+    }
+)
 
 
 class ParrotProvider(Provider):
     plugin_name = "parrot"
     status_map = STATUS_MAP
-    settings: ParrotSettings
-
-    @classmethod
-    def parse_settings(cls, table: ConfigTable) -> ParrotSettings:
-        # Read every key through the table: problems are collected with their key
-        # paths, and keys nobody reads are reported as unknown.
-        return ParrotSettings(
-            token=table.secret("token") or Secret(""),
-            base_url=table.url("base_url", "https://api.parrot.example"),
-        )
+    # Declared settings: check-config validates them (every problem with its key path),
+    # `viber-exporter plugins --settings` lists them, and self.settings.token reads them.
+    settings_spec = (
+        Setting("token", "secret", "Parrot API token (or token_file)."),
+        Setting("base_url", "url", "Parrot API base URL.", default="https://api.parrot.example"),
+    )
+    default_rate_limit = 5  # Parrot allows 5 calls per second per account
 
     def check_id(self, message_id: str) -> str | None:
         if not MESSAGE_ID.fullmatch(message_id):
@@ -60,21 +65,31 @@ class ParrotProvider(Provider):
             f"{self.settings.base_url}/v2/messages/{message_id}",
             headers={"Authorization": f"Token {self.settings.token.reveal()}"},
         )
-        raise_for_status(response)  # 404 → not_found, 401/403 → auth_error, 429, 5xx …
+        # A 404 is "no such message" only with Parrot's own error code; any other 404 is
+        # a wrong base_url (client_error). 401/403 → auth_error, 429 → rate_limited, 5xx …
+        raise_for_status(response, not_found=_unknown_message(response.content))
         return parse_message(json_body(response))  # not JSON → invalid_response
+
+
+def _unknown_message(body: bytes) -> bool:
+    try:
+        return bool(json.loads(body).get("error") == "unknown_message")
+    except (ValueError, AttributeError):
+        return False
 
 
 def parse_message(body: Any) -> Observation:
     if not isinstance(body, dict) or not isinstance(body.get("state"), str):
         raise invalid("answer has no state")
     raw = body["state"]
-    status = STATUS_MAP.get(raw.lower(), Status.UNKNOWN)
+    status = STATUS_MAP.map(raw)
     changed = iso_time(body.get("state_changed_at"), "state_changed_at")
     code = field(body, "failure", "code")
+    failed = status.is_failure or status is Status.UNKNOWN
     return Observation(
         status=status,
         provider_status=raw,
-        reason=snake_case(code if isinstance(code, str) else raw) if status.is_failure or status is Status.UNKNOWN else None,
+        reason=snake_case(code if isinstance(code, str) else raw) if failed else None,
         sent_at=iso_time(body.get("sent_at"), "sent_at"),
         delivered_at=changed if status is Status.DELIVERED else None,
         read_at=changed if status is Status.READ else None,
@@ -86,4 +101,3 @@ def parse_message(body: Any) -> Observation:
 @hookimpl
 def register_providers(register: Callable[[type[Provider]], None]) -> None:
     register(ParrotProvider)
-

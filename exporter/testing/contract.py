@@ -4,7 +4,7 @@ Subclass :class:`ProviderContract` in a test module (name it ``Test…``), set
 ``provider_class``, and implement three small methods that tell the kit how to talk
 to your fake API::
 
-    from exporter.testing.contract import ProviderContract
+    from viber_exporter.testing.contract import ProviderContract
 
     class TestAcmeContract(ProviderContract):
         provider_class = AcmeProvider
@@ -21,10 +21,14 @@ to your fake API::
             ...  # kind is one of ERROR_KINDS
 
 The suite then checks: config validation (every problem at once, unknown keys),
-id validation, the status map (every raw status the plugin declares maps as declared,
-an unknown one maps to ``unknown``), outcomes for not-found / 401 / 429 / 5xx /
-timeout / malformed JSON, and invariants of every observation. Needs pytest and
-pytest-httpserver (``httpserver`` fixture).
+id validation, the status map (every raw status the plugin declares maps as declared
+in any letter case, an unknown one maps to ``unknown``), outcomes for not-found / 401 /
+429 / 5xx / timeout / malformed JSON, that no secret of the settings appears in any
+``FetchError``, and invariants of every observation. Optional parts run when you
+implement their method: ``callback_request`` (pushed reports: parsed, and refused
+without credentials), ``respond_batch`` (``fetch_many``), ``respond_feed``
+(``drain``: each report handed out once). A push-only plugin (``polls = False``) skips
+the lookup tests. Needs the ``testing`` extra (pytest, pytest-httpserver).
 """
 
 from __future__ import annotations
@@ -37,10 +41,12 @@ from typing import Any, ClassVar
 import pytest
 from pytest_httpserver import HTTPServer
 
+from ..callbacks import CallbackReply, CallbackRequest
 from ..configtable import ConfigTable, Problems
 from ..http import ProviderHttp
-from ..model import FetchError, Observation, Outcome, Status
+from ..model import FetchError, Observation, Outcome, Report, Status
 from ..provider import Provider
+from ..secrets import Secret
 
 #: The error answers :meth:`ProviderContract.respond_error` must be able to serve,
 #: with the outcome the plugin must turn each into.
@@ -110,6 +116,30 @@ class ProviderContract:
         (a key of :data:`ERROR_KINDS`)."""
         raise NotImplementedError
 
+    # -- optional: implement to have the kit check these too ----------------------------
+    #: The instance's ``callback_token`` the kit passes to ``authenticate_callback``.
+    callback_token: ClassVar[str | None] = "callback-token-for-the-contract"  # noqa: S105
+
+    def callback_request(self, message_id: str, raw_status: str) -> CallbackRequest:
+        """A pushed report of ``raw_status`` for ``message_id``, as the provider sends it
+        (with its credentials: ``?token=`` or a signature)."""
+        raise NotImplementedError
+
+    def unauthenticated_callback(self, message_id: str, raw_status: str) -> CallbackRequest:
+        """The same report without valid credentials; the default drops the query."""
+        request = self.callback_request(message_id, raw_status)
+        return CallbackRequest(request.method, request.path, request.headers, {}, request.body)
+
+    def respond_batch(self, httpserver: HTTPServer, statuses: Mapping[str, str]) -> None:
+        """Make ``httpserver`` answer one batch lookup (``fetch_many``) with these raw
+        statuses by id; ids not in ``statuses`` are absent from the answer."""
+        raise NotImplementedError
+
+    def respond_feed(self, httpserver: HTTPServer, statuses: Mapping[str, str]) -> None:
+        """Make ``httpserver`` hand out these reports (raw status by id) once, as the
+        provider's feed does: the next call gets none."""
+        raise NotImplementedError
+
     # -- helpers -----------------------------------------------------------------------
     def parse(self, table: Mapping[str, Any]) -> tuple[Any, list[tuple[str, str]]]:
         problems = Problems()
@@ -126,6 +156,22 @@ class ProviderContract:
     def message_id(self) -> str:
         assert self.valid_ids, "set valid_ids to at least one id your plugin accepts"
         return self.valid_ids[0]
+
+    def secrets(self) -> list[str]:
+        """Every secret value of the settings (to check none leaks)."""
+        settings, _ = self.parse(self.settings("http://127.0.0.1:9"))
+        values = settings.values() if isinstance(settings, Mapping) else vars(settings).values()
+        return [v.reveal() for v in values if isinstance(v, Secret) and v.reveal()]
+
+    def require_lookups(self) -> None:
+        if not self.provider_class.polls:
+            pytest.skip("push-only provider: no lookups")
+
+    def _optional(self, method: str, *args: Any) -> Any:
+        try:
+            return getattr(self, method)(*args)
+        except NotImplementedError:
+            pytest.skip(f"{method} not implemented by this contract")
 
     # -- the contract ------------------------------------------------------------------
     def test_contract_declares_a_plugin_name(self) -> None:
@@ -158,7 +204,7 @@ class ProviderContract:
             problem = provider.check_id(bad)
             assert isinstance(problem, str) and problem, f"{bad!r} must be rejected with a message"
 
-    def test_contract_status_map_is_complete(self, httpserver: HTTPServer) -> None:
+    def test_contract_status_map_is_complete(self) -> None:
         status_map = self.provider_class.status_map
         assert status_map, "declare status_map: every raw status the plugin knows"
         reached = set(status_map.values())
@@ -166,36 +212,101 @@ class ProviderContract:
             Status.DELIVERED,
             Status.READ,
         }
+
+    def test_contract_lookups_map_every_status_in_any_case(self, httpserver: HTTPServer) -> None:
+        self.require_lookups()
         provider = self.provider(httpserver.url_for("").rstrip("/"))
-        for raw, expected in status_map.items():
-            httpserver.clear()
-            self.respond_status(httpserver, self.message_id(), raw)
-            observation = provider.fetch(self.message_id())
-            assert observation.status is expected, raw
-            self.check_invariants(observation)
+        for raw, expected in self.provider_class.status_map.items():
+            for spelling in dict.fromkeys((raw, raw.upper(), raw.lower(), raw.title())):
+                httpserver.clear()
+                self.respond_status(httpserver, self.message_id(), spelling)
+                observation = provider.fetch(self.message_id())
+                assert observation.status is expected, f"{spelling!r} must map to {expected.value}"
+                self.check_invariants(observation)
         httpserver.clear()
         self.respond_status(httpserver, self.message_id(), UNKNOWN_RAW_STATUS)
         assert provider.fetch(self.message_id()).status is Status.UNKNOWN
 
     @pytest.mark.parametrize("kind", sorted(ERROR_KINDS))
     def test_contract_error_outcomes(self, httpserver: HTTPServer, kind: str) -> None:
+        self.require_lookups()
         provider = self.provider(httpserver.url_for("").rstrip("/"))
         self.respond_error(httpserver, self.message_id(), kind)
         with pytest.raises(FetchError) as info:
             provider.fetch(self.message_id())
         assert info.value.outcome is ERROR_KINDS[kind], kind
+        self.check_no_secret(info.value)
 
     def test_contract_timeout(self, silent_server: str) -> None:
+        self.require_lookups()
         provider = self.provider(silent_server)
         with pytest.raises(FetchError) as info:
             provider.fetch(self.message_id())
         assert info.value.outcome is Outcome.TIMEOUT
+        self.check_no_secret(info.value)
 
     def test_contract_unreachable(self) -> None:
+        self.require_lookups()
         provider = self.provider("http://127.0.0.1:9")
         with pytest.raises(FetchError) as info:
             provider.fetch(self.message_id())
         assert info.value.outcome in (Outcome.CONNECTION_ERROR, Outcome.AUTH_ERROR)
+        self.check_no_secret(info.value)
+
+    def test_contract_callbacks(self) -> None:
+        provider = self.provider("http://127.0.0.1:9")
+        token = Secret(self.callback_token) if self.callback_token else None
+        for raw, expected in self.provider_class.status_map.items():
+            request = self._optional("callback_request", self.message_id(), raw)
+            assert provider.authenticate_callback(request, token), "its own report is authentic"
+            answer = provider.parse_callback(request)
+            reports = answer.reports if isinstance(answer, CallbackReply) else answer
+            assert [Report(*r).message_id for r in reports] == [self.message_id()], raw
+            observation = Report(*reports[0]).observation
+            assert observation.status is expected, raw
+            self.check_invariants(observation)
+        forged = self.unauthenticated_callback(
+            self.message_id(), next(iter(self.provider_class.status_map))
+        )
+        assert not provider.authenticate_callback(forged, token), (
+            "a report without credentials is refused"
+        )
+
+    def test_contract_batch_lookup(self, httpserver: HTTPServer) -> None:
+        if self.provider_class.batch_size <= 1:
+            pytest.skip("batch_size is 1: no fetch_many")
+        ids = list(self.valid_ids)
+        assert len(ids) >= 2, "give at least two valid_ids to test batches"
+        raws = list(self.provider_class.status_map)
+        statuses = {message_id: raws[i % len(raws)] for i, message_id in enumerate(ids[:-1])}
+        self._optional("respond_batch", httpserver, statuses)
+        provider = self.provider(httpserver.url_for("").rstrip("/"))
+        answers = provider.fetch_many(ids)
+        for message_id, raw in statuses.items():
+            answer = answers[message_id]
+            assert isinstance(answer, Observation), (message_id, answer)
+            assert answer.status is self.provider_class.status_map[raw]
+        assert ids[-1] not in answers or isinstance(answers[ids[-1]], FetchError)
+
+    def test_contract_feed(self, httpserver: HTTPServer) -> None:
+        if not self.provider_class.drain_interval:
+            pytest.skip("no drain_interval: not a feed")
+        raws = list(self.provider_class.status_map)
+        statuses = {message_id: raws[i % len(raws)] for i, message_id in enumerate(self.valid_ids)}
+        self._optional("respond_feed", httpserver, statuses)
+        provider = self.provider(httpserver.url_for("").rstrip("/"))
+        reports = [Report(*r) for r in provider.drain()]
+        assert {r.message_id: r.observation.status for r in reports} == {
+            message_id: self.provider_class.status_map[raw] for message_id, raw in statuses.items()
+        }
+        for report in reports:
+            self.check_invariants(report.observation)
+        assert list(provider.drain()) == [], "each report is handed out once"
+
+    def check_no_secret(self, error: FetchError) -> None:
+        text = f"{error} {error.message} {error!r}"
+        for secret in self.secrets():
+            assert secret not in text, "a FetchError must never carry a secret"
 
     @staticmethod
     def check_invariants(observation: Observation) -> None:

@@ -364,7 +364,7 @@ def exporter_config(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve the mock providers standalone: ``python -m exporter.testing.mock --port 8000``."""
+    """Serve the mock providers standalone: ``python -m viber_exporter.testing.mock --port 8000``."""
     import argparse
 
     from werkzeug.serving import make_server

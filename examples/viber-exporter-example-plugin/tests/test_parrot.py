@@ -8,8 +8,8 @@ from pytest_httpserver import HTTPServer
 from viber_exporter_example import ParrotProvider
 from werkzeug import Response
 
-from exporter import Status
-from exporter.testing.contract import ProviderContract
+from viber_exporter import Status
+from viber_exporter.testing.contract import ProviderContract
 
 MESSAGE = "pm_0123456789abcdef"
 

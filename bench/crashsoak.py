@@ -30,9 +30,9 @@ from typing import Any
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..server import BackgroundServer
-from .mock import MockProviders, exporter_config
-from .simulation import Mix
+from viber_exporter.server import BackgroundServer
+from viber_exporter.testing.mock import MockProviders, exporter_config
+from viber_exporter.testing.simulation import Mix
 
 # Every message settles within seconds (no never-settling fate), so a run can end.
 FAST = Mix(
@@ -166,7 +166,7 @@ def run_soak(
     (base / "config.toml").write_text(_config(mock_server.url, state, port))
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "VIBER_EXPORTER_LOAD_PLUGINS": ""}
-    command = [sys.executable, "-m", "exporter.cli", "run", "--config", str(base / "config.toml")]
+    command = [sys.executable, "-m", "viber_exporter.cli", "run", "--config", str(base / "config.toml")]
     result = SoakResult(kills=0, registered=0, missing_after_restart=0)
     totals: dict[str, Counter[str]] = {}
     cost: dict[str, float] = {}

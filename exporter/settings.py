@@ -1,0 +1,95 @@
+"""The validated configuration as plain, immutable data (SPEC §5).
+
+Dependency-free on purpose: the accounting rules and the store read these settings
+without pulling in the plugin host, pluggy or requests. ``config.py`` builds them
+from ``config.toml``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from .secrets import Secret
+
+if TYPE_CHECKING:
+    from .pluginhost import ProviderType
+
+DEFAULT_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None  # set: clients must present a certificate it signed
+
+
+@dataclass(frozen=True)
+class ExporterSettings:
+    listen_host: str
+    listen_port: int
+    state_path: Path
+    api_token: Secret | None
+    log_level: str
+    log_format: str
+    tls: TlsSettings | None = None
+    #: user → bcrypt hash; when set, /metrics needs HTTP basic auth
+    basic_auth_users: Mapping[str, Secret] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def listen(self) -> str:
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"{host}:{self.listen_port}"
+
+
+@dataclass(frozen=True)
+class PollingSettings:
+    tick: float
+    schedule: tuple[float, ...]
+    max_age: float
+    read_window: float
+    not_found_grace: float
+    retention: float
+    max_watched: int
+    #: how long after a watch's end (read window or max_age) to keep trying for its
+    #: final answer before giving up without one
+    final_look_grace: float = 3600.0
+
+    def step(self, polls_done: int) -> float:
+        """The wait before the next poll, after ``polls_done`` answered polls."""
+        return self.schedule[min(polls_done, len(self.schedule) - 1)]
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    latency_buckets: tuple[float, ...] = tuple(float(b) for b in DEFAULT_BUCKETS)
+    extra_labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """One ``[providers.<name>]`` table: the common keys plus the plugin's own settings."""
+
+    name: str
+    plugin: str
+    type: ProviderType
+    enabled: bool
+    concurrency: int
+    rate_limit: float
+    timeout: float
+    polling: PollingSettings
+    callback_token: Secret | None
+    settings: Any
+
+
+@dataclass(frozen=True)
+class Config:
+    exporter: ExporterSettings
+    polling: PollingSettings
+    metrics: MetricsSettings
+    providers: Mapping[str, ProviderConfig] = field(default_factory=lambda: MappingProxyType({}))
+    path: Path | None = None
