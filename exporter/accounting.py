@@ -257,6 +257,8 @@ def call_failed(
     now: float,
     policy: PollingSettings,
     rng: random.Random,
+    *,
+    provider_wide: bool = False,
 ) -> list[Event]:
     """A call that gave no answer about the message: keep it and retry.
 
@@ -275,7 +277,7 @@ def call_failed(
         return []
     state.errors += 1
     state.last_poll_at = now
-    if outcome not in PROVIDER_FAILURES:
+    if outcome not in PROVIDER_FAILURES and not provider_wide:
         cap = policy.step(state.polls)  # never later than the schedule would have polled
         state.next_poll = now + backoff(state.errors, MESSAGE_RETRY_BASE, cap, rng)
     return []

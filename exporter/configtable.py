@@ -129,7 +129,10 @@ class ConfigTable:
     def secret(self, key: str, *, required: bool = True) -> Secret | None:
         """A secret given inline (usually as ``${VAR}``) or as ``<key>_file``.
 
-        Values never appear in problems; an empty value counts as unset.
+        Whitespace around the value is removed (a variable filled from a file often
+        ends in a newline, which an HTTP header refuses); a value with control
+        characters inside (a newline, a tab) is a problem. Values never appear in problems; an
+        empty value counts as unset.
         """
         file_key = f"{key}_file"
         self._used.update((key, file_key))
@@ -146,7 +149,18 @@ class ConfigTable:
         if not isinstance(inline, str):
             self.problem(key, "must be a string")
             return None
-        return Secret(inline)
+        return self._checked_secret(key, inline.strip(), required)
+
+    def _checked_secret(self, key: str, value: str, required: bool) -> Secret | None:
+        if not value:
+            if required:
+                self.problem(key, "is empty")
+            return None
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            # Say what is wrong, never what the value is.
+            self.problem(key, "contains a control character (a newline, a tab) inside the value")
+            return None
+        return Secret(value)
 
     def _read_secret_file(self, file_key: str, name: object, required: bool) -> Secret | None:
         if not isinstance(name, str) or not name:
@@ -162,7 +176,7 @@ class ConfigTable:
             if required:
                 self.problem(file_key, f"{str(path)!r} is empty")
             return None
-        return Secret(value)
+        return self._checked_secret(file_key, value, required)
 
     def boolean(self, key: str, default: bool | _Missing = MISSING) -> bool:
         value = self.raw(key, default)

@@ -26,12 +26,3 @@ def parse_duration(value: object) -> float:
     raise ValueError(
         f"must be a duration string or a number of seconds, got {type(value).__name__}"
     )
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest exact unit form, for messages and the landing page."""
-    for unit in ("w", "d", "h", "m", "s"):
-        size = _UNITS[unit]
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{round(seconds * 1000)}ms" if seconds < 1 else f"{seconds:g}s"

@@ -156,7 +156,8 @@ class Exporter:
                 instances[name] = existing
                 continue
             try:
-                provider = pc.type.cls(name, pc.settings, ProviderHttp(pc.timeout, pc.concurrency))
+                http = ProviderHttp(pc.timeout, pc.concurrency, self.clock)
+                provider = pc.type.cls(name, pc.settings, http)
             except Exception as e:  # a plugin bug is reported, never half-applied
                 log.exception("plugin %s could not start instance %s", pc.plugin, name)
                 problems.append(

@@ -62,11 +62,15 @@ class ProviderHealth:
             RecentError(self._clock.time(), message_id, outcome.value, message)
         )
 
-    def record(self, outcome: Outcome, retry_after: float | None = None) -> None:
+    def record(
+        self, outcome: Outcome, retry_after: float | None = None, *, provider_wide: bool = False
+    ) -> None:
         with self._lock:
             now = self._clock.monotonic()
             if outcome in (Outcome.OK, Outcome.NOT_FOUND):
                 self.last_success = self._clock.time()
+            if provider_wide and outcome not in PROVIDER_FAILURES | {Outcome.RATE_LIMITED}:
+                outcome = Outcome.SERVER_ERROR  # handled as the provider being unwell
             if outcome in PROVIDER_ANSWERS:
                 self.up = True
                 self._level = 0

@@ -15,6 +15,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
+from .clock import SYSTEM_CLOCK, Clock
 from .model import FetchError, Outcome
 from .version import __version__
 
@@ -56,10 +57,15 @@ def retry_after_seconds(response: requests.Response) -> float | None:
 
 
 class ProviderHttp:
-    """A ``requests`` session sized for the instance's concurrency, with its timeout."""
+    """A ``requests`` session sized for the instance's concurrency, with its timeout.
 
-    def __init__(self, timeout: float, pool_size: int = 8) -> None:
+    ``clock`` is the exporter's clock: use it for anything timed (a token's lifetime),
+    so tests that move the exporter's time move the plugin's too.
+    """
+
+    def __init__(self, timeout: float, pool_size: int = 8, clock: Clock = SYSTEM_CLOCK) -> None:
         self.timeout = timeout
+        self.clock = clock
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(pool_size, 1))
         self.session.mount("http://", adapter)
@@ -88,6 +94,13 @@ class ProviderHttp:
             ) from e
         except requests.RequestException as e:
             raise FetchError(Outcome.CONNECTION_ERROR, describe_transport_error(e, url)) from e
+        except (UnicodeError, ValueError) as e:  # a header http.client refuses to send
+            raise FetchError(
+                Outcome.CLIENT_ERROR,
+                "cannot send the request: a header value is not valid HTTP "
+                "(a secret with characters outside Latin-1?)",
+                provider_wide=True,
+            ) from e
 
     def proxies_for(self, url: str) -> dict[str, str]:
         """The environment's proxies for this URL's host (HTTP(S)_PROXY, NO_PROXY), cached."""

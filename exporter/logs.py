@@ -26,14 +26,16 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message (and exception)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        # Redact each field before encoding: JSON escapes a secret holding a quote or a
+        # backslash, and the escaped text would no longer match the secret.
         entry = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = redact(self.formatException(record.exc_info))
         return redact(json.dumps(entry, ensure_ascii=False))
 
 

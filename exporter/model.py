@@ -67,13 +67,28 @@ class FetchError(Exception):
     :param message: what happened, for logs and the message's ``last_error``.
         Never put a secret in it.
     :param retry_after: seconds the provider asked us to wait (429 Retry-After).
+    :param provider_wide: the failure concerns the whole provider instance, whatever
+        the outcome (e.g. a ``client_error`` that means a wrong ``base_url``).
     """
 
-    def __init__(self, outcome: Outcome, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        outcome: Outcome,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        provider_wide: bool | None = None,
+    ) -> None:
         super().__init__(message)
         self.outcome = outcome
         self.message = message
         self.retry_after = retry_after
+        #: the failure is about the provider or our configuration (a wrong base_url, a
+        #: blocked account), not this message: the whole instance pauses and goes down.
+        #: Defaults to what the outcome says (5xx, timeouts, refused connections, auth).
+        self.provider_wide = (
+            outcome in PROVIDER_FAILURES if provider_wide is None else provider_wide
+        )
 
 
 _NON_WORD = re.compile(r"[^a-z0-9]+")

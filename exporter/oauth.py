@@ -89,14 +89,14 @@ class ClientCredentials:
         client_secret: Secret,
         *,
         scope: str | None = None,
-        clock: Clock = SYSTEM_CLOCK,
+        clock: Clock | None = None,
     ) -> None:
         self.http = http
         self.token_url = token_url
         self.client_id = client_id
         self.client_secret = client_secret
         self.scope = scope
-        self.tokens = TokenCache(self._fetch_token, clock)
+        self.tokens = TokenCache(self._fetch_token, clock or http.clock)
 
     def token(self) -> Secret:
         return self.tokens.get()

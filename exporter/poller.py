@@ -114,17 +114,19 @@ class ProviderPoller:
         started = time.perf_counter()
         try:
             balance = provider.verify()
-            outcome, retry_after, error = Outcome.OK, None, None
+            outcome, retry_after, error, wide = Outcome.OK, None, None, False
         except FetchError as e:
             balance, outcome, retry_after, error = None, e.outcome, e.retry_after, e.message
+            wide = e.provider_wide
         except Exception as e:  # a plugin bug is an unreadable answer, never a dead job
             log.exception("provider %s: verify failed", self.name)
             balance, outcome, retry_after = None, Outcome.INVALID_RESPONSE, None
             error = f"plugin error in verify: {type(e).__name__}"
+            wide = False
         self.metrics.request(self.name, outcome, time.perf_counter() - started)
         health = self.instance.health
         was_up = health.up
-        health.record(outcome, retry_after)
+        health.record(outcome, retry_after, provider_wide=wide)
         if balance is not None:
             self.instance.balance = balance
         if error is not None:
@@ -260,12 +262,13 @@ class ProviderPoller:
         answers, outcome, retry_after, bug = self._fetch(refs)
         self.metrics.request(self.name, outcome, time.perf_counter() - started)
         was_up = health.up
-        health.record(outcome, retry_after)
+        failure = next((a for a in answers.values() if isinstance(a, FetchError)), None)
+        provider_wide = failure is not None and failure.provider_wide and len(answers) == len(refs)
+        health.record(outcome, retry_after, provider_wide=provider_wide)
         if outcome is Outcome.RATE_LIMITED:
             self.limiter.slow_down()
         elif outcome in (Outcome.OK, Outcome.NOT_FOUND):
             self.limiter.speed_up()
-        failure = next((a for a in answers.values() if isinstance(a, FetchError)), None)
         if outcome not in (Outcome.OK, Outcome.NOT_FOUND):
             detail = redact(failure.message) if failure else outcome.value
             self.error_log.error(outcome.value, detail, exc_info=bug)
@@ -297,7 +300,9 @@ class ProviderPoller:
             return PollResult(message_id, Outcome.NOT_FOUND, error="missing from the batch answer")
         if isinstance(answer, Observation):
             return PollResult(message_id, Outcome.OK, answer)
-        return PollResult(message_id, answer.outcome, error=answer.message)
+        return PollResult(
+            message_id, answer.outcome, error=answer.message, provider_wide=answer.provider_wide
+        )
 
     def _log_health_change(self, was_up: bool, is_up: bool, detail: str) -> None:
         if was_up and not is_up:

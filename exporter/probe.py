@@ -32,6 +32,7 @@ class RecordingHttp(ProviderHttp):
 
 
 def _mask(value: Any) -> Any:
+    """Mask token-like fields, and every known secret inside any string."""
     if isinstance(value, dict):
         return {
             k: MASK if any(s in k.lower() for s in SENSITIVE_KEYS) else _mask(v)
@@ -39,6 +40,8 @@ def _mask(value: Any) -> Any:
         }
     if isinstance(value, list):
         return [_mask(v) for v in value]
+    if isinstance(value, str):
+        return redact(value)
     return value
 
 
@@ -73,6 +76,9 @@ def run_probe(config: ProviderConfig, message_id: str) -> tuple[dict[str, Any], 
         ok = True
     except FetchError as e:
         result = {"outcome": e.outcome.value, "error": redact(e.message)}
+        ok = False
+    except Exception as e:  # a plugin bug: its type only (its text may hold a secret)
+        result = {"outcome": "invalid_response", "error": f"plugin error: {type(e).__name__}"}
         ok = False
     finally:
         provider.close()

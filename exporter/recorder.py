@@ -33,6 +33,7 @@ class PollResult:
     outcome: Outcome
     observation: Observation | None = None
     error: str = ""
+    provider_wide: bool = False
 
 
 class Recorder:
@@ -121,7 +122,13 @@ class Recorder:
             else:
                 with self._rng_lock:
                     events = accounting.call_failed(
-                        state, result.outcome, redact(result.error), now, policy, self._rng
+                        state,
+                        result.outcome,
+                        redact(result.error),
+                        now,
+                        policy,
+                        self._rng,
+                        provider_wide=result.provider_wide,
                     )
             return state, events
 

@@ -8,11 +8,14 @@ second line of defence.
 
 from __future__ import annotations
 
+import json
 import threading
+from urllib.parse import quote
 
 _known: set[str] = set()
 _lock = threading.Lock()
 MASK = "********"
+MIN_LENGTH = 4  # very short values would blank out ordinary words in redacted text
 
 
 class Secret:
@@ -22,10 +25,10 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         self._value = value
-        # Very short values would blank out ordinary words in redacted text.
-        if len(value) >= 4:
+        if len(value) >= MIN_LENGTH:
+            forms = _forms(value)
             with _lock:
-                _known.add(value)
+                _known.update(forms)
 
     def reveal(self) -> str:
         return self._value
@@ -48,8 +51,22 @@ class Secret:
         raise TypeError("secrets are not picklable")
 
 
+def _forms(value: str) -> set[str]:
+    """The ways a value can show up in text: as itself, escaped as in ``repr`` or JSON
+    (a newline as ``\\n``, a quote as ``\\"``, non-ASCII as ``\\u…``), and URL-encoded."""
+    forms = {
+        value,
+        repr(value)[1:-1],
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        quote(value, safe=""),
+        value.strip(),
+    }
+    return {form for form in forms if len(form) >= MIN_LENGTH}
+
+
 def redact(text: str) -> str:
-    """Replace every known secret value in ``text`` with a mask."""
+    """Replace every known secret value (in any of its written forms) with a mask."""
     with _lock:
         values = sorted(_known, key=len, reverse=True)
     for value in values:

@@ -14,12 +14,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pytest_httpserver import HTTPServer
 
-from viber_exporter.clock import SYSTEM_CLOCK, Clock
+from viber_exporter.clock import SYSTEM_CLOCK, Clock, ManualClock
 from viber_exporter.config import parse_config
 from viber_exporter.durations import parse_duration
 from viber_exporter.engine import Exporter
 from viber_exporter.pluginhost import PluginHost
 from viber_exporter.settings import Config
+from viber_exporter.testing.virtualtime import tick as virtual_tick
 
 from .fakeprovider import FakeAPI, FakePlugin
 
@@ -129,6 +130,25 @@ def run_exporter(fake_host: PluginHost, clock: Clock) -> Iterator[Callable[..., 
 
     yield start
     for exporter in started:
+        if not exporter.store.closed:
+            exporter.stop(timeout=5)
+
+
+@pytest.fixture
+def virtual_exporter(fake_host: PluginHost, fake_server: tuple[HTTPServer, FakeAPI]) -> Iterator[Callable[..., tuple[Exporter, ManualClock, Callable[[float], None]]]]:
+    """An exporter on a virtual clock that is ticked by the test, not by APScheduler:
+    returns (exporter, clock, tick); the fake API records call times on the same clock."""
+    made: list[Exporter] = []
+
+    def make(config: Config) -> tuple[Exporter, ManualClock, Callable[[float], None]]:
+        clock = ManualClock()
+        fake_server[1].clock = clock.monotonic
+        exporter = Exporter(config, fake_host, registry=CollectorRegistry(), clock=clock)
+        made.append(exporter)
+        return exporter, clock, lambda seconds: virtual_tick(exporter, clock, seconds)
+
+    yield make
+    for exporter in made:
         if not exporter.store.closed:
             exporter.stop(timeout=5)
 

@@ -153,11 +153,13 @@ class FakeAPI:
         self.gates: dict[str, threading.Event] = {}
         self.in_flight = 0
         self.max_in_flight = 0
+        #: what call times are measured on (tests in virtual time set the exporter's clock)
+        self.clock: Callable[[], float] = time.monotonic
         self.keys_seen: set[str] = set()
         self._lock = threading.Lock()
 
     def handle(self, request: Request) -> Response:
-        started = time.monotonic()
+        started = self.clock()
         message_id = request.path.rsplit("/", 1)[-1]
         with self._lock:
             self.in_flight += 1
@@ -181,7 +183,7 @@ class FakeAPI:
         finally:
             with self._lock:
                 self.in_flight -= 1
-                self.calls.append(Call(message_id, started, time.monotonic(), status))
+                self.calls.append(Call(message_id, started, self.clock(), status))
 
     def calls_for(self, message_id: str) -> list[Call]:
         with self._lock:

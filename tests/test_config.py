@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from viber_exporter.config import load_config, parse_config
-from viber_exporter.durations import format_duration, parse_duration
+from viber_exporter.durations import parse_duration
 from viber_exporter.errors import ConfigError
 
 from .conftest import SENTINEL
@@ -171,10 +171,6 @@ def test_durations(text, seconds):
 def test_bad_durations(text):
     with pytest.raises(ValueError, match="duration|negative"):
         parse_duration(text)
-
-
-def test_format_duration():
-    assert [format_duration(s) for s in (0.5, 10, 300, 86400, 90)] == ["500ms", "10s", "5m", "1d", "90s"]
 
 
 def test_listen_forms(fake_host):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
 import requests
 from prometheus_client import CollectorRegistry
 
+from viber_exporter.clock import SYSTEM_CLOCK, ManualClock
 from viber_exporter.config import parse_config
 from viber_exporter.engine import Exporter, Registration
 from viber_exporter.http import ProviderHttp
@@ -37,15 +37,26 @@ def mock() -> Iterator[tuple[MockProviders, str]]:
     server.stop()
 
 
+@pytest.fixture
+def virtual_mock() -> Iterator[tuple[MockProviders, str, ManualClock]]:
+    """The mock on a virtual clock: time moves only when the test moves it."""
+    clock = ManualClock()
+    app = MockProviders(FAST, seed=7, clock=clock.time)
+    server = BackgroundServer(app, "127.0.0.1", 0)
+    server.start()
+    yield app, server.url, clock
+    server.stop()
+
+
 def config_text(url: str, state, **bsg: str) -> str:
     return exporter_config(url, state, polling={"tick": "100ms", "schedule": ["200ms"], "not_found_grace": "5s",
                                                 "read_window": "5s"},
                            routee={"rate_limit": 500}, bsg={"rate_limit": 500, **bsg})
 
 
-def providers(host, url, tmp_path, **extra):
+def providers(host, url, tmp_path, clock=SYSTEM_CLOCK, **extra):
     config = parse_config(config_text(url, tmp_path / "s.db", **extra), host.provider_types(), {})
-    return {name: pc.type.cls(name, pc.settings, ProviderHttp(2.0)) for name, pc in config.providers.items()}
+    return {name: pc.type.cls(name, pc.settings, ProviderHttp(2.0, clock=clock)) for name, pc in config.providers.items()}
 
 
 def create(url: str, provider: str, fate: str | None = None, count: int = 1) -> list[dict[str, str]]:
@@ -53,9 +64,9 @@ def create(url: str, provider: str, fate: str | None = None, count: int = 1) -> 
     return requests.post(f"{url}/mock/messages", json=body, timeout=5).json()["messages"]
 
 
-def test_routee_lifecycle_and_quirks(mock, host, tmp_path, clock):
-    app, url = mock
-    routee = providers(host, url, tmp_path)["routee"]
+def test_routee_lifecycle_and_quirks(virtual_mock, host, tmp_path):
+    app, url, clock = virtual_mock
+    routee = providers(host, url, tmp_path, clock=clock)["routee"]
     [message] = create(url, "routee", "read")
     assert routee.check_id(message["id"]) is None
     plan = app.simulation.find("routee", message["id"])
@@ -64,13 +75,11 @@ def test_routee_lifecycle_and_quirks(mock, host, tmp_path, clock):
     with pytest.raises(FetchError) as info:
         routee.fetch(message["id"])
     assert info.value.outcome is Outcome.NOT_FOUND
-    time.sleep(0.35)
-    seen = {routee.fetch(message["id"]).status}
-    deadline = time.time() + 5
-    while Status.READ not in seen and time.time() < deadline:
-        seen.add(routee.fetch(message["id"]).status)
-        time.sleep(0.05)
-    assert {Status.PENDING, Status.READ} <= seen
+    seen = []
+    for _ in range(4):
+        clock.advance(0.35)
+        seen.append(routee.fetch(message["id"]).status)
+    assert seen == [Status.PENDING, Status.PENDING, Status.DELIVERED, Status.READ]
 
 
 def test_bsg_quirks(mock, host, tmp_path, clock):
@@ -122,30 +131,32 @@ def test_fault_injection(mock, host, tmp_path, faults, outcome):
         app.faults = Faults()
 
 
-def test_rate_limit_with_retry_after_and_runtime_fault_changes(mock, host, tmp_path):
-    _, url = mock
+def test_rate_limit_with_retry_after_and_runtime_fault_changes(virtual_mock, host, tmp_path):
+    _, url, clock = virtual_mock
     answer = requests.post(f"{url}/mock/faults", json={"rate_limit": 2, "retry_after": 3, "bogus": 1}, timeout=5).json()
     assert answer["rate_limit"] == 2 and "bogus" not in answer
-    bsg = providers(host, url, tmp_path)["bsg"]
+    bsg = providers(host, url, tmp_path, clock=clock)["bsg"]
     [message] = create(url, "bsg")
-    errors = []
-    for _ in range(4):
+    outcomes = []
+    for _ in range(4):  # within one (virtual) second: two answers, then 429s
         try:
             bsg.fetch(message["id"])
+            outcomes.append("ok")
         except FetchError as e:
-            errors.append(e)
-    assert len(errors) >= 2
-    assert {(e.outcome, e.retry_after) for e in errors} == {(Outcome.RATE_LIMITED, 3.0)}
+            outcomes.append((e.outcome, e.retry_after))
+    assert outcomes == ["ok", "ok", (Outcome.RATE_LIMITED, 3.0), (Outcome.RATE_LIMITED, 3.0)]
+    clock.advance(1.5)
+    assert bsg.fetch(message["id"]).status is not None, "a new second, new calls"
 
 
-def test_token_expiry_is_survived(mock, host, tmp_path):
-    app, url = mock
+def test_token_expiry_is_survived(virtual_mock, host, tmp_path):
+    app, url, clock = virtual_mock
     app.faults = Faults(token_lifetime=1)
-    routee = providers(host, url, tmp_path)["routee"]
+    routee = providers(host, url, tmp_path, clock=clock)["routee"]
     [message] = create(url, "routee")
     for _ in range(4):
         routee.fetch(message["id"])
-        time.sleep(0.4)
+        clock.advance(0.4)
     assert len(app.tokens) >= 2
 
 

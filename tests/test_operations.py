@@ -323,15 +323,17 @@ def test_error_log_is_rate_limited_with_a_count(caplog):
     assert len(messages) == 2
 
 
-def test_an_outage_does_not_flood_the_log(fake_server, make_config, run_exporter, caplog):
+def test_an_outage_does_not_flood_the_log(fake_server, make_config, virtual_exporter, caplog):
+    """Ticked by the test: every call of a tick, and its log line, is done when tick() returns."""
     _, api = fake_server
     api.outage = (500, "{}", {})
+    exporter, _, tick = virtual_exporter(make_config(provider={"concurrency": 4}))
+    exporter.register([Registration("fake", f"o{i}") for i in range(20)])
     with caplog.at_level(logging.WARNING, logger="viber_exporter.poller"):
-        exporter = run_exporter(make_config(provider={"concurrency": 4}))
-        exporter.register([Registration("fake", f"o{i}") for i in range(20)])
-        wait_for(lambda: sample(exporter, "viber_provider_requests_total", provider="fake", outcome="server_error") >= 3, timeout=15)
+        for _ in range(100):  # 10 virtual seconds
+            tick(0.1)
     failures = sample(exporter, "viber_provider_requests_total", provider="fake", outcome="server_error")
     lines = [r for r in caplog.records if "poll failed" in r.getMessage()]
-    assert failures >= 3 and len(lines) == 1
+    assert failures >= 3 and len(lines) == 1, (failures, [r.getMessage() for r in lines])
     down = [r for r in caplog.records if "is down" in r.getMessage()]
     assert len(down) == 1, "the up→down change is logged once"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from datetime import UTC, datetime
@@ -99,7 +100,7 @@ def test_restart_mid_life_loses_nothing_and_double_counts_nothing(fake_server, m
     assert sample(second, "viber_messages", provider="fake", status="delivered") == 20
 
 
-def test_concurrency_and_rate_limit_respected(fake_server, make_config, run_exporter):
+def test_concurrency_is_used_and_never_exceeded(fake_server, make_config, run_exporter):
     _, api = fake_server
     api.delay = 0.05
     ids = [f"c{i}" for i in range(40)]
@@ -110,36 +111,37 @@ def test_concurrency_and_rate_limit_respected(fake_server, make_config, run_expo
     wait_for(lambda: len(api.calls) >= 40)
     assert api.max_in_flight == 3, "concurrency is both used and never exceeded"
 
-    api.calls.clear()
-    api.delay = 0.0
-    rate_ids = [f"r{i}" for i in range(60)]
-    for message_id in rate_ids:
+
+def test_rate_limit_spaces_calls_evenly(fake_server, make_config, virtual_exporter):
+    """In virtual time: the limit is exact in the provider's seconds, on any machine."""
+    _, api = fake_server
+    ids = [f"r{i}" for i in range(60)]
+    for message_id in ids:
         api.messages[message_id] = {"status": "SEEN"}
-    exporter.stop(timeout=5)
-    limited = run_exporter(make_config(provider={"concurrency": 8, "rate_limit": 20}))
-    limited.register([Registration("fake", i) for i in rate_ids])
-    wait_for(lambda: len(api.calls) >= 60, timeout=15)
+    exporter, _clock, tick = virtual_exporter(make_config(provider={"concurrency": 1, "rate_limit": 20}))
+    exporter.register([Registration("fake", i) for i in ids])
+    while len(api.calls) < 60:
+        tick(1.0)
     starts = sorted(c.started for c in api.calls)
-    # Any one-second window holds at most rate_limit calls (+1 for the window edge).
-    busiest = max(sum(1 for s in starts if t <= s < t + 1.0) for t in starts)
-    assert busiest <= 21
-    assert starts[-1] - starts[0] >= (60 - 1) / 20 * 0.9
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 1 / 20 - 1e-9, "never faster than rate_limit"
+    assert starts[-1] - starts[0] <= (60 - 1) / 20 + 1.0, "and not much slower"
 
 
-def test_429_with_retry_after_pauses_the_instance(fake_server, make_config, run_exporter):
+def test_429_with_retry_after_pauses_the_instance(fake_server, make_config, virtual_exporter):
     _, api = fake_server
     for i in range(5):
         api.messages[f"q{i}"] = {"status": "SEEN"}
-    api.faults.append((429, json.dumps({"error": "slow down"}), {"Retry-After": "1"}))
-    exporter = run_exporter(make_config(provider={"concurrency": 1}))
+    api.faults.append((429, json.dumps({"error": "slow down"}), {"Retry-After": "7"}))
+    exporter, _clock, tick = virtual_exporter(make_config(provider={"concurrency": 1}))
     exporter.register([Registration("fake", f"q{i}") for i in range(5)])
-    wait_for(lambda: sum(1 for c in api.calls if c.status == 200) == 5, timeout=10)
-    limited = [c for c in api.calls if c.status == 429]
-    assert len(limited) == 1
-    after = [c.started for c in api.calls if c.started > limited[0].started]
-    assert min(after) - limited[0].ended >= 0.9, "nothing was called during the Retry-After pause"
+    while sum(1 for c in api.calls if c.status == 200) < 5:
+        tick(0.5)
+    [limited] = [c for c in api.calls if c.status == 429]
+    after = [c.started for c in api.calls if c.started > limited.started]
+    assert min(after) - limited.ended >= 7.0, "nothing was called during the Retry-After pause"
     assert sample(exporter, "viber_provider_requests_total", provider="fake", outcome="rate_limited") == 1
-    assert sample(exporter, "viber_provider_up", provider="fake") == 1
+    assert exporter.instances["fake"].health.up, "a 429 is not an outage"
 
 
 def test_malformed_json_and_unknown_status_are_counted_and_retried(fake_server, make_config, run_exporter):
@@ -184,25 +186,30 @@ def test_not_found_grace_then_unknown(fake_server, make_config, run_exporter):
     assert sample(exporter, "viber_message_status_transitions_total", provider="fake", status="unknown") == 1
 
 
-def test_outage_backs_off_sets_down_and_recovers(fake_server, make_config, run_exporter):
+def test_outage_backs_off_sets_down_and_recovers(fake_server, make_config, virtual_exporter):
     _, api = fake_server
     api.messages["o1"] = {"status": "QUEUED"}
     api.outage = (503, "<html>down</html>", {})
-    exporter = run_exporter(make_config(provider={"concurrency": 1}))
+    exporter, clock, tick = virtual_exporter(make_config(provider={"concurrency": 1}))
     exporter.register([Registration("fake", "o1")])
-    wait_for(lambda: sample(exporter, "viber_provider_up", provider="fake") == 0)
-    time.sleep(2.0)
-    # With a 100ms tick and no backoff this would be ~20 calls; backoff keeps it to a few.
-    assert len(api.calls) <= 5
-    lag = sample(exporter, "viber_poll_lag_seconds", provider="fake")
-    assert lag > 1.0, "the failing message stays overdue"
-    time.sleep(0.5)
-    assert sample(exporter, "viber_poll_lag_seconds", provider="fake") > lag, "the lag grows during the outage"
+    health = exporter.instances["fake"].health
+    for _ in range(300):  # 30 s at a 100 ms tick
+        tick(0.1)
+    assert not health.up
+    # Every 100 ms without backoff: 300 calls. Exponential backoff (1, 2, 4, 8 … s): a few.
+    assert len(api.calls) <= 8, len(api.calls)
+    lag = health.lag(clock.time())
+    assert lag > 20, "the failing message stays overdue: the lag shows the outage"
+    tick(5.0)
+    assert health.lag(clock.time()) > lag, "the lag grows during the outage"
     api.outage = None
-    wait_for(lambda: sample(exporter, "viber_provider_up", provider="fake") == 1, timeout=70)
-    assert exporter.store.get("fake", "o1").watched
+    for _ in range(700):  # at most the backoff cap (60 s) until the next try
+        if health.up and health.lag(clock.time()) == 0:
+            break
+        tick(0.1)
+    assert health.up and exporter.store.get("fake", "o1").watched
+    assert health.lag(clock.time()) == 0
     assert sample(exporter, "viber_provider_requests_total", provider="fake", outcome="server_error") >= 1
-    wait_for(lambda: sample(exporter, "viber_poll_lag_seconds", provider="fake") == 0)
 
 
 def test_timeouts_and_refused_connections_are_outcomes(fake_server, make_config, run_exporter):

@@ -22,6 +22,7 @@ from viber_exporter.pluginhost import PluginHost
 from viber_exporter.server import BackgroundServer, HttpServer
 from viber_exporter.testing.mock import Faults, MockProviders, exporter_config
 from viber_exporter.testing.simulation import Mix
+from viber_exporter.testing.virtualtime import VirtualRun
 from viber_exporter.web import openapi_document
 
 from .conftest import SENTINEL, sample, wait_for
@@ -152,27 +153,25 @@ def test_provider_outage_5xx_timeouts_refused_then_recovery(host, tmp_path, cloc
 # -- rate limits ------------------------------------------------------------------------------
 
 
-def test_a_rate_limiting_provider_is_not_hammered(host, tmp_path, clock):
-    mock = MockProviders(QUICK, faults=Faults(rate_limit=5, retry_after=1), seed=2)
-    mock_server = BackgroundServer(mock, "127.0.0.1", 0)
-    mock_server.start()
-    exporter = running(host, mock_config(mock_server.url, tmp_path / "s.db"))
+def test_a_rate_limiting_provider_is_not_hammered(host, tmp_path):
+    """In virtual time, so the pace is measured in the provider's seconds, not the machine's."""
+    run = VirtualRun(host, tmp_path / "s.db", mix=QUICK, seed=2, polling={"tick": "1s", "schedule": ["200ms"]},
+                     bsg={"rate_limit": 1000, "concurrency": 4})
+    run.set_faults(Faults(rate_limit=5, retry_after=1))
     try:
-        plans = [mock.simulation.create("bsg", clock.time(), fate="pending") for _ in range(100)]
-        exporter.register([Registration("bsg", p.id) for p in plans])
-        time.sleep(4.0)  # the pace adapts to the provider's limit
-        start = clock.time()  # the mock records calls on this clock
-        time.sleep(5.0)
-        window = [c for c in list(mock.calls) if c[1] == "bsg" and c[0] >= start]
-        rate = len(window) / 5.0
+        run.send("bsg", count=100, fate="pending")
+        run.run(20, tick=1.0)  # the pace adapts to the provider's limit
+        start = run.clock.time()
+        run.run(20, tick=1.0)
+        window = [c for c in list(run.mock.calls) if c[1] == "bsg" and c[0] >= start]
+        rate = len(window) / 20.0
         limited = sum(1 for c in window if c[2] == 429)
-        print(f"rate-limited provider: {rate:.1f} calls/s, {limited} 429s in 5 s")
-        assert rate <= 5 + 2, f"{rate:.1f} calls/s against a 5/s limit"
-        assert limited <= 5, f"{limited} 429s in 5 s: the pace settled below the limit"
-        assert sample(exporter, "viber_provider_requests_total", provider="bsg", outcome="rate_limited") >= 1
+        print(f"rate-limited provider: {rate:.1f} calls/s, {limited} 429s in 20 s")
+        assert 2 <= rate <= 5 + 1, f"{rate:.1f} calls/s against a 5/s limit"
+        assert limited <= 10, f"{limited} 429s in 20 s: the pace settled around the limit"
+        assert run.value("viber_provider_requests_total", provider="bsg", outcome="rate_limited") >= 1
     finally:
-        exporter.stop()
-        mock_server.stop()
+        run.close()
 
 
 # -- odd networks ----------------------------------------------------------------------------
@@ -208,22 +207,20 @@ def test_odd_networks_are_outcomes_not_crashes(host, tmp_path, kind):
         silent.close()
 
 
-def test_token_expiry_storm(host, tmp_path, clock):
-    mock = MockProviders(QUICK, faults=Faults(token_lifetime=1), seed=4)
-    mock_server = BackgroundServer(mock, "127.0.0.1", 0)
-    mock_server.start()
-    exporter = running(host, mock_config(mock_server.url, tmp_path / "s.db"))
+def test_token_expiry_storm(host, tmp_path):
+    """Tokens that live one (virtual) second, under continuous polling: no auth_error."""
+    run = VirtualRun(host, tmp_path / "s.db", mix=QUICK, seed=4, polling={"tick": "1s", "schedule": ["200ms"]},
+                     routee={"rate_limit": 20, "concurrency": 1})
+    run.set_faults(Faults(token_lifetime=1))
     try:
-        plans = [mock.simulation.create("routee", clock.time(), fate="pending") for _ in range(30)]
-        exporter.register([Registration("routee", p.id) for p in plans])
-        time.sleep(4)  # tokens expire every second under continuous polling
-        assert len(mock.tokens) >= 3
-        assert sample(exporter, "viber_provider_requests_total", provider="routee", outcome="ok") >= 60
-        assert sample(exporter, "viber_provider_requests_total", provider="routee", outcome="auth_error") == 0
-        assert sample(exporter, "viber_provider_up", provider="routee") == 1
+        run.send("routee", count=30, fate="pending")
+        run.run(10, tick=1.0)
+        assert len(run.mock.tokens) >= 5, "tokens expired and were replaced"
+        assert run.value("viber_provider_requests_total", provider="routee", outcome="ok") >= 100
+        assert run.value("viber_provider_requests_total", provider="routee", outcome="auth_error") == 0
+        assert run.exporter.instances["routee"].health.up
     finally:
-        exporter.stop()
-        mock_server.stop()
+        run.close()
 
 
 # -- security ------------------------------------------------------------------------------

@@ -71,13 +71,7 @@ class VirtualRun:
         self.mock.faults = faults
 
     def tick(self, seconds: float) -> None:
-        """One tick of every provider poller, then move the clock to ``seconds`` after
-        the tick began (a tick paced by the rate limit may already have used them up)."""
-        end = self.clock.monotonic() + seconds
-        for poller in self.exporter.poller.pollers.values():
-            poller.max_tick = seconds  # as APScheduler would start the next tick by then
-            poller.tick()
-        self.clock.advance_to(end)
+        tick(self.exporter, self.clock, seconds)
 
     def run(self, seconds: float, tick: float) -> None:
         end = self.clock.monotonic() + seconds
@@ -118,6 +112,17 @@ class VirtualRun:
     def truth(self) -> dict[str, Any]:
         """The mock's ground truth now, for the registered messages."""
         return self.mock.simulation.truth(self.clock.time(), only=self.registered)
+
+
+def tick(exporter: Exporter, clock: ManualClock, seconds: float) -> None:
+    """One tick of every provider poller of an exporter that was not started, then move
+    the clock to ``seconds`` after the tick began (a tick paced by the rate limit may
+    already have used them up)."""
+    end = clock.monotonic() + seconds
+    for poller in exporter.poller.pollers.values():
+        poller.max_tick = seconds  # as APScheduler would start the next tick by then
+        poller.tick()
+    clock.advance_to(end)
 
 
 def _additive_samples(
