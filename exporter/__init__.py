@@ -65,6 +65,7 @@ _EXPORTS: dict[str, str] = {
     "price": "parsing",
     "integer": "parsing",
     "country": "parsing",
+    "Lenient": "parsing",
     # the contract test kit (needs the "testing" extra: pytest, pytest-httpserver)
     "ProviderContract": "testing.contract",
 }
@@ -157,6 +158,9 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     )
     from .oauth import (
         TokenCache as TokenCache,
+    )
+    from .parsing import (
+        Lenient as Lenient,
     )
     from .parsing import (
         country as country,

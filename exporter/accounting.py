@@ -14,9 +14,11 @@ from .backoff import backoff
 from .model import PROVIDER_FAILURES, Observation, Outcome, Status
 from .settings import PollingSettings
 from .state import (
+    AnswerProblem,
     Cost,
     Counted,
     Event,
+    FallbackOutcome,
     Latency,
     MessageState,
     SentSource,
@@ -29,6 +31,8 @@ from .state import (
 UNKNOWN_CURRENCY = "XXX"  # ISO 4217's code for "no currency"
 NOT_FOUND_REASON = "not_found"
 MESSAGE_RETRY_BASE = 1.0
+TIME_SLACK = 300.0  # a provider time this far ahead of our clock is not believed
+SENT_SLACK = 60.0  # a delivery this long before the sent time means a clock or zone problem
 
 # A status implies the ones before it: a message first seen `read` was delivered,
 # and anything the provider reports on was accepted (pending) first.
@@ -55,28 +59,53 @@ def observe(
     polled: bool = True,
 ) -> list[Event]:
     """Apply a provider's observation (from a poll, or a callback with ``polled=False``)."""
-    events: list[Event] = []
+    events: list[Event] = [
+        AnswerProblem(state.provider, "unreadable_field", name) for name in obs.problems
+    ]
     if polled:
         state.polls += 1
         state.last_poll_at = now
     state.errors = 0
     state.last_error = None
     if obs.sent_at is not None and state.sent_source == SentSource.REGISTERED:
-        state.sent_at = obs.sent_at.timestamp()
-        state.sent_source = SentSource.PROVIDER
+        sent = _trusted(state, "sent_at", obs.sent_at.timestamp(), now, events)
+        state.sent_at, state.sent_source = sent, SentSource.PROVIDER
     if obs.country and not state.country:
         state.country = obs.country
     _add_cost(state, obs, events)  # first, so a status change carries the price
+    _fallback(state, obs, events)
+    # Delivered, then expired (Routee's expireOnDelivery: the TTL passed with no SEEN):
+    # the message was delivered; it settles as delivered and is no failure.
+    settled = obs.settled or (state.status is Status.DELIVERED and obs.status is Status.EXPIRED)
     if not state.status.is_final:
         _enter(state, obs, now, events)
     if state.watched:
-        _schedule(state, now, policy, events)
+        _schedule(state, now, policy, events, settled=settled)
     return events
+
+
+def _trusted(
+    state: MessageState, name: str, value: float, now: float, events: list[Event]
+) -> float:
+    """A provider time, checked: one ahead of our clock (a wrong ``timezone``?) is
+    counted and replaced by now, an honest upper bound."""
+    if value > now + TIME_SLACK:
+        events.append(AnswerProblem(state.provider, "time_in_future", name))
+        return now
+    return value
+
+
+def _since_sent(state: MessageState, name: str, at: float, events: list[Event]) -> float:
+    """Seconds from sent to ``at`` (a latency), never negative; a time well before the
+    message was sent is counted (another sign of a wrong ``timezone``)."""
+    if at < state.sent_at - SENT_SLACK:
+        events.append(AnswerProblem(state.provider, "time_before_sent", name))
+    return max(0.0, at - state.sent_at)
 
 
 def _enter(state: MessageState, obs: Observation, now: float, events: list[Event]) -> None:
     new = obs.status
-    if state.status is Status.DELIVERED and new in (Status.PENDING, Status.UNKNOWN):
+    if state.status is Status.DELIVERED and new in (Status.PENDING, Status.UNKNOWN, Status.EXPIRED):
         new = Status.DELIVERED  # never step back from delivered
     state.provider_status = obs.provider_status or state.provider_status
     for status in _IMPLIED[new]:
@@ -86,14 +115,16 @@ def _enter(state: MessageState, obs: Observation, now: float, events: list[Event
         state.counted |= flag
         reason = _reason(obs, status)
         if status is Status.DELIVERED:
-            state.delivered_at = _ts(obs.delivered_at) or _ts(obs.read_at) or now
-            latency = max(0.0, state.delivered_at - state.sent_at)
+            given = _ts(obs.delivered_at) or _ts(obs.read_at)
+            at = _trusted(state, "delivered_at", given, now, events) if given else now
+            state.delivered_at = at
+            latency = _since_sent(state, "delivered_at", at, events)
             events.append(Latency(state.provider, state.id, "delivery", latency))
         elif status is Status.READ:
-            state.read_at = _ts(obs.read_at) or now
-            events.append(
-                Latency(state.provider, state.id, "read", max(0.0, state.read_at - state.sent_at))
-            )
+            given = _ts(obs.read_at)
+            state.read_at = _trusted(state, "read_at", given, now, events) if given else now
+            latency = _since_sent(state, "read_at", state.read_at, events)
+            events.append(Latency(state.provider, state.id, "read", latency))
         events.append(Transition(state.provider, state.id, status, reason, state.country))
     if new is not state.status:
         reason = _reason(obs, new)
@@ -141,27 +172,68 @@ def _add_cost(state: MessageState, obs: Observation, events: list[Event]) -> Non
                 Cost(state.provider, currency, "viber", obs.price - state.cost_viber, state.country)
             )
             state.cost_viber = obs.price
-    if obs.fallbacks:
-        if not state.counted & Counted.SMS_FALLBACK:
-            state.counted |= Counted.SMS_FALLBACK
-            events.append(SmsFallback(state.provider))
-        legs = [leg for leg in obs.fallbacks if leg.price is not None]
-        if legs:
-            total = sum(leg.price or 0.0 for leg in legs)
-            state.sms_price = total
-            if total > state.cost_sms:
-                leg_currency = legs[0].currency or currency
-                events.append(
-                    Cost(state.provider, leg_currency, "sms", total - state.cost_sms, state.country)
+    legs = [leg for leg in obs.fallbacks if leg.sent and leg.price is not None]
+    if legs:
+        total = sum(leg.price or 0.0 for leg in legs)
+        state.sms_price = total
+        if total > state.cost_sms:
+            leg_currency = legs[0].currency or currency
+            events.append(
+                Cost(
+                    state.provider,
+                    leg_currency,
+                    legs[0].channel,
+                    total - state.cost_sms,
+                    state.country,
                 )
-                state.cost_sms = total
+            )
+            state.cost_sms = total
+
+
+def _fallback(state: MessageState, obs: Observation, events: list[Event]) -> None:
+    """A fallback counts once its leg is sent; its final outcome counts once too. A leg
+    not settled yet (scheduled, or sent and pending) keeps the message polled."""
+    if not obs.fallbacks:
+        return
+    sent = [leg for leg in obs.fallbacks if leg.sent]
+    leg = sent[0] if sent else obs.fallbacks[0]
+    state.fallback_channel = leg.channel
+    state.fallback_status = leg.outcome.value if leg.outcome is not None else None
+    if not leg.sent:
+        return
+    if not state.counted & Counted.SMS_FALLBACK:
+        state.counted |= Counted.SMS_FALLBACK
+        events.append(SmsFallback(state.provider))
+    final = leg.outcome is not None and leg.outcome is not Status.PENDING
+    if final and not state.counted & Counted.FALLBACK_OUTCOME:
+        state.counted |= Counted.FALLBACK_OUTCOME
+        assert leg.outcome is not None
+        events.append(FallbackOutcome(state.provider, leg.channel, leg.outcome))
+
+
+def _leg_pending(state: MessageState) -> bool:
+    return state.fallback_status == Status.PENDING.value
 
 
 def _schedule(
-    state: MessageState, now: float, policy: PollingSettings, events: list[Event]
+    state: MessageState,
+    now: float,
+    policy: PollingSettings,
+    events: list[Event],
+    *,
+    settled: bool = False,
 ) -> None:
     """Pick the next poll after an answer, or settle the message."""
     if state.status.is_final:
+        # A final Viber status whose fallback leg is still out: keep polling (until
+        # max_age) so the leg's price and outcome are counted.
+        end = state.sent_at + policy.max_age
+        if _leg_pending(state) and now < end:
+            state.next_poll = min(now + policy.step(state.polls), end)
+            return
+        _settle(state, now)
+        return
+    if settled:
         _settle(state, now)
         return
     end = watch_end(state, policy)
@@ -219,8 +291,8 @@ def give_up(state: MessageState, now: float, policy: PollingSettings) -> list[Ev
         reason += f"; last error: {state.last_error}"
     state.last_error = reason[:500]
     events: list[Event] = []
-    if state.status is Status.DELIVERED:
-        _settle(state, now)
+    if state.status is Status.DELIVERED or state.status.is_final:
+        _settle(state, now)  # delivered, or final with its fallback leg unanswered
     else:
         _expire_watch(state, now, events)
     return events

@@ -20,6 +20,7 @@ from .pluginhost import PluginHost, ProviderType
 from .server import BackgroundServer, HttpServer
 from .settings import Config
 from .testing.mock import MockProviders, exporter_config
+from .testing.simulation import Mix
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +79,9 @@ class TrafficGenerator:
                 created = self._session.post(
                     f"{self.mock_url}/mock/messages", json={"provider": provider}, timeout=5
                 )
+                keys = ("provider", "id", "sent_at", "fields")
                 items = [
-                    {"provider": m["provider"], "id": m["id"], "sent_at": m["sent_at"]}
-                    for m in created.json()["messages"]
+                    {key: m[key] for key in keys if key in m} for m in created.json()["messages"]
                 ]
                 self._session.post(
                     f"{self.exporter_url}/api/v1/messages", json={"messages": items}, timeout=5
@@ -97,7 +98,9 @@ class Demo:
     def __init__(
         self, host: PluginHost, listen_host: str, listen_port: int, state: Path | None
     ) -> None:
-        self.mock = MockProviders()
+        # A third of Routee's traffic goes out as Viber→SMS failover flows, so the demo
+        # shows Routee fallbacks too.
+        self.mock = MockProviders(Mix(failover=0.3))
         self.mock_server = BackgroundServer(self.mock, "127.0.0.1", 0, name="mock")
         self._tempdir = (
             None if state else tempfile.TemporaryDirectory(prefix="viber-exporter-demo-")

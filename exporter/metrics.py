@@ -20,7 +20,16 @@ from prometheus_client.registry import Collector
 from .model import Outcome, Status
 from .provider import Balance, Provider
 from .settings import MetricsSettings
-from .state import Cost, Event, Latency, SmsFallback, Transition, WatchExpired
+from .state import (
+    AnswerProblem,
+    Cost,
+    Event,
+    FallbackOutcome,
+    Latency,
+    SmsFallback,
+    Transition,
+    WatchExpired,
+)
 from .store import Store
 from .version import __version__
 
@@ -32,6 +41,8 @@ OTHER = "other"
 REQUEST_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 REGISTRATION_OUTCOMES = ("accepted", "duplicate", "rejected")
 CALLBACK_OUTCOMES = ("accepted", "rejected")
+FALLBACK_OUTCOMES = ("delivered", "read", "failed", "expired", "unknown")
+ANSWER_PROBLEMS = ("unreadable_field", "time_in_future", "time_before_sent")
 _EXEMPLAR_ID_MAX = 100  # OpenMetrics allows 128 characters for all exemplar labels together
 
 
@@ -107,6 +118,19 @@ class Metrics:
             ["provider"],
             registry=registry,
         )
+        self.fallback_outcomes = Counter(
+            "viber_message_fallback_outcomes",
+            "Fallback legs (e.g. SMS re-sends) by their final status.",
+            ["provider", "channel", "outcome"],
+            registry=registry,
+        )
+        self.answer_problems = Counter(
+            "viber_provider_answer_problems",
+            "Provider answers with a part that could not be trusted (an unreadable optional "
+            "field, a time in the future or before sending); the rest was used.",
+            ["provider", "problem"],
+            registry=registry,
+        )
         self.watch_expired = Counter(
             "viber_message_watch_expired",
             "Messages that reached max_age without a final status.",
@@ -180,6 +204,10 @@ class Metrics:
             self.registrations.labels(provider, registration)
         for callback in CALLBACK_OUTCOMES:
             self.callbacks.labels(provider, callback)
+        for leg_outcome in FALLBACK_OUTCOMES:
+            self.fallback_outcomes.labels(provider, "sms", leg_outcome)
+        for problem in ANSWER_PROBLEMS:
+            self.answer_problems.labels(provider, problem)
         for metric in (
             self.delivery_latency,
             self.read_latency,
@@ -213,6 +241,12 @@ class Metrics:
                 self.sms_fallbacks.labels(event.provider).inc()
             elif isinstance(event, WatchExpired):
                 self.watch_expired.labels(event.provider).inc()
+            elif isinstance(event, FallbackOutcome):
+                self.fallback_outcomes.labels(
+                    event.provider, event.channel, event.outcome.value
+                ).inc()
+            elif isinstance(event, AnswerProblem):
+                self.answer_problems.labels(event.provider, event.problem).inc()
 
     def request(self, provider: str, outcome: Outcome, seconds: float) -> None:
         self.requests.labels(provider, outcome.value).inc()

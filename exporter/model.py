@@ -102,12 +102,22 @@ def snake_case(text: str, max_length: int = 64) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Fallback:
-    """A leg the provider re-sent over another channel (BSG ``alt_route``)."""
+    """A leg the provider re-sent over another channel (BSG ``alt_route``, a Routee
+    failover flow's SMS message).
+
+    ``sent`` says whether the leg actually went out (a leg still scheduled, or refused
+    before sending, is not a fallback yet); ``outcome`` is its normalised status when the
+    plugin knows it (``pending`` while it may still change). The core counts a fallback
+    once its leg is sent, keeps polling while the leg is pending (up to ``max_age``) and
+    counts the leg's final outcome once.
+    """
 
     channel: str = "sms"
     price: float | None = None
     currency: str | None = None
     status: str | None = None
+    outcome: Status | None = None
+    sent: bool = True
 
 
 def _check_time(name: str, value: datetime | None) -> None:
@@ -126,6 +136,8 @@ class Observation:
     :class:`Fallback` carries its own.
     """
 
+    # Fields after ``country`` are keyword-only in spirit: pass them by name.
+
     status: Status
     provider_status: str = ""
     reason: str | None = None
@@ -136,6 +148,12 @@ class Observation:
     currency: str | None = None
     fallbacks: tuple[Fallback, ...] = field(default_factory=tuple)
     country: str | None = None
+    #: the provider says this message will not change any more (e.g. Routee's
+    #: delivered-then-expired): polling stops even though the status is not final
+    settled: bool = False
+    #: optional fields the plugin could not read and dropped or repaired (their names);
+    #: the status was still usable, and the core counts and logs each
+    problems: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.status, Status):

@@ -6,6 +6,7 @@ a message naming the field, so a plugin can let bad answers propagate as outcome
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
@@ -87,4 +88,66 @@ def country(value: Any) -> str | None:
     """A short country code for the optional ``country`` label, or None."""
     if isinstance(value, str) and 2 <= len(value.strip()) <= 3 and value.strip().isalpha():
         return value.strip().upper()
+    return None
+
+
+class Lenient:
+    """Reads a provider's *optional* fields without letting one bad field cost the
+    answer: what cannot be read as documented is repaired when its meaning is clear
+    (a time with an offset where none was expected, epoch milliseconds, a price with a
+    decimal comma) or dropped, and its name is remembered in :attr:`problems` — pass
+    them on as ``Observation(problems=...)`` and the core counts and logs them."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def _note(self, name: str) -> None:
+        if name not in self.problems:
+            self.problems.append(name)
+
+    def time(
+        self, value: Any, name: str, zone: tzinfo | None = None, fmt: str = "%Y-%m-%d %H:%M:%S"
+    ) -> datetime | None:
+        """An ISO-8601 time, or with ``zone`` a zone-less ``fmt`` time read in that zone."""
+        if value is None or value == "":
+            return None
+        try:
+            return local_time(value, name, zone, fmt) if zone is not None else iso_time(value, name)
+        except FetchError:
+            self._note(name)
+            return _any_time(value, zone or UTC)
+
+    def price(self, value: Any, name: str = "price") -> float | None:
+        try:
+            return price(value, name)
+        except FetchError:
+            self._note(name)
+        if isinstance(value, str):
+            text = value.strip()
+            if text.count(",") == 1 and "." not in text:
+                with contextlib.suppress(ValueError):
+                    number = float(text.replace(",", "."))
+                    if math.isfinite(number) and number >= 0:
+                        return number
+        return None
+
+
+def _any_time(value: Any, zone: tzinfo) -> datetime | None:
+    """A time in any form whose meaning is unambiguous, or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value.strip())
+    if isinstance(value, int | float):
+        seconds = value / 1000 if abs(value) > 100_000_000_000 else value  # epoch ms or s
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)
     return None

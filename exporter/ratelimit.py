@@ -2,8 +2,9 @@
 
 The pace adapts to the provider (additive increase, multiplicative decrease, as in TCP
 congestion control): each 429 halves it, each answered call adds about one call per
-second per second, never above the configured ``rate_limit``. A provider that limits
-at N calls per second is then called at about N, not hammered at ``rate_limit``.
+second per second — a tenth of that around the pace that drew the last 429 — never
+above the configured ``rate_limit``. A provider that limits at N calls per second is
+then called just under N, not hammered at ``rate_limit``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import threading
 from .clock import SYSTEM_CLOCK, Clock
 
 MIN_RATE = 0.2  # calls per second; the pace never stops altogether
+NEAR_CEILING = 0.8  # from this share of the pace that drew the last 429 on …
+GENTLE = 0.1  # … the pace grows this much slower
 
 
 class RateLimiter:
@@ -21,6 +24,7 @@ class RateLimiter:
     def __init__(self, rate: float, clock: Clock = SYSTEM_CLOCK) -> None:
         self.max_rate = rate
         self.rate = rate
+        self.ceiling: float | None = None  # the pace that drew the last 429
         self.clock = clock
         self._next = 0.0
         self._lock = threading.Lock()
@@ -38,12 +42,22 @@ class RateLimiter:
         return not stop.is_set()
 
     def slow_down(self) -> None:
-        """The provider said 429: halve the pace."""
+        """The provider said 429: remember the pace that was too fast, and halve it."""
         with self._lock:
-            self.rate = max(MIN_RATE, min(self.rate, self.max_rate) / 2)
+            current = min(self.rate, self.max_rate)
+            self.ceiling = current
+            self.rate = max(MIN_RATE, current / 2)
 
     def speed_up(self) -> None:
-        """An answered call: creep back towards ``rate_limit`` (+1 call/s per second)."""
+        """An answered call: creep back towards ``rate_limit`` (+1 call/s per second), and
+        only gently (a tenth of that) around the pace that last drew a 429, so the pace
+        settles just under a provider's own limit instead of bouncing off it; well past
+        it (the provider's limit grew), at full speed again."""
         with self._lock:
             if self.rate < self.max_rate:
-                self.rate = min(self.max_rate, self.rate + 1.0 / self.rate)
+                near = (
+                    self.ceiling is not None
+                    and NEAR_CEILING * self.ceiling <= self.rate <= self.ceiling / NEAR_CEILING
+                )
+                step = (GENTLE if near else 1.0) / self.rate
+                self.rate = min(self.max_rate, self.rate + step)

@@ -19,7 +19,7 @@ from .metrics import Metrics
 from .model import Observation, Outcome, Report
 from .secrets import redact
 from .settings import PollingSettings
-from .state import Event, MessageState, SentSource, StatusChanged
+from .state import AnswerProblem, Event, MessageState, SentSource, StatusChanged
 from .store import Store, Update
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ class Recorder:
         self.clock = clock
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()
+        self._logged: set[tuple[str, str, str]] = set()
 
     def record_polls(
         self, provider: str, policy: PollingSettings, results: Sequence[PollResult]
@@ -109,6 +110,32 @@ class Recorder:
         for event in events:
             if isinstance(event, StatusChanged):
                 self.on_change(event)
+            elif isinstance(event, AnswerProblem):
+                self._log_once(event)
+
+    def _log_once(self, problem: AnswerProblem) -> None:
+        """Each kind of answer problem is logged once per provider and field."""
+        key = (problem.provider, problem.problem, problem.detail)
+        with self._rng_lock:
+            if key in self._logged:
+                return
+            self._logged.add(key)
+        if problem.problem == "unreadable_field":
+            log.warning(
+                "provider %s: could not read %s in an answer; used the rest of it (counted in "
+                "viber_provider_answer_problems_total, logged once)",
+                problem.provider,
+                problem.detail,
+            )
+        else:
+            when = "in the future" if problem.problem == "time_in_future" else "before sending"
+            log.warning(
+                "provider %s: %s is %s; check the instance's timezone setting and the clocks "
+                "(counted in viber_provider_answer_problems_total, logged once)",
+                problem.provider,
+                problem.detail,
+                when,
+            )
 
     def _poll_update(self, result: PollResult, now: float, policy: PollingSettings) -> Update:
         def update(state: MessageState | None) -> tuple[MessageState | None, list[Event]]:

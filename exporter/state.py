@@ -29,6 +29,7 @@ class Counted(IntFlag):
     UNKNOWN = 32
     WATCH_EXPIRED = 64
     SMS_FALLBACK = 128
+    FALLBACK_OUTCOME = 256
 
     @classmethod
     def for_status(cls, status: Status) -> Counted:
@@ -64,6 +65,9 @@ class MessageState:
     settled_at: float | None = None
     #: plugin-defined registration fields, as a JSON object (None: none)
     extra: str | None = None
+    #: the fallback leg's channel and normalised status (None: no leg sent)
+    fallback_channel: str | None = None
+    fallback_status: str | None = None
 
     @property
     def watched(self) -> bool:
@@ -117,6 +121,25 @@ class WatchExpired:
 
 
 @dataclass(frozen=True, slots=True)
+class FallbackOutcome:
+    """A fallback leg reached its final status."""
+
+    provider: str
+    channel: str
+    outcome: Status
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerProblem:
+    """Part of an answer could not be trusted: an optional field unreadable (``field``
+    names it), or a time in the future or before the message was sent."""
+
+    provider: str
+    problem: str  # "unreadable_field", "time_in_future", "time_before_sent"
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class StatusChanged:
     """The stored status changed (for the ``message_status_changed`` hook)."""
 
@@ -133,4 +156,13 @@ class StatusChanged:
     at: float = 0.0
 
 
-Event = Transition | Latency | Cost | SmsFallback | WatchExpired | StatusChanged
+Event = (
+    Transition
+    | Latency
+    | Cost
+    | SmsFallback
+    | WatchExpired
+    | StatusChanged
+    | FallbackOutcome
+    | AnswerProblem
+)

@@ -21,7 +21,7 @@ from .errors import StoreError, WatchedSetFull
 from .model import Status
 from .state import Counted, Event, MessageState, SentSource
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _COLUMNS = tuple(f.name for f in fields(MessageState))
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM messages"
 _UPSERT = (
@@ -72,6 +72,14 @@ ALTER TABLE messages ADD COLUMN extra TEXT;
 CREATE INDEX IF NOT EXISTS messages_age ON messages (provider, sent_at) WHERE next_poll IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_read_window ON messages (provider, delivered_at)
     WHERE next_poll IS NOT NULL AND status = 'delivered';
+""",
+    ),
+    (
+        3,
+        """
+-- the fallback leg (an SMS re-send): its channel and normalised status
+ALTER TABLE messages ADD COLUMN fallback_channel TEXT;
+ALTER TABLE messages ADD COLUMN fallback_status TEXT;
 """,
     ),
 )

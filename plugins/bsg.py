@@ -1,11 +1,14 @@
 """BSG's REST API v1 (providers.md §2): one GET per message by id or by reference.
 
-BSG quirks handled here: ``error`` and ``price`` may be numbers or numeric strings;
-error 40 means "not found" whether the HTTP status is 200 or 404; times are
-``YYYY-MM-DD HH:MM:SS`` without a zone (``timezone`` setting); ``time_dr`` is filled
-for expired messages too, so it is a delivery time only for delivered/read; the
-response ``id`` is the phone number in BSG's examples, so state is keyed on what was
-queried.
+BSG quirks handled here: ``error`` and ``price`` may be numbers or numeric strings, and
+``error`` is absent from object (GET) answers; error 40 means "not found" whether the
+HTTP status is 200 or 404; times are ``YYYY-MM-DD HH:MM:SS`` without a zone
+(``timezone`` setting); ``time_dr`` is the delivery time, filled for expired messages
+too, so it is a delivery time only for delivered/read, and never a read time (BSG has
+none: a read counts at the poll that first saw it, an upper bound); the response ``id``
+is the phone number in BSG's examples, so state is keyed on what was queried.
+An SMS fallback (``alt_route``) counts once its leg was sent, and its outcome once it
+settles. Credentials and the balance come from ``GET /rest/common/balance``.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import requests
 
 from viber_exporter import (
+    Balance,
     CallbackRequest,
     ConfigTable,
     Fallback,
     FetchError,
     InvalidCallback,
+    Lenient,
     Observation,
     Outcome,
     Provider,
@@ -37,10 +42,9 @@ from viber_exporter import (
     hookimpl,
     integer,
     invalid,
-    local_time,
     outcome_for_status,
-    price,
     read_settings,
+    redact,
     retry_after_seconds,
     snake_case,
 )
@@ -48,9 +52,18 @@ from viber_exporter import (
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.bsg.world"
-ERROR_OK, ERROR_AUTH, ERROR_NOT_FOUND = 0, 1, 40
 NUMERIC_ID = re.compile(r"[0-9]{1,20}")
 REFERENCE = re.compile(r"[A-Za-z0-9]{1,32}")
+
+# BSG's error codes (providers.md §2.6) and what each says about the call.
+ERROR_OK, ERROR_NOT_FOUND = 0, 40
+ERRORS: Mapping[int, tuple[Outcome, bool, str]] = {  # code → (outcome, provider-wide, meaning)
+    1: (Outcome.AUTH_ERROR, True, "invalid API key"),
+    2: (Outcome.AUTH_ERROR, True, "the account is blocked"),
+    4: (Outcome.CLIENT_ERROR, True, "no such method: check the instance's base_url"),
+    5: (Outcome.SERVER_ERROR, True, "unknown error at BSG"),
+    11: (Outcome.RATE_LIMITED, True, "too many requests"),
+}
 
 _PENDING = ("new", "waiting", "scheduled", "moderation", "accepted", "sending", "sent")
 _FAILED = (
@@ -71,6 +84,10 @@ STATUS_MAP = StatusMap(
         **dict.fromkeys(_FAILED, Status.FAILED),
     }
 )
+# A fallback leg in one of these states has not gone out (yet, or ever).
+_LEG_NOT_SENT = frozenset(
+    {"new", "waiting", "scheduled", "moderation", "accepted", "sending", "rejected", "deleted"}
+)
 
 SETTINGS = (
     Setting(
@@ -85,12 +102,7 @@ SETTINGS = (
         default="id",
         choices=("id", "reference"),
     ),
-    Setting(
-        "timezone",
-        "string",
-        "IANA zone of BSG's zone-less times.",
-        default="UTC",
-    ),
+    Setting("timezone", "string", "IANA zone of BSG's zone-less times.", default="UTC"),
 )
 
 
@@ -105,40 +117,42 @@ def _zone(table: ConfigTable, name: str) -> tzinfo:
 
 
 def observation(body: Mapping[str, Any], zone: tzinfo) -> Observation:
-    """Normalise a successful status answer (or a callback of the same shape)."""
+    """Normalise a successful status answer (or a callback of the same shape).
+
+    Only the status must be readable; an optional field that is not (a time with an
+    offset, a price with a decimal comma) is repaired or dropped and named in
+    ``problems``.
+    """
     raw = body.get("status")
     if not isinstance(raw, str) or not raw.strip():
         raise invalid("status is missing")
-    name = raw.strip().lower()
     status = STATUS_MAP.map(raw)
-    time_in = local_time(body.get("time_in"), "time_in", zone)
-    time_sent = local_time(body.get("time_sent"), "time_sent", zone)
-    # BSG fills time_dr for expired (and unknown) messages too: only a delivery time
+    fields = Lenient()
+    time_in = fields.time(body.get("time_in"), "time_in", zone)
+    time_sent = fields.time(body.get("time_sent"), "time_sent", zone)
+    # time_dr is filled for expired (and unknown) messages too: a delivery time only
     # when the message was in fact delivered or read.
-    time_dr = (
-        local_time(body.get("time_dr"), "time_dr", zone)
-        if status in (Status.DELIVERED, Status.READ)
-        else None
-    )
-    currency = (
-        body.get("currency")
-        if isinstance(body.get("currency"), str) and body.get("currency")
-        else None
-    )
+    delivered = status in (Status.DELIVERED, Status.READ)
+    time_dr = fields.time(body.get("time_dr"), "time_dr", zone) if delivered else None
+    currency = body.get("currency") if isinstance(body.get("currency"), str) else None
+    currency = currency.strip().upper() or None if currency else None
     return Observation(
         status=status,
         provider_status=raw.strip(),
-        reason=snake_case(name) if status.is_failure or status is Status.UNKNOWN else None,
+        reason=snake_case(raw) if status.is_failure or status is Status.UNKNOWN else None,
         sent_at=time_sent or time_in,
         delivered_at=time_dr,
-        read_at=time_dr if status is Status.READ else None,
-        price=price(body.get("price")),
-        currency=currency.upper() if currency else None,
-        fallbacks=_fallbacks(body, currency),
+        read_at=None,  # BSG has no read time: the core uses the poll (or report) that saw it
+        price=fields.price(body.get("price")),
+        currency=currency,
+        fallbacks=_fallbacks(body, currency, fields),
+        problems=tuple(fields.problems),
     )
 
 
-def _fallbacks(body: Mapping[str, Any], currency: str | None) -> tuple[Fallback, ...]:
+def _fallbacks(
+    body: Mapping[str, Any], currency: str | None, fields: Lenient
+) -> tuple[Fallback, ...]:
     legs = body.get("alt_route") or body.get("alt_route_messages") or []
     if isinstance(legs, Mapping):
         legs = [legs]
@@ -148,15 +162,21 @@ def _fallbacks(body: Mapping[str, Any], currency: str | None) -> tuple[Fallback,
     for leg in legs:
         if not isinstance(leg, Mapping):
             continue
-        try:
-            leg_price = price(leg.get("price"), "alt_route price")
-        except FetchError:
-            # BSG's own example shows "price": "string"; a leg we cannot price still counts as a fallback.
-            leg_price = None
+        raw = leg.get("status") if isinstance(leg.get("status"), str) else None
+        sent = raw is not None and raw.strip().lower() not in _LEG_NOT_SENT
+        # BSG's own example shows "price": "string": a leg we cannot price still counts.
+        leg_price = fields.price(leg.get("price"), "alt_route.price") if sent else None
         leg_currency = leg.get("currency") if isinstance(leg.get("currency"), str) else currency
-        status = leg.get("status") if isinstance(leg.get("status"), str) else None
+        channel = leg.get("channel")
         result.append(
-            Fallback("sms", leg_price, leg_currency.upper() if leg_currency else None, status)
+            Fallback(
+                channel=snake_case(channel, 16) if isinstance(channel, str) else "sms",
+                price=leg_price,
+                currency=leg_currency.upper() if leg_currency else None,
+                status=raw,
+                outcome=STATUS_MAP.map(raw) if raw else None,
+                sent=sent,
+            )
         )
     return tuple(result)
 
@@ -175,27 +195,33 @@ def _raise_for_error(response: requests.Response, body: Any) -> Mapping[str, Any
         retry_after = retry_after_seconds(response) if code in (429, 503) else None
         raise FetchError(outcome_for_status(code), f"HTTP {code}", retry_after=retry_after)
     if not isinstance(body, Mapping):
+        if code == 404 and not response.content.strip():
+            # An empty 404 is BSG's "no such message" on some paths (v1 spec).
+            raise FetchError(Outcome.NOT_FOUND, "message not found (HTTP 404)")
         if code >= 400:
+            # Not JSON at all: a web server's page, usually a wrong base_url.
             raise FetchError(
-                outcome_for_status(code) if code != 404 else Outcome.CLIENT_ERROR, f"HTTP {code}"
+                outcome_for_status(code),
+                f"HTTP {code} with a body that is not JSON: check the instance's base_url",
+                provider_wide=code == 404,
             )
         raise invalid(f"HTTP {code} with a body that is not a JSON object")
     error = body.get("error")
     if error is None:
+        # Object (GET) answers carry no error field (BSG's general principles, BSG's SDK).
+        if code == 404:
+            raise FetchError(Outcome.NOT_FOUND, "message not found (HTTP 404)")
         if code >= 400:  # e.g. the v1 spec's {code, message} bodies
-            outcome = outcome_for_status(code)
-            message = str(body.get("message") or "")[:200]
-            raise FetchError(
-                Outcome.CLIENT_ERROR if outcome is Outcome.NOT_FOUND else outcome,
-                f"HTTP {code}: {message}",
-            )
-        raise invalid("answer has no error field")
+            message = redact(str(body.get("message") or ""))[:200]
+            raise FetchError(outcome_for_status(code), f"HTTP {code}: {message}")
+        return body
     number = integer(error, "error")
-    description = str(body.get("errorDescription") or "")[:200]
+    description = redact(str(body.get("errorDescription") or ""))[:200]
     if number == ERROR_NOT_FOUND:
         raise FetchError(Outcome.NOT_FOUND, f"message not found (error 40, HTTP {code})")
-    if number == ERROR_AUTH:
-        raise FetchError(Outcome.AUTH_ERROR, f"invalid API key (error 1): {description}")
+    if number in ERRORS:
+        outcome, wide, meaning = ERRORS[number]
+        raise FetchError(outcome, f"error {number}: {meaning}", provider_wide=wide)
     if number != ERROR_OK:
         raise FetchError(Outcome.CLIENT_ERROR, f"error {number}: {description}")
     if code >= 400:
@@ -213,6 +239,15 @@ class BsgProvider(Provider):
         declared = read_settings(cls.settings_spec, table)
         return Settings({**declared, "timezone": _zone(table, declared.timezone)})
 
+    def start(self) -> None:
+        key = self.settings.api_key.reveal()
+        if key.startswith("test_"):
+            log.warning(
+                "provider %s uses a BSG test_ key: BSG answers it with random data, so the "
+                "metrics of this instance do not describe real messages",
+                self.name,
+            )
+
     def check_id(self, message_id: str) -> str | None:
         if self.settings.lookup == "reference":
             if not REFERENCE.fullmatch(message_id):
@@ -223,37 +258,78 @@ class BsgProvider(Provider):
             )
         return None
 
-    def _url(self, message_id: str) -> str:
-        if self.settings.lookup == "reference":
-            return f"{self.settings.base_url}/rest/viber/reference/{message_id}"
-        return f"{self.settings.base_url}/rest/viber/{message_id}"
-
-    def fetch(self, message_id: str) -> Observation:
-        response = self.http.request(
+    def _get(self, path: str) -> requests.Response:
+        return self.http.request(
             "GET",
-            self._url(message_id),
+            f"{self.settings.base_url}{path}",
             headers={"X-API-KEY": self.settings.api_key.reveal(), "Accept": "application/json"},
         )
+
+    def fetch(self, message_id: str) -> Observation:
+        path = (
+            f"/rest/viber/reference/{message_id}"
+            if self.settings.lookup == "reference"
+            else f"/rest/viber/{message_id}"
+        )
+        response = self._get(path)
         body = _raise_for_error(response, _decode(response))
         return observation(body, self.settings.timezone)
 
+    def verify(self) -> Balance | None:
+        """``GET /rest/common/balance``: proves the key, and gives the balance."""
+        response = self._get("/rest/common/balance")
+        body = _raise_for_error(response, _decode(response))
+        amount = _number(body.get("amount"))  # a string, and negative on credit: "-4.09"
+        currency = body.get("currency")
+        if amount is None or not isinstance(currency, str) or not currency:
+            return None
+        return Balance(amount, currency.upper())
+
     def parse_callback(self, request: CallbackRequest) -> Sequence[Report]:
-        """A delivery report in the status-response shape (an assumption: providers.md §2.8)."""
+        """A delivery report in the status-response shape (an assumption: providers.md §2.8).
+
+        Keyed on what identifies the message: the reference with ``lookup =
+        "reference"``, else the BSG message id — never the phone number, which BSG's
+        examples put in ``id``. A report that cannot be matched is refused.
+        """
         data = request.json()
         items = data if isinstance(data, list) else [data]
-        key = "reference" if self.settings.lookup == "reference" else "id"
         reports = []
         for index, item in enumerate(items):
             if not isinstance(item, Mapping):
                 raise InvalidCallback(f"item {index} is not an object")
-            message_id = str(item.get(key) or "")
-            if self.check_id(message_id):
-                raise InvalidCallback(f"item {index} has no valid {key}")
+            message_id = self._callback_key(item, index)
             try:
                 reports.append(Report(message_id, observation(item, self.settings.timezone)))
             except FetchError as e:
                 raise InvalidCallback(f"item {index}: {e.message}") from e
         return reports
+
+    def _callback_key(self, item: Mapping[str, Any], index: int) -> str:
+        if self.settings.lookup == "reference":
+            key = str(item.get("reference") or "")
+            if self.check_id(key):
+                raise InvalidCallback(f"item {index} has no valid reference")
+            return key
+        key = str(item.get("id") or "")
+        phone = str(item.get("msisdn") or "")
+        if not key or key == phone:
+            raise InvalidCallback(
+                f"item {index} cannot be matched to a message: its id is the phone number, "
+                'not a BSG message id (register by reference and set lookup = "reference")'
+            )
+        if self.check_id(key):
+            raise InvalidCallback(f"item {index} has no valid id")
+        return key
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return float(str(value).strip().replace(",", "."))
+    except ValueError:
+        return None
 
 
 @hookimpl

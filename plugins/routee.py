@@ -1,25 +1,36 @@
 """Routee's Viber tracking-id API (providers.md §1).
 
-OAuth2 client credentials for a bearer token, reused until about a minute before it
-expires and fetched by one thread at a time; ``GET /viber/tracking/{trackingId}``
-for each message; Routee's Viber callbacks for pushed reports.
+OAuth2 client credentials for a bearer token (``ClientCredentials``: one token per
+instance, refreshed before it expires, replaced once on a 401/403);
+``GET /viber/tracking/{trackingId}`` for each message, or, for a message sent in a
+Viber→SMS failover flow and registered with ``"fields": {"tracking": "failover"}``,
+``GET /failover/tracking/{trackingId}`` with both legs; Routee's Viber callbacks for
+pushed reports; ``GET /accounts/me/balance`` for the credentials check, the balance and
+(when ``currency`` is not set) the account's currency.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import pycountry
 import requests
 
 from viber_exporter import (
+    Balance,
     CallbackRequest,
     ClientCredentials,
+    Fallback,
     FetchError,
     InvalidCallback,
+    Lenient,
+    MessageRef,
     Observation,
     Outcome,
     Provider,
@@ -28,14 +39,12 @@ from viber_exporter import (
     Setting,
     Status,
     StatusMap,
-    country,
     field,
     hookimpl,
     invalid,
-    iso_time,
     json_body,
     outcome_for_status,
-    price,
+    redact,
     retry_after_seconds,
     snake_case,
 )
@@ -46,6 +55,8 @@ DEFAULT_BASE_URL = "https://connect.routee.net"
 DEFAULT_TOKEN_URL = "https://auth.routee.net/oauth/token"  # noqa: S105 (a URL, not a password)
 NOT_FOUND_CODE = "404019006"  # "viberTracking was not found"
 TRACKING_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+FAILOVER = "failover"  # the registration field tracking = "failover"
+CURRENCY_RETRY = 60.0  # seconds between asks for the account currency while it is unknown
 
 STATUS_MAP = StatusMap(
     {
@@ -58,6 +69,19 @@ STATUS_MAP = StatusMap(
         "EXPIRED": Status.EXPIRED,
     }
 )
+# The SMS leg of a failover flow (Routee's SMS statuses, any case).
+SMS_STATUS_MAP = StatusMap(
+    {
+        "Queued": Status.PENDING,
+        "Sent": Status.PENDING,
+        "Delivered": Status.DELIVERED,
+        "Undelivered": Status.FAILED,
+        "Failed": Status.FAILED,
+        "Unsent": Status.FAILED,
+        "Expired": Status.EXPIRED,
+    }
+)
+_SMS_NOT_SENT = frozenset({"queued", "failed", "unsent"})
 
 SETTINGS = (
     Setting("application_id", "string", "Routee application id (OAuth2 client id)."),
@@ -65,8 +89,10 @@ SETTINGS = (
     Setting(
         "currency",
         "string",
-        "Your account's currency, ISO 4217 (Routee prices carry none).",
-        pattern=r"[A-Z]{3}",
+        "Your account's currency, ISO 4217 (Routee prices carry none); empty: the one "
+        "GET /accounts/me/balance reports.",
+        default="",
+        pattern=r"([A-Z]{3})?",
         hint='must be the account\'s 3-letter ISO 4217 code, e.g. "EUR"',
     ),
     Setting("base_url", "url", "Routee API base URL.", default=DEFAULT_BASE_URL),
@@ -78,30 +104,33 @@ def _error_detail(response: requests.Response) -> tuple[str, str]:
     """Routee's error body ``{code, developerMessage}``, as far as it can be read."""
     try:
         body = json.loads(response.content)
-    except ValueError:
+    except (ValueError, UnicodeDecodeError):
         return "", ""
     if not isinstance(body, dict):
         return "", ""
-    return str(body.get("code") or ""), str(
-        body.get("developerMessage") or body.get("error_description") or ""
-    )[:300]
+    message = body.get("developerMessage") or body.get("error_description") or ""
+    return str(body.get("code") or ""), redact(str(message))[:300]
 
 
 def _raise_for_error(response: requests.Response) -> None:
     if response.status_code < 400:
         return
     code, message = _error_detail(response)
-    if response.status_code == 404 and code == NOT_FOUND_CODE:
-        raise FetchError(Outcome.NOT_FOUND, "tracking id not found (404019006)")
-    # A 404 without Routee's tracking code is a wrong path or base_url (client_error).
+    if response.status_code == 404 and code.startswith("404"):
+        raise FetchError(Outcome.NOT_FOUND, f"tracking id not found ({code})")
+    # A 404 without Routee's own code is a wrong path or base_url: the instance's problem.
     outcome = outcome_for_status(response.status_code)
     detail = (
         f"HTTP {response.status_code}"
         + (f" code {code}" if code else "")
         + (f": {message}" if message else "")
     )
+    if response.status_code == 404:
+        detail += " (check the instance's base_url)"
     retry_after = retry_after_seconds(response) if response.status_code in (429, 503) else None
-    raise FetchError(outcome, detail, retry_after=retry_after)
+    raise FetchError(
+        outcome, detail, retry_after=retry_after, provider_wide=response.status_code == 404 or None
+    )
 
 
 def _single(data: Any, tracking_id: str) -> Mapping[str, Any]:
@@ -112,37 +141,86 @@ def _single(data: Any, tracking_id: str) -> Mapping[str, Any]:
         items = [item for item in data if isinstance(item, Mapping)]
         if not items:
             raise FetchError(Outcome.NOT_FOUND, "empty tracking answer")
-        return next((i for i in items if i.get("trackingId") == tracking_id), items[0])
+        mine = [item for item in items if item.get("trackingId") == tracking_id]
+        if not mine:
+            # Never another message's status and price.
+            raise invalid(f"the tracking answer lists {len(items)} item(s), none for this id")
+        return mine[0]
     if isinstance(data, Mapping):
+        answered = data.get("trackingId")
+        if isinstance(answered, str) and answered and answered != tracking_id:
+            raise invalid("the tracking answer is about another trackingId")
         return data
     raise invalid("tracking answer is neither an object nor a list")
 
 
+@functools.lru_cache(maxsize=512)
+def country_code(value: str) -> str | None:
+    """Routee documents ``country`` as the country *name*: its ISO 3166 alpha-2 code
+    (codes are passed through), None when unknown. Cached: a bounded set of names."""
+    text = value.strip()
+    if 2 <= len(text) <= 3 and text.isalpha():
+        return text.upper()
+    try:
+        return str(pycountry.countries.lookup(text).alpha_2)
+    except LookupError:
+        pass
+    try:
+        matches = pycountry.countries.search_fuzzy(text)
+    except LookupError:
+        return None
+    return str(matches[0].alpha_2) if len(matches) == 1 else None
+
+
 def observation(
-    item: Mapping[str, Any], currency: str, *, status_key: str, date_key: str
+    item: Mapping[str, Any], currency: str | None, *, status_key: str, date_key: str
 ) -> Observation:
-    """Normalise a tracking item (``status.status``/``status.date``) or a callback
-    (``status.name``/``status.updatedDate``)."""
+    """Normalise a tracking item (``status.status``/``status.date``) or a callback or
+    failover message (``status.name``/``status.updatedDate``)."""
     status_field = item.get("status")
     raw = field(item, "status", status_key) if isinstance(status_field, Mapping) else status_field
     if not isinstance(raw, str) or not raw.strip():
         raise invalid(f"status.{status_key} is missing")
     status = STATUS_MAP.map(raw)
+    fields = Lenient()
     detailed = field(item, "status", "reason", "detailedStatus")
     reason = None
     if status.is_failure or status is Status.UNKNOWN:
         reason = snake_case(detailed if isinstance(detailed, str) and detailed.strip() else raw)
-    when = iso_time(field(item, "status", date_key), f"status.{date_key}")
+    when = fields.time(field(item, "status", date_key), f"status.{date_key}")
+    settled = False
+    if status is Status.EXPIRED and item.get("expiredOnDeliveryAt"):
+        # expireOnDelivery: delivered, then the TTL passed with no SEEN. A delivered
+        # message, not a failure; the provider status stays visible.
+        status, reason, settled = Status.DELIVERED, None, True
+    name = item.get("country")
     return Observation(
         status=status,
         provider_status=raw.strip(),
         reason=reason,
-        sent_at=iso_time(item.get("createdAt"), "createdAt"),
-        delivered_at=when if status is Status.DELIVERED else None,
+        sent_at=fields.time(item.get("createdAt"), "createdAt"),
+        delivered_at=when if status is Status.DELIVERED and not settled else None,
         read_at=when if status is Status.READ else None,
-        price=price(item.get("price")),
+        price=fields.price(item.get("price")),
         currency=currency,
-        country=country(item.get("country")),
+        country=country_code(name) if isinstance(name, str) and name.strip() else None,
+        settled=settled,
+        problems=tuple(fields.problems),
+    )
+
+
+def sms_leg(item: Mapping[str, Any], currency: str | None, fields: Lenient) -> Fallback:
+    """The SMS message of a failover flow, as a fallback leg."""
+    raw = field(item, "status", "name") or field(item, "status", "status")
+    raw = raw.strip() if isinstance(raw, str) else None
+    sent = raw is not None and raw.lower() not in _SMS_NOT_SENT
+    return Fallback(
+        channel="sms",
+        price=fields.price(item.get("price"), "messages.price") if sent else None,
+        currency=currency,
+        status=raw,
+        outcome=SMS_STATUS_MAP.map(raw) if raw else None,
+        sent=sent,
     )
 
 
@@ -156,6 +234,9 @@ class RouteeProvider(Provider):
         self.oauth = ClientCredentials(
             http, settings.token_url, settings.application_id, settings.application_secret
         )
+        self._account_currency: str | None = None
+        self._currency_asked = float("-inf")
+        self._lock = threading.Lock()
 
     def check_id(self, message_id: str) -> str | None:
         if not TRACKING_ID.fullmatch(message_id):
@@ -165,21 +246,100 @@ class RouteeProvider(Provider):
             )
         return None
 
-    def verify(self) -> None:
-        self.oauth.token()  # a token answer proves the credentials
+    def check_fields(self, fields: Mapping[str, Any]) -> str | None:
+        if dict(fields) in ({}, {"tracking": FAILOVER}):
+            return None
+        return 'the only field is "tracking": "failover" (a Viber→SMS failover flow\'s tracking id)'
 
-    def _get(self, url: str) -> requests.Response:
-        return self.oauth.request("GET", url)
-
-    def fetch(self, message_id: str) -> Observation:
-        response = self._get(f"{self.settings.base_url}/viber/tracking/{message_id}")
+    # -- the account --------------------------------------------------------------------
+    def verify(self) -> Balance | None:
+        """A token proves the credentials; the balance gives the account currency."""
+        response = self.oauth.request("GET", f"{self.settings.base_url}/accounts/me/balance")
         _raise_for_error(response)
-        item = _single(json_body(response), message_id)
-        return observation(item, self.settings.currency, status_key="status", date_key="date")
+        body = json_body(response)
+        amount = field(body, "balance")
+        code = field(body, "currency", "code")
+        if isinstance(amount, bool) or not isinstance(amount, int | float):
+            raise invalid("the balance answer has no balance")
+        if not isinstance(code, str) or not re.fullmatch(r"[A-Za-z]{3}", code):
+            raise invalid("the balance answer has no currency code")
+        with self._lock:
+            self._account_currency = code.upper()
+        return Balance(float(amount), code.upper())
 
+    def currency(self) -> str | None:
+        """The configured currency, else the account's (asked once)."""
+        if self.settings.currency:
+            return str(self.settings.currency)
+        with self._lock:
+            known = self._account_currency
+            now = self.http.clock.monotonic()
+            ask = known is None and now - self._currency_asked >= CURRENCY_RETRY
+            if ask:
+                self._currency_asked = now
+        if ask:
+            try:
+                self.verify()
+            except FetchError as e:
+                log.warning("provider %s: account currency unknown: %s", self.name, e.message)
+            with self._lock:
+                known = self._account_currency
+        return known
+
+    # -- lookups --------------------------------------------------------------------------
+    def fetch(self, message_id: str) -> Observation:
+        return self.fetch_message(MessageRef(message_id))
+
+    def fetch_message(self, message: MessageRef) -> Observation:
+        if message.fields.get("tracking") == FAILOVER:
+            return self._fetch_failover(message.id)
+        response = self.oauth.request(
+            "GET", f"{self.settings.base_url}/viber/tracking/{message.id}"
+        )
+        _raise_for_error(response)
+        item = _single(json_body(response), message.id)
+        return observation(item, self.currency(), status_key="status", date_key="date")
+
+    def _fetch_failover(self, tracking_id: str) -> Observation:
+        """``GET /failover/tracking/{id}``: the Viber message and its SMS fallback."""
+        response = self.oauth.request(
+            "GET", f"{self.settings.base_url}/failover/tracking/{tracking_id}"
+        )
+        _raise_for_error(response)
+        flow = json_body(response)
+        messages = field(flow, "messages")
+        if not isinstance(messages, list):
+            raise invalid("the failover answer has no messages list")
+        by_type = {str(m.get("type") or "").lower(): m for m in messages if isinstance(m, Mapping)}
+        viber = by_type.get("viber")
+        if viber is None:
+            raise invalid("the failover answer has no Viber message")
+        currency = self.currency()
+        main = observation(viber, currency, status_key="name", date_key="updatedDate")
+        fields = Lenient()
+        legs = tuple(sms_leg(m, currency, fields) for kind, m in by_type.items() if kind == "sms")
+        if not legs:
+            return main
+        return Observation(
+            status=main.status,
+            provider_status=main.provider_status,
+            reason=main.reason,
+            sent_at=main.sent_at,
+            delivered_at=main.delivered_at,
+            read_at=main.read_at,
+            price=main.price,
+            currency=main.currency,
+            fallbacks=legs,
+            country=main.country,
+            settled=main.settled,
+            problems=main.problems + tuple(fields.problems),
+        )
+
+    # -- pushed reports ---------------------------------------------------------------
     def parse_callback(self, request: CallbackRequest) -> Sequence[Report]:
         data = request.json()
         items = data if isinstance(data, list) else [data]
+        currency = self.currency()
         reports = []
         for index, item in enumerate(items):
             if not isinstance(item, Mapping):
@@ -188,9 +348,7 @@ class RouteeProvider(Provider):
             if not isinstance(tracking_id, str) or self.check_id(tracking_id):
                 raise InvalidCallback(f"item {index} has no valid trackingId")
             try:
-                obs = observation(
-                    item, self.settings.currency, status_key="name", date_key="updatedDate"
-                )
+                obs = observation(item, currency, status_key="name", date_key="updatedDate")
             except FetchError as e:
                 raise InvalidCallback(f"item {index}: {e.message}") from e
             reports.append(Report(tracking_id, obs))

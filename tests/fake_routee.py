@@ -37,6 +37,8 @@ class FakeRoutee:
         self.faults: deque[Response] = deque()
         self.token_faults: deque[Response] = deque()
         self.lookups: list[tuple[str, int]] = []
+        self.flows: dict[str, Any] = {}  # failover tracking id → flow body
+        self.balance: dict[str, Any] = {"balance": 120.5, "currency": {"code": "EUR", "name": "Euro", "sign": "€"}}
         self.delay = 0.0
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -58,6 +60,25 @@ class FakeRoutee:
     def expire_all_tokens(self) -> None:
         with self._lock:
             self.tokens.clear()
+
+    def handle_balance(self, request: Request) -> Response:
+        if not self._authorised(request):
+            return Response(json.dumps({"error": "invalid_token"}), 401, content_type="application/json")
+        return Response(json.dumps(self.balance), 200, content_type="application/json")
+
+    def handle_failover(self, request: Request) -> Response:
+        tracking_id = request.path.rsplit("/", 1)[-1]
+        if not self._authorised(request):
+            return Response(json.dumps({"error": "invalid_token"}), 401, content_type="application/json")
+        flow = self.flows.get(tracking_id)
+        if flow is None:
+            return error(404, "404013001", "failover tracking was not found")
+        return Response(json.dumps(flow), 200, content_type="application/json")
+
+    def _authorised(self, request: Request) -> bool:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        with self._lock:
+            return self.tokens.get(token, 0) > time.monotonic()
 
     def handle_tracking(self, request: Request) -> Response:
         tracking_id = request.path.rsplit("/", 1)[-1]
@@ -97,3 +118,16 @@ def tracking(tracking_id: str, status: str, *, date: str | None = None, reason: 
     if price is not None:
         body["price"] = price
     return body
+
+
+def flow(tracking_id: str, viber: str, sms: str | None, *, price: float = 0.035, sms_price: float = 0.05) -> dict[str, Any]:
+    """A failover flow (Viber, then SMS) as GET /failover/tracking/{id} answers it (providers.md §1.1)."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(SYSTEM_CLOCK.time() - 1))
+    messages = [{"type": "Viber", "trackingId": f"{tracking_id}-v", "to": "+306900000000", "country": "Greece",
+                 "status": {"name": viber, "reason": {"detailedStatus": "Not Viber User"}, "updatedDate": now},
+                 "price": price, "createdAt": now}]
+    if sms is not None:
+        messages.append({"type": "SMS", "trackingId": f"{tracking_id}-s", "to": "+306900000000",
+                         "status": {"name": sms, "updatedDate": now}, "price": sms_price, "createdAt": now})
+    overall = "Succeeded" if sms == "Delivered" or viber in ("DELIVERED", "SEEN") else "InProgress"
+    return {"trackingId": tracking_id, "status": overall, "messages": messages}

@@ -105,14 +105,23 @@ def test_give_up_only_after_final_look_grace():
     assert accounting.give_up_at(late, POLICY) == 5500.0, "the grace counts from the registration"
 
 
-def test_no_step_back_from_delivered_and_expired_after_delivery_counts():
+def test_no_step_back_from_delivered_and_expired_after_delivery_is_delivered():
+    """Routee's expireOnDelivery: delivered, then the TTL passed with no SEEN. The message
+    was delivered: it settles as delivered, no failure, the provider status visible."""
     state = message()
     accounting.observe(state, Observation(Status.DELIVERED), 10.0, POLICY)
     accounting.observe(state, Observation(Status.PENDING), 20.0, POLICY)
     assert state.status is Status.DELIVERED
     events = accounting.observe(state, Observation(Status.EXPIRED, "EXPIRED", reason="ttl_expired"), 30.0, POLICY)
-    assert [(e.status, e.reason) for e in events if isinstance(e, Transition)] == [(Status.EXPIRED, "ttl_expired")]
-    assert state.reason == "ttl_expired" and not state.watched
+    assert not [e for e in events if isinstance(e, Transition)], "not counted as expired"
+    assert (state.status, state.provider_status, state.reason) == (Status.DELIVERED, "EXPIRED", None)
+    assert not state.watched, "settled: it cannot become read any more"
+
+
+def test_a_settled_observation_ends_the_watch():
+    state = message()
+    accounting.observe(state, Observation(Status.DELIVERED, "EXPIRED", settled=True), 10.0, POLICY)
+    assert state.status is Status.DELIVERED and not state.watched
 
 
 def test_cost_only_grows_and_sms_legs_count_once():
@@ -124,7 +133,7 @@ def test_cost_only_grows_and_sms_legs_count_once():
     assert [e.amount for e in more if isinstance(e, Cost)] == [pytest.approx(0.03)]
     legs = (Fallback("sms", 0.04, "EUR"),)
     sms = accounting.observe(state, Observation(Status.FAILED, price=0.05, fallbacks=legs), 40.0, POLICY)
-    assert [type(e) for e in sms if isinstance(e, SmsFallback | Cost)] == [SmsFallback, Cost]
+    assert sorted(type(e).__name__ for e in sms if isinstance(e, SmsFallback | Cost)) == ["Cost", "SmsFallback"]
     assert not [e for e in accounting.observe(state, Observation(Status.FAILED, price=0.05, fallbacks=legs), 50.0, POLICY) if isinstance(e, SmsFallback | Cost)]
 
 
@@ -201,3 +210,54 @@ def test_unknown_status_keeps_polling_and_counts_once():
     assert kinds([e for e in events if isinstance(e, Transition)]) == [("Transition", Status.PENDING), ("Transition", Status.UNKNOWN)]
     assert state.watched
     assert not [e for e in accounting.observe(state, Observation(Status.UNKNOWN, "WHAT"), 20.0, POLICY) if isinstance(e, Transition)]
+
+
+def test_a_fallback_counts_when_its_leg_is_sent_and_polling_goes_on_until_the_leg_settles():
+    from viber_exporter.state import FallbackOutcome
+
+    state = message()
+    scheduled = (Fallback("sms", None, None, "scheduled", Status.PENDING, sent=False),)
+    events = accounting.observe(state, Observation(Status.FAILED, reason="not_viber_user", fallbacks=scheduled), 10.0, POLICY)
+    assert not [e for e in events if isinstance(e, SmsFallback)], "a leg not sent yet is no fallback"
+    assert state.watched, "but it may still go out: keep polling"
+    refused = (Fallback("sms", None, None, "rejected", Status.FAILED, sent=False),)
+    events = accounting.observe(state, Observation(Status.FAILED, reason="not_viber_user", fallbacks=refused), 40.0, POLICY)
+    assert not [e for e in events if isinstance(e, SmsFallback)] and not state.watched, "refused: never a fallback"
+
+    state = message()
+    sent = (Fallback("sms", 0.05, "EUR", "sent", Status.PENDING, sent=True),)
+    events = accounting.observe(state, Observation(Status.FAILED, reason="not_viber_user", fallbacks=sent), 10.0, POLICY)
+    assert [type(e).__name__ for e in events if isinstance(e, SmsFallback | FallbackOutcome)] == ["SmsFallback"]
+    assert [(e.channel, e.amount) for e in events if isinstance(e, Cost)] == [("sms", 0.05)]
+    assert state.watched and state.next_poll == 40.0, "the leg is out: keep polling for its outcome"
+    done = (Fallback("sms", 0.05, "EUR", "delivered", Status.DELIVERED, sent=True),)
+    events = accounting.observe(state, Observation(Status.FAILED, reason="not_viber_user", fallbacks=done), 20.0, POLICY)
+    assert [(e.channel, e.outcome) for e in events if isinstance(e, FallbackOutcome)] == [("sms", Status.DELIVERED)]
+    assert not [e for e in events if isinstance(e, SmsFallback | Cost | Transition)], "each counted once"
+    assert not state.watched
+    late = message()
+    accounting.observe(late, Observation(Status.FAILED, reason="x", fallbacks=sent), 10.0, POLICY)
+    accounting.observe(late, Observation(Status.FAILED, reason="x", fallbacks=sent), 1000.0, POLICY)
+    assert not late.watched, "a leg that never settles is followed until max_age only"
+
+
+def test_provider_times_in_the_future_or_before_sending_are_counted_and_not_believed():
+    from viber_exporter.state import AnswerProblem
+
+    state = message(sent_at=1000.0)
+    events = accounting.observe(state, Observation(Status.DELIVERED, delivered_at=ts(1000 + 7200)), 1010.0, POLICY)
+    assert [(e.problem, e.detail) for e in events if isinstance(e, AnswerProblem)] == [("time_in_future", "delivered_at")]
+    assert state.delivered_at == 1010.0, "the poll's time: an honest upper bound"
+    early = message(sent_at=10_000.0)
+    events = accounting.observe(early, Observation(Status.READ, read_at=ts(10_000 - 7200)), 10_010.0, POLICY)
+    assert ("time_before_sent", "delivered_at") in [(e.problem, e.detail) for e in events if isinstance(e, AnswerProblem)]
+    assert all(e.seconds == 0.0 for e in events if isinstance(e, Latency))
+
+
+def test_unreadable_optional_fields_are_counted_and_the_status_still_used():
+    from viber_exporter.state import AnswerProblem
+
+    state = message()
+    events = accounting.observe(state, Observation(Status.DELIVERED, problems=("time_dr",)), 10.0, POLICY)
+    assert [(e.problem, e.detail) for e in events if isinstance(e, AnswerProblem)] == [("unreadable_field", "time_dr")]
+    assert state.status is Status.DELIVERED

@@ -26,7 +26,7 @@ from viber_exporter.plugins.routee import RouteeProvider
 from viber_exporter.provider import InvalidCallback
 
 from .conftest import sample, toml_table, wait_for
-from .fake_routee import APP_ID, APP_SECRET, FakeRoutee, error, tracking
+from .fake_routee import APP_ID, APP_SECRET, FakeRoutee, error, flow, tracking
 
 TRACKING = "0a047b46-a4dd-4ca8-b817-a6a134dd1234"
 
@@ -38,6 +38,8 @@ def routee() -> Iterator[tuple[HTTPServer, FakeRoutee]]:
     fake = FakeRoutee()
     server.expect_request("/oauth/token", method="POST").respond_with_handler(fake.handle_token)
     server.expect_request(re.compile(r"/viber/tracking/.*"), method="GET").respond_with_handler(fake.handle_tracking)
+    server.expect_request("/accounts/me/balance", method="GET").respond_with_handler(fake.handle_balance)
+    server.expect_request(re.compile(r"/failover/tracking/.*"), method="GET").respond_with_handler(fake.handle_failover)
     yield server, fake
     server.clear()
     if server.is_running():
@@ -210,8 +212,6 @@ def test_403_after_a_fresh_token_is_auth_error(routee, provider):
         (lambda: Response("<html>not found</html>", 404), Outcome.CLIENT_ERROR, None),
         (lambda: Response("{not json", 200), Outcome.INVALID_RESPONSE, None),
         (lambda: Response(json.dumps({"trackingId": TRACKING}), 200), Outcome.INVALID_RESPONSE, None),
-        (lambda: Response(json.dumps(tracking(TRACKING, "SEEN", date="yesterday")), 200), Outcome.INVALID_RESPONSE, None),
-        (lambda: Response(json.dumps(tracking(TRACKING, "SEEN") | {"price": "lots"}), 200), Outcome.INVALID_RESPONSE, None),
     ],
 )
 def test_error_answers_become_outcomes(routee, provider, response, outcome, retry_after):
@@ -327,5 +327,137 @@ def test_bad_credentials_take_the_provider_down_and_lose_nothing(routee, builtin
         fake.valid_secret = APP_SECRET  # credentials work again
         wait_for(lambda: exporter.store.get("routee", "b-1").status is Status.READ, timeout=15)
         assert sample(exporter, "viber_provider_up", provider="routee") == 1
+    finally:
+        exporter.stop()
+
+
+
+# -- conformance with Routee's documents (issue "Provider truth") ----------------------------
+
+
+def test_a_list_without_the_queried_id_is_refused_not_another_message(routee, provider):
+    _, fake = routee
+    other = tracking("ffffffff-0000-0000-0000-000000000000", "SEEN", price=0.9)
+    fake.messages[TRACKING] = [other]
+    with pytest.raises(FetchError) as info:
+        provider.fetch(TRACKING)
+    assert info.value.outcome is Outcome.INVALID_RESPONSE
+    fake.messages[TRACKING] = other
+    with pytest.raises(FetchError):
+        provider.fetch(TRACKING)
+
+
+def test_delivered_then_expired_is_a_delivered_message(routee, provider):
+    _, fake = routee
+    body = tracking(TRACKING, "EXPIRED", reason="TTL Expired") | {"expireOnDelivery": True,
+                                                                   "expiredOnDeliveryAt": "2026-11-30T10:00:00Z"}
+    fake.messages[TRACKING] = body
+    obs = provider.fetch(TRACKING)
+    assert (obs.status, obs.provider_status, obs.reason, obs.settled) == (Status.DELIVERED, "EXPIRED", None, True)
+    fake.messages[TRACKING] = tracking(TRACKING, "EXPIRED", reason="TTL Expired")
+    assert provider.fetch(TRACKING).status is Status.EXPIRED, "never delivered: a real expiry"
+
+
+def test_optional_fields_are_repaired_or_dropped_not_the_answer(routee, provider):
+    _, fake = routee
+    fake.messages[TRACKING] = tracking(TRACKING, "DELIVERED", date=1764496800123) | {"price": "lots", "country": "Greece"}
+    obs = provider.fetch(TRACKING)
+    assert obs.status is Status.DELIVERED
+    assert obs.delivered_at.timestamp() == pytest.approx(1764496800.123), "epoch milliseconds"
+    assert obs.price is None and set(obs.problems) == {"status.date", "price"}
+    assert obs.country == "GR", "Routee documents country names; the label takes ISO codes"
+    fake.messages[TRACKING] = tracking(TRACKING, "SEEN", date="yesterday")
+    seen = provider.fetch(TRACKING)
+    assert seen.status is Status.READ and seen.read_at is None and seen.problems == ("status.date",)
+
+
+@pytest.mark.parametrize(("status", "headers", "outcome"), [
+    (503, {"Retry-After": "9"}, Outcome.SERVER_ERROR), (500, {}, Outcome.SERVER_ERROR), (504, {}, Outcome.TIMEOUT),
+    (401, {}, Outcome.AUTH_ERROR), (400, {}, Outcome.AUTH_ERROR), (429, {"Retry-After": "4"}, Outcome.RATE_LIMITED),
+])
+def test_the_token_endpoint_s_own_failures_are_not_bad_credentials(routee, provider, status, headers, outcome):
+    _, fake = routee
+    fake.messages[TRACKING] = tracking(TRACKING, "QUEUED")
+    body = json.dumps({"error": "invalid_client", "error_description": "Bad client credentials"})
+    fake.token_faults.append(Response(body, status, headers=headers, content_type="application/json"))
+    with pytest.raises(FetchError) as info:
+        provider.fetch(TRACKING)
+    assert info.value.outcome is outcome
+    if "Retry-After" in headers:
+        assert info.value.retry_after == float(headers["Retry-After"])
+    if outcome is Outcome.AUTH_ERROR:
+        assert "Bad client credentials" in info.value.message, "Routee's own description is kept"
+
+
+def test_a_failed_token_fetch_is_not_repeated_by_every_waiting_poll(routee, provider):
+    _, fake = routee
+    fake.delay = 0.05
+    for i in range(20):
+        fake.messages[f"id-{i}"] = tracking(f"id-{i}", "QUEUED")
+    fake.token_faults.append(Response("{}", 503))
+    outcomes = []
+
+    def poll(i: int) -> None:
+        try:
+            provider.fetch(f"id-{i}")
+            outcomes.append("ok")
+        except FetchError as e:
+            outcomes.append(e.outcome.value)
+
+    threads = [threading.Thread(target=poll, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert fake.token_requests == 1 and outcomes == ["server_error"] * 20
+
+
+def test_verify_reads_the_balance_and_the_currency_defaults_to_the_account_s(routee, builtin_host, tmp_path):
+    from viber_exporter.provider import Balance
+
+    server, fake = routee
+    config = parse_config(routee_config(server, tmp_path / "s.db", currency=""), builtin_host.provider_types(), {})
+    provider = RouteeProvider("routee", config.providers["routee"].settings, ProviderHttp(timeout=1.0))
+    fake.messages[TRACKING] = tracking(TRACKING, "DELIVERED", price=0.035)
+    assert provider.fetch(TRACKING).currency == "EUR", "asked once from /accounts/me/balance"
+    assert provider.verify() == Balance(120.5, "EUR")
+    fake.valid_secret = "rotated"
+    fake.expire_all_tokens()
+    provider.oauth.tokens.invalidate(provider.oauth.tokens.get())
+    with pytest.raises(FetchError) as info:
+        provider.verify()
+    assert info.value.outcome is Outcome.AUTH_ERROR
+
+
+def test_failover_flows_bring_the_sms_leg(routee, provider):
+    _, fake = routee
+    fake.flows[TRACKING] = flow(TRACKING, "UNDELIVERED", "Queued")
+    assert provider.check_fields({"tracking": "failover"}) is None
+    assert provider.check_fields({"tracking": "campaign"})
+    from viber_exporter.model import MessageRef
+
+    ref = MessageRef(TRACKING, {"tracking": "failover"})
+    obs = provider.fetch_message(ref)
+    assert (obs.status, obs.reason, obs.country) == (Status.FAILED, "not_viber_user", "GR")
+    [leg] = obs.fallbacks
+    assert (leg.sent, leg.outcome) == (False, Status.PENDING), "queued: not sent yet"
+    fake.flows[TRACKING] = flow(TRACKING, "UNDELIVERED", "Delivered", sms_price=0.06)
+    [leg] = provider.fetch_message(ref).fallbacks
+    assert (leg.sent, leg.outcome, leg.price, leg.currency) == (True, Status.DELIVERED, 0.06, "EUR")
+
+
+def test_failover_flows_through_the_poller_count_the_fallback_once(routee, builtin_host, tmp_path):
+    server, fake = routee
+    exporter = run_exporter(builtin_host, routee_config(server, tmp_path / "s.db"))
+    try:
+        fake.flows[TRACKING] = flow(TRACKING, "UNDELIVERED", "Sent")
+        exporter.register([Registration("routee", TRACKING, fields={"tracking": "failover"})])
+        wait_for(lambda: sample(exporter, "viber_message_sms_fallbacks_total", provider="routee") == 1)
+        assert exporter.store.get("routee", TRACKING).watched, "the SMS leg is still out"
+        fake.flows[TRACKING] = flow(TRACKING, "UNDELIVERED", "Delivered")
+        wait_for(lambda: not exporter.store.get("routee", TRACKING).watched)
+        assert sample(exporter, "viber_message_fallback_outcomes_total", provider="routee", channel="sms", outcome="delivered") == 1
+        assert sample(exporter, "viber_message_cost_total", provider="routee", currency="EUR", channel="sms") == pytest.approx(0.05)
+        assert sample(exporter, "viber_message_sms_fallbacks_total", provider="routee") == 1
     finally:
         exporter.stop()

@@ -77,7 +77,9 @@ def keep_inside_windows(plan: Plan) -> None:
 
 
 def run_scenario(host: PluginHost, state: Path, schedule: list[Segment], restart_at: float | None, seed: int) -> None:
-    run = VirtualRun(host, state, mix=Mix(read_median=10.0), seed=seed, polling=POLLING,
+    # A third of Routee's messages go out as Viber→SMS failover flows (their SMS legs are
+    # followed like BSG's alt_route legs).
+    run = VirtualRun(host, state, mix=Mix(read_median=10.0, failover=0.3), seed=seed, polling=POLLING,
                      routee={"concurrency": 1, "rate_limit": 20}, bsg={"concurrency": 1, "rate_limit": 20})
     try:
         sent: list[Plan] = []
@@ -121,6 +123,8 @@ def check_against_truth(run: VirtualRun, sent: list[Plan]) -> None:
             cost = run.value("viber_message_cost_total", provider=provider, currency="EUR", channel=channel)
             assert abs(cost - t["cost"][channel]) < 1e-9, (provider, channel, cost, t["cost"][channel])
         assert run.value("viber_message_sms_fallbacks_total", provider=provider) == t["sms_fallbacks"]
+        assert run.value("viber_message_fallback_outcomes_total", provider=provider, channel="sms",
+                         outcome="delivered") == t["fallback_delivered"]
         never_settle = sum(1 for p in mine if p.fate == "pending")
         assert run.value("viber_message_watch_expired_total", provider=provider) == never_settle
         for plan in mine:

@@ -17,6 +17,7 @@ import random
 import secrets
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
@@ -92,6 +93,11 @@ class MockProviders:
             [
                 Rule("/oauth/token", endpoint="token", methods=["POST"]),
                 Rule("/viber/tracking/<tracking_id>", endpoint="routee", methods=["GET"]),
+                Rule(
+                    "/failover/tracking/<tracking_id>", endpoint="routee_failover", methods=["GET"]
+                ),
+                Rule("/accounts/me/balance", endpoint="routee_balance", methods=["GET"]),
+                Rule("/rest/common/balance", endpoint="bsg_balance", methods=["GET"]),
                 Rule("/rest/viber/reference/<key>", endpoint="bsg_reference", methods=["GET"]),
                 Rule("/rest/viber/<key>", endpoint="bsg_id", methods=["GET"]),
                 Rule("/mock/messages", endpoint="create", methods=["POST"]),
@@ -131,6 +137,7 @@ class MockProviders:
                         "id": p.id,
                         "reference": p.reference,
                         "sent_at": _iso(p.created, 0),
+                        **({"fields": {"tracking": "failover"}} if p.flow else {}),
                     }
                     for p in plans
                 ]
@@ -310,16 +317,90 @@ class MockProviders:
             "price": plan.price if numeric else f"{plan.price:.4f}",
             "currency": "EUR",
         }
-        if phase == "failed" and plan.sms_price is not None:
+        leg = plan.leg(now)
+        if leg is not None:
             body["alt_route"] = [
                 {
                     "channel": "sms",
                     "id": f"sms{plan.id}",
-                    "status": "delivered",
-                    "price": f"{plan.sms_price:.4f}",
+                    "status": leg,
+                    # BSG's example shows "price": "string" before the leg is priced
+                    "price": f"{plan.sms_price:.4f}" if leg != "scheduled" else "string",
                 }
             ]
+        if not numeric and phase in ("delivered", "read"):
+            # Object answers may come without the error field (BSG's general principles).
+            del body["error"], body["errorDescription"]
         return body
+
+    def _bsg_balance(self, request: Request) -> Response:
+        if request.headers.get("X-API-KEY") != BSG_API_KEY:
+            return _json({"error": 1, "errorDescription": "Invalid API key"})
+        return _json(
+            {
+                "error": 0,
+                "errorDescription": "No errors",
+                "amount": "-4.09",
+                "currency": "EUR",
+                "limit": "7",
+            }
+        )
+
+    # -- Routee: the account and failover flows -------------------------------------------
+    def _authorised(self, request: Request) -> bool:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        with self._lock:
+            return self.tokens.get(token, 0) > self.clock()
+
+    def _routee_balance(self, request: Request) -> Response:
+        if not self._authorised(request):
+            return _json({"error": "invalid_token", "error_description": "expired"}, 401)
+        return _json({"balance": 250.75, "currency": {"code": "EUR", "name": "Euro", "sign": "€"}})
+
+    def _routee_failover(self, request: Request, tracking_id: str) -> Response:
+        if not self._authorised(request):
+            return self._record(
+                "routee", _json({"error": "invalid_token", "error_description": "expired"}, 401)
+            )
+        fault = self._fault("routee")
+        if fault is not None:
+            return self._record("routee", fault)
+        plan = self.simulation.find("routee", tracking_id)
+        now = self.clock()
+        if plan is None or not plan.flow or now < plan.visible_at:
+            body = {"code": "404013001", "developerMessage": "failover tracking was not found"}
+            return self._record("routee", _json(body, 404))
+        viber = self._routee_body(plan, now)
+        status = viber.pop("status")
+        message = {
+            "type": "Viber",
+            **viber,
+            "status": {
+                "name": status["status"],
+                "reason": status.get("reason"),
+                "updatedDate": status["date"],
+            },
+            "createdAt": _iso(plan.created, 0),
+        }
+        messages = [message]
+        leg = plan.leg(now)
+        if leg is not None:
+            sms_status = {"scheduled": "Queued", "sent": "Sent", "delivered": "Delivered"}[leg]
+            messages.append(
+                {
+                    "type": "SMS",
+                    "trackingId": str(uuid.UUID(int=int(plan.id.replace("-", ""), 16) ^ 1)),
+                    "status": {"name": sms_status, "updatedDate": _iso(now, 0)},
+                    "price": plan.sms_price if leg != "scheduled" else None,
+                    "createdAt": _iso(plan.final_at or now, 0),
+                }
+            )
+        overall = {"delivered": "Succeeded"}.get(leg or "", "InProgress")
+        if leg is None and plan.phase(now) in ("delivered", "read"):
+            overall = "Succeeded"
+        return self._record(
+            "routee", _json({"trackingId": plan.id, "status": overall, "messages": messages})
+        )
 
 
 def exporter_config(

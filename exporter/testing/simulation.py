@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 import random
 import threading
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 FATES = ("read", "delivered", "failed", "expired", "pending")
 ROUTEE_REASONS = (
@@ -42,7 +43,8 @@ class Mix:
     final_median: float = 4.0  # time to a failure or expiry
     sigma: float = 0.6  # log-normal spread
     visible_after: float = 0.5  # ids are unknown to the provider for up to this long
-    sms_fallback: float = 0.6  # share of BSG failures re-sent as SMS
+    sms_fallback: float = 0.6  # share of failures re-sent as SMS (BSG, Routee failover flows)
+    failover: float = 0.0  # share of Routee messages sent as a Viber→SMS failover flow
 
     def weights(self) -> list[float]:
         return [self.read, self.delivered, self.failed, self.expired, self.pending]
@@ -64,7 +66,21 @@ class Plan:
     failure: int = 0  # index into the reason tables
     price: float = 0.0
     sms_price: float | None = None
+    flow: bool = False  # a Routee failover flow (registered with tracking = "failover")
     country: str = "GR"
+
+    #: the SMS leg of a fallback: scheduled for a second after the failure, then sent,
+    #: delivered two seconds later
+    LEG_SENT_AFTER: ClassVar[float] = 1.0
+    LEG_DELIVERED_AFTER: ClassVar[float] = 3.0
+
+    def leg(self, now: float) -> str | None:
+        """The fallback leg's status at ``now``: None, scheduled, sent or delivered."""
+        if self.sms_price is None or self.final_at is None or now < self.final_at:
+            return None
+        if now < self.final_at + self.LEG_SENT_AFTER:
+            return "scheduled"
+        return "sent" if now < self.final_at + self.LEG_DELIVERED_AFTER else "delivered"
 
     def phase(self, now: float) -> str:
         """The normalised status at ``now``: pending, delivered, read, failed or expired."""
@@ -98,8 +114,8 @@ class Simulation:
             self._next_id += 1
             number = self._next_id
             fate = fate or self._rng.choices(FATES, self.mix.weights())[0]
-            if provider == "routee":
-                message_id = f"{self._rng.getrandbits(32):08x}-{number:04x}-4000-8000-{self._rng.getrandbits(48):012x}"
+            if provider == "routee":  # a real version-4 UUID, as Routee's tracking ids are
+                message_id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
             else:
                 message_id = str(number)
             plan = Plan(
@@ -117,10 +133,11 @@ class Simulation:
                 plan.delivered_at = now + self._delay(self.mix.delivery_median)
             if fate == "read":
                 plan.read_at = (plan.delivered_at or now) + self._delay(self.mix.read_median)
+            plan.flow = provider == "routee" and self._rng.random() < self.mix.failover
             if fate in ("failed", "expired"):
                 plan.final_at = now + self._delay(self.mix.final_median)
                 if (
-                    provider == "bsg"
+                    (provider == "bsg" or plan.flow)
                     and fate == "failed"
                     and self._rng.random() < self.mix.sms_fallback
                 ):
@@ -156,6 +173,7 @@ class Simulation:
                     "read_latency_count": 0,
                     "cost": {"viber": 0.0, "sms": 0.0},
                     "sms_fallbacks": 0,
+                    "fallback_delivered": 0,
                 },
             )
             t["messages"] += 1
@@ -174,9 +192,12 @@ class Simulation:
             if phase in ("failed", "expired"):
                 t["transitions"][phase] += 1
                 t["failures"][failure_reason(plan)] += 1
-                if plan.sms_price is not None:
+                leg = plan.leg(now)
+                if leg in ("sent", "delivered"):  # a fallback counts once its leg is sent
                     t["sms_fallbacks"] += 1
-                    t["cost"]["sms"] += plan.sms_price
+                    t["cost"]["sms"] += plan.sms_price or 0.0
+                if leg == "delivered":
+                    t["fallback_delivered"] += 1
         for t in result.values():
             t["transitions"] = dict(t["transitions"])
             t["failures"] = dict(t["failures"])

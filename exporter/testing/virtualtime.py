@@ -63,7 +63,17 @@ class VirtualRun:
         """Have the mock "send" messages now and register them, as an application would."""
         now = self.clock.time()
         plans = [self.mock.simulation.create(provider, now, fate) for _ in range(count)]
-        self.exporter.register([Registration(p.provider, p.id, sent_at=p.created) for p in plans])
+        self.exporter.register(
+            [
+                Registration(
+                    p.provider,
+                    p.id,
+                    sent_at=p.created,
+                    fields={"tracking": "failover"} if p.flow else {},
+                )
+                for p in plans
+            ]
+        )
         self.registered.update((p.provider, p.id) for p in plans)
         return plans
 
