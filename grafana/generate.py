@@ -54,6 +54,7 @@ THRESHOLDS = {
     "poll_lag_seconds": 300,
     "cost_spike_factor": 3,  # spend in the last hour vs. the hourly average of the day before
     "cost_spike_min_amount": 1,
+    "balance_horizon_hours": 24,  # page when the balance, at its pace of the last 6 h, runs out within this
 }
 T = THRESHOLDS
 
@@ -140,6 +141,16 @@ ALERTS = [
         "Viber spend of {{ $labels.provider }} jumped",
         "{{ $labels.provider }} spent {{ $value | printf \"%.2f\" }} {{ $labels.currency }} in the last hour, over {{ $labels.currency }} "
         f"{T['cost_spike_factor']} times the hourly average of the day before.",
+    ),
+    Alert(
+        "ViberBalanceLow",
+        f"predict_linear(viber_provider_balance[6h], {T['balance_horizon_hours']} * 3600)",
+        "<= 0",
+        "",
+        "30m", "warning",
+        "The {{ $labels.provider }} account runs out of credit",
+        "At the pace of the last 6 hours, the {{ $labels.provider }} account ({{ $labels.currency }}) is empty within "
+        f"{T['balance_horizon_hours']} hours; Routee answers UNSENT and BSG error 8 when it is.",
     ),
 ]
 

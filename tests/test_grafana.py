@@ -88,7 +88,8 @@ def test_every_grafana_alert_equals_its_prometheus_twin():
     assert grafana["apiVersion"] == 1
     rules = {r["title"]: r for g in grafana["groups"] for r in g["rules"]}
     twins = prometheus_alerts()
-    assert set(rules) == set(twins) == {"ViberFailureSpike", "ViberSlowDelivery", "ViberProviderDown", "ViberPollLag", "ViberCostSpike"}
+    assert set(rules) == set(twins) == {"ViberFailureSpike", "ViberSlowDelivery", "ViberProviderDown", "ViberPollLag", "ViberCostSpike",
+                                        "ViberBalanceLow"}
     for name, rule in rules.items():
         expected = twins[name]["expr"]
         for record, expr in recording_rules().items():
