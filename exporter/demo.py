@@ -98,9 +98,9 @@ class Demo:
     def __init__(
         self, host: PluginHost, listen_host: str, listen_port: int, state: Path | None
     ) -> None:
-        # A third of Routee's traffic goes out as Viber→SMS failover flows, so the demo
+        # Half of Routee's traffic goes out as Viber→SMS failover flows, so the demo
         # shows Routee fallbacks too.
-        self.mock = MockProviders(Mix(failover=0.3))
+        self.mock = MockProviders(Mix(failover=0.5))
         self.mock_server = BackgroundServer(self.mock, "127.0.0.1", 0, name="mock")
         self._tempdir = (
             None if state else tempfile.TemporaryDirectory(prefix="viber-exporter-demo-")

@@ -116,7 +116,9 @@ class Exporter:
             self._close_new(instances, {})
             raise ViberExporterError("; ".join(f"{key}: {message}" for key, message in problems))
         self._live = Live(config, instances)
-        self.registry.register(StateCollector(self.store, self.snapshots))
+        self.registry.register(
+            StateCollector(self.store, self.snapshots, lambda: self.config.polling.max_watched)
+        )
         self.poller = Poller(
             instances.values(), self.store, self.recorder, self.metrics, config.polling, clock
         )
@@ -169,8 +171,8 @@ class Exporter:
 
     def _adopt(self, instances: Mapping[str, ProviderInstance]) -> None:
         """Create the metric series of new instances (all at 0, SPEC §4)."""
-        for name in instances:
-            self.metrics.add_provider(name)
+        for name, instance in instances.items():
+            self.metrics.add_provider(name, instance.provider.recipient_reasons)
             self.metrics.seed_reasons(name, self.store.failure_reasons(name, MAX_REASONS))
 
     @staticmethod
@@ -258,6 +260,9 @@ class Exporter:
                 i.health.lag(now),
                 i.balance,
                 i.provider,
+                max(0.0, now - i.health.oldest_pending_sent)
+                if i.health.oldest_pending_sent is not None
+                else 0.0,
             )
             for name, i in self.instances.items()
         ]
@@ -351,7 +356,14 @@ class Exporter:
             provider: (pairs, instances[provider].config.polling.step(0))
             for provider, pairs in by_provider.items()
         }
-        counts = self.store.register(batches, self.clock.time(), self.config.polling.max_watched)
+        try:
+            counts = self.store.register(
+                batches, self.clock.time(), self.config.polling.max_watched
+            )
+        except WatchedSetFull:
+            for item in items:
+                self.metrics.registrations.labels(item.provider, "full").inc()
+            raise
         for provider, (new, dup) in counts.items():
             self.metrics.registrations.labels(provider, "accepted").inc(new)
             self.metrics.registrations.labels(provider, "duplicate").inc(dup)

@@ -1,8 +1,9 @@
 """A provider instance's health: up/down, last success, and the pause that backs off.
 
 Failures that say the provider is unwell (5xx, timeouts, refused connections, bad
-credentials) pause the whole instance with exponential backoff and jitter, so an
-outage costs a bounded number of calls; a 429 pauses it for its Retry-After.
+credentials, and answers that are mostly unreadable) pause the whole instance with
+exponential backoff and jitter, so an outage costs a bounded number of calls; a 429
+pauses it for its Retry-After.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ RECENT_ERRORS = 20
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 60.0
 RETRY_AFTER_CAP = 3600.0
+GARBAGE_WINDOW = 20  # the last answers looked at …
+GARBAGE_SHARE = 0.8  # … of which this share unreadable means the provider answers garbage
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,11 @@ class ProviderHealth:
         self.up = True  # "0 after failures": nothing has failed yet
         self.last_success: float | None = None
         self.overdue_since: float | None = None
+        self.oldest_pending_sent: float | None = None  # sent time of the oldest pending message
         self.recent_errors: deque[RecentError] = deque(maxlen=RECENT_ERRORS)
         self._level = 0
         self._paused_until = 0.0
+        self._answers: deque[bool] = deque(maxlen=GARBAGE_WINDOW)  # True: unreadable
         self._rng = rng or random.Random()
         self._clock = clock
         self._lock = threading.Lock()
@@ -52,6 +57,12 @@ class ProviderHealth:
 
     def backoff(self, level: int) -> float:
         return backoff(level, BACKOFF_BASE, BACKOFF_CAP, self._rng)
+
+    def mostly_garbage(self) -> bool:
+        """Whether most of the recent answers were unreadable."""
+        return len(self._answers) >= GARBAGE_WINDOW // 2 and (
+            sum(self._answers) >= GARBAGE_SHARE * len(self._answers)
+        )
 
     def lag(self, now: float) -> float:
         """How far behind schedule the most overdue poll is (0 when keeping up)."""
@@ -71,6 +82,12 @@ class ProviderHealth:
                 self.last_success = self._clock.time()
             if provider_wide and outcome not in PROVIDER_FAILURES | {Outcome.RATE_LIMITED}:
                 outcome = Outcome.SERVER_ERROR  # handled as the provider being unwell
+            if outcome in PROVIDER_ANSWERS or outcome is Outcome.INVALID_RESPONSE:
+                self._answers.append(outcome is Outcome.INVALID_RESPONSE)
+                if outcome is Outcome.INVALID_RESPONSE and self.mostly_garbage():
+                    # Most answers are unreadable (HTTP 200 with an error page, say): the
+                    # provider is unwell, not one message. Back off provider-wide.
+                    outcome = Outcome.SERVER_ERROR
             if outcome in PROVIDER_ANSWERS:
                 self.up = True
                 self._level = 0

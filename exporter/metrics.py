@@ -39,7 +39,8 @@ MAX_REASONS = 50
 MAX_COUNTRIES = 300
 OTHER = "other"
 REQUEST_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-REGISTRATION_OUTCOMES = ("accepted", "duplicate", "rejected")
+# "full": refused with 429 because the watched set was at polling.max_watched
+REGISTRATION_OUTCOMES = ("accepted", "duplicate", "rejected", "full")
 CALLBACK_OUTCOMES = ("accepted", "rejected")
 FALLBACK_OUTCOMES = ("delivered", "read", "failed", "expired", "unknown")
 ANSWER_PROBLEMS = ("unreadable_field", "time_in_future", "time_before_sent")
@@ -80,6 +81,7 @@ class Metrics:
         extra = ["country"] if self.country_label else []
         self._countries = BoundedLabel(MAX_COUNTRIES)
         self._reasons: dict[str, BoundedLabel] = {}
+        self._recipient_reasons: dict[str, frozenset[str]] = {}
         self.transitions = Counter(
             "viber_message_status_transitions",
             "Messages that entered each status.",
@@ -116,6 +118,13 @@ class Metrics:
             "viber_message_sms_fallbacks",
             "Messages the provider re-sent as SMS.",
             ["provider"],
+            registry=registry,
+        )
+        self.failures_by_side = Counter(
+            "viber_message_failures_by_side",
+            "Messages that ended failed or expired, by whose side the reason is on: "
+            "recipient (not a Viber user, opted out, out of reach) or provider.",
+            ["provider", "side"],
             registry=registry,
         )
         self.fallback_outcomes = Counter(
@@ -192,10 +201,13 @@ class Metrics:
         """Give the reasons already stored their label again after a restart (most frequent first)."""
         self._reasons.setdefault(provider, BoundedLabel(MAX_REASONS)).seed(reasons)
 
-    def add_provider(self, provider: str) -> None:
+    def add_provider(self, provider: str, recipient_reasons: frozenset[str] = frozenset()) -> None:
         """Create every provider × status/outcome series at 0, so rate() works from the start."""
         extra = self._extra(None)
         self._reasons.setdefault(provider, BoundedLabel(MAX_REASONS))
+        self._recipient_reasons[provider] = recipient_reasons
+        for side in ("recipient", "provider"):
+            self.failures_by_side.labels(provider, side)
         for status in Status:
             self.transitions.labels(provider, status.value, *extra)
         for outcome in Outcome:
@@ -228,6 +240,9 @@ class Metrics:
                     self.failures.labels(
                         event.provider, reasons(event.reason or "unspecified"), *extra
                     ).inc()
+                    recipient = self._recipient_reasons.get(event.provider, frozenset())
+                    side = "recipient" if event.reason in recipient else "provider"
+                    self.failures_by_side.labels(event.provider, side).inc()
             elif isinstance(event, Latency):
                 histogram = self.delivery_latency if event.kind == "delivery" else self.read_latency
                 exemplar = {"message_id": event.message_id[:_EXEMPLAR_ID_MAX]}
@@ -265,14 +280,21 @@ class ProviderSnapshot:
     lag: float  # seconds the most overdue poll is behind (viber_poll_lag_seconds)
     balance: Balance | None = None
     provider: Provider | None = None  # for the plugin's own metrics
+    oldest_pending: float = 0.0  # age of the oldest message still pending, seconds
 
 
 class StateCollector(Collector):
     """The gauges, built fresh from in-memory state on every scrape."""
 
-    def __init__(self, store: Store, providers: Callable[[], Sequence[ProviderSnapshot]]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        providers: Callable[[], Sequence[ProviderSnapshot]],
+        max_watched: Callable[[], int] = lambda: 0,
+    ) -> None:
         self.store = store
         self.providers = providers
+        self.max_watched = max_watched
 
     def describe(self) -> Iterable[Metric]:
         return list(self._families([]))
@@ -309,6 +331,11 @@ class StateCollector(Collector):
             "Configured provider instances.",
             labels=["provider", "plugin", "version"],
         )
+        pending = GaugeMetricFamily(
+            "viber_oldest_pending_seconds",
+            "Age of the oldest watched message still pending (0: none).",
+            labels=["provider"],
+        )
         balance = GaugeMetricFamily(
             "viber_provider_balance",
             "The account balance the provider reports.",
@@ -322,6 +349,7 @@ class StateCollector(Collector):
             up.add_metric([p.name], 1.0 if p.up else 0.0)
             last_success.add_metric([p.name], p.last_success or 0.0)
             lag.add_metric([p.name], p.lag)
+            pending.add_metric([p.name], p.oldest_pending)
             info.add_metric([p.name, p.plugin, p.version], 1.0)
             if p.balance is not None:
                 balance.add_metric([p.name, p.balance.currency], p.balance.amount)
@@ -329,7 +357,11 @@ class StateCollector(Collector):
             "viber_exporter_build_info", "The exporter's version.", labels=["version"]
         )
         build.add_metric([__version__], 1.0)
-        yield from (watched, messages, up, last_success, lag, info, balance, build)
+        limit = GaugeMetricFamily(
+            "viber_exporter_max_watched", "polling.max_watched: the watched set's limit."
+        )
+        limit.add_metric([], float(self.max_watched()))
+        yield from (watched, messages, up, last_success, lag, pending, info, balance, build, limit)
         for p in providers:
             yield from _plugin_metrics(p)
 

@@ -177,7 +177,9 @@ class ProviderPoller:
         health = self.instance.health
         self._give_up()
         if not self.instance.provider.polls:
-            return  # push-only: its messages settle from reports (or give up)
+            # push-only: its messages settle from reports (or give up); nothing is overdue
+            self.instance.health.oldest_pending_sent = self.store.oldest_pending(self.name)
+            return
         while (
             not self.stopping.is_set() and not health.paused() and self.clock.monotonic() < deadline
         ):
@@ -224,7 +226,9 @@ class ProviderPoller:
             return
         oldest = self.store.oldest_next_poll(self.name)
         now = self.clock.time()
-        self.instance.health.overdue_since = oldest if oldest is not None and oldest < now else None
+        health = self.instance.health
+        health.overdue_since = oldest if oldest is not None and oldest < now else None
+        health.oldest_pending_sent = self.store.oldest_pending(self.name)
 
     def _poll(self, due: Sequence[MessageState], deadline: float) -> int:
         """Poll these messages (every due one, also past its watch's end: that is its

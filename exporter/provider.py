@@ -72,6 +72,11 @@ class Provider:
     drain_interval: ClassVar[float | None] = None
     #: Seconds between calls of :meth:`verify` (None: only at start).
     verify_interval: ClassVar[float | None] = 300.0
+    #: Failure reasons that are about the recipient (not a Viber user, opted out, a
+    #: handset out of reach) rather than the provider or the sender: counted with
+    #: ``side="recipient"`` in ``viber_message_failures_by_side_total``, so an alert on
+    #: provider-side failures is not paged by a bad recipient list.
+    recipient_reasons: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, name: str, settings: Any, http: ProviderHttp) -> None:
         self.name = name

@@ -361,6 +361,16 @@ class Store:
             ).fetchall()
         return [row[0] for row in rows[:limit]]
 
+    def oldest_pending(self, provider: str) -> float | None:
+        """The sent time of the oldest watched message still ``pending``, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MIN(sent_at) FROM messages WHERE provider = ? AND next_poll IS NOT NULL "
+                "AND status = 'pending'",
+                (provider,),
+            ).fetchone()
+        return row[0] if row else None
+
     def oldest_next_poll(self, provider: str) -> float | None:
         with self._lock:
             row = self._db.execute(

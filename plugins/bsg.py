@@ -233,6 +233,11 @@ class BsgProvider(Provider):
     plugin_name = "bsg"
     status_map = STATUS_MAP
     settings_spec = SETTINGS
+    # BSG's raw statuses about the recipient; rejected, failed and deleted are BSG's or
+    # the sender's side.
+    recipient_reasons = frozenset(
+        {"not_viber_user", "not_service_user", "undeliverable", "undelivered", "expired"}
+    )
 
     @classmethod
     def parse_settings(cls, table: ConfigTable) -> Settings:

@@ -228,6 +228,12 @@ class RouteeProvider(Provider):
     plugin_name = "routee"
     status_map = STATUS_MAP
     settings_spec = SETTINGS
+    # Routee's detailedStatus values about the recipient (providers.md §1.3); the others
+    # (System Failure, Message Rejected, and UNSENT's insufficient balance) are Routee's
+    # or the sender's side.
+    recipient_reasons = frozenset(
+        {"not_viber_user", "opted_out", "unsupported_equipment", "ttl_expired", "timed_out"}
+    )
 
     def __init__(self, name: str, settings: Any, http: ProviderHttp) -> None:
         super().__init__(name, settings, http)

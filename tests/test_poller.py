@@ -258,3 +258,25 @@ def test_rate_limiter_probes_gently_around_the_pace_that_drew_a_429():
     for _ in range(2000):
         limiter.speed_up()
     assert limiter.rate > 30, "well past the old limit: full speed again"
+
+
+def test_a_provider_answering_garbage_backs_off_provider_wide_and_goes_down(fake_server, make_config, virtual_exporter):
+    """HTTP 200 with an error page for every call: after a few, the whole instance backs off."""
+    _, api = fake_server
+    api.outage = (200, "<html><body>Service temporarily unavailable</body></html>", {})
+    exporter, _clock, tick = virtual_exporter(make_config(provider={"concurrency": 4}))
+    exporter.register([Registration("fake", f"g{i}") for i in range(50)])
+    for _ in range(600):  # 60 virtual seconds; each message due every 100 ms
+        tick(0.1)
+    health = exporter.instances["fake"].health
+    assert not health.up, "garbage is not an answer: the provider shows down"
+    assert len(api.calls) <= 80, f"{len(api.calls)} calls: backing off, not hammering"
+    assert sample(exporter, "viber_provider_requests_total", provider="fake", outcome="invalid_response") == len(api.calls)
+    api.outage = None
+    for i in range(50):
+        api.messages[f"g{i}"] = {"status": "SEEN"}
+    for _ in range(900):
+        if exporter.store.total_watched() == 0:
+            break
+        tick(0.1)
+    assert health.up and exporter.store.total_watched() == 0, "recovers and settles everything"
