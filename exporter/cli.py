@@ -5,13 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import queue
-import signal
 import ssl
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 
@@ -22,7 +21,9 @@ from .logs import setup_logging
 from .pluginhost import PluginHost
 from .provider import Provider
 from .settings import Config
+from .signals import SignalWaiter, signals_blocked
 from .version import __version__
+from .web import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +66,22 @@ config_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="viber-exporter")
 def cli() -> None:
     """Prometheus exporter for the delivery status, latency and cost of Viber messages."""
 
 
-@cli.command()
+@cli.command(short_help="Run the exporter (poll, serve /metrics and the API).")
 @config_option
 def run(config_path: Path | None) -> None:
     """Run the exporter: poll providers and serve /metrics and the API."""
+    # Signals first: one that arrives during start-up waits instead of killing us.
+    with signals_blocked() as signals:
+        _run(config_path, signals)
+
+
+def _run(config_path: Path | None, signals: SignalWaiter) -> None:
     from .engine import Exporter
     from .reload import Reloader
     from .server import HttpServer
@@ -97,34 +104,27 @@ def run(config_path: Path | None) -> None:
         ) from e
     exporter.start()
     server.start()
-    log.info("viber-exporter %s listening on %s", __version__, server.url)
-    _wait_for_signal(reloader.reload)
+    log.info("viber-exporter %s listening on %s", __version__, server.bound)
+    warn_if_open(config)
+    signals.wait(reloader.reload)
     server.stop()
     exporter.stop(timeout=STOP_TIMEOUT)
     log.info("stopped")
 
 
-def _wait_for_signal(on_reload: Callable[[], object] | None = None) -> None:
-    """Block until SIGTERM or SIGINT; run ``on_reload`` on each SIGHUP (in this thread)."""
-    signals: queue.Queue[int] = queue.Queue()
-
-    def queue_signal(signum: int, frame: Any) -> None:
-        signals.put(signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, queue_signal)
-    while True:
-        signum = signals.get()
-        if signum == signal.SIGHUP:
-            if on_reload is not None:
-                log.info("received SIGHUP, reloading the configuration")
-                on_reload()
-            continue
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        return
+def warn_if_open(config: Config) -> None:
+    """Say so when anyone who can reach the port may write (register, delete, reload)."""
+    exporter = config.exporter
+    if exporter.api_token is None and not is_loopback(exporter.listen_host):
+        log.warning(
+            "listening beyond loopback without exporter.api_token: the write API "
+            "(registrations, deletions, reload) refuses other hosts, but takes anything a "
+            "proxy on this host forwards; set api_token (e.g. "
+            '"${VIBER_EXPORTER_API_TOKEN}") to require a token from every client'
+        )
 
 
-@cli.command()
+@cli.command(short_help="A demo with mock providers; no credentials needed.")
 @click.option(
     "--listen", default="127.0.0.1:9839", show_default=True, help="The exporter's HOST:PORT."
 )
@@ -140,18 +140,19 @@ def demo(listen: str, state: Path | None) -> None:
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         raise click.BadParameter("must be HOST:PORT", param_hint="--listen")
-    setup_logging("info", "text")
-    try:
-        running = Demo(load_plugins(), host.strip("[]"), int(port), state)
-    except OSError as e:
-        raise Failure(f"cannot listen on {listen}: {e.strerror or e}") from e
-    running.start(click.echo)
-    _wait_for_signal()
-    running.stop()
+    with signals_blocked() as signals:
+        setup_logging("info", "text")
+        try:
+            running = Demo(load_plugins(), host.strip("[]"), int(port), state)
+        except OSError as e:
+            raise Failure(f"cannot listen on {listen}: {e.strerror or e}") from e
+        running.start(click.echo)
+        signals.wait()
+        running.stop()
     click.echo("demo stopped")
 
 
-@cli.command("check-config")
+@cli.command("check-config", short_help="Validate the configuration; list every problem.")
 @config_option
 def check_config(config_path: Path | None) -> None:
     """Validate the configuration and list every problem (exit 1 on any)."""
@@ -163,22 +164,26 @@ def check_config(config_path: Path | None) -> None:
     click.echo(f"configuration OK: {len(config.providers)} provider instance(s): {providers}")
 
 
-@cli.command()
-@click.option("--all", "include_builtin", is_flag=True, help="Include the built-in plugins.")
+@cli.command(short_help="List the provider plugins (built-in and installed) as JSON.")
+@click.option(
+    "--third-party", is_flag=True, help="Only plugins installed as packages (no built-ins)."
+)
+@click.option("--all", "_all", is_flag=True, hidden=True)  # the default since 1.0; kept working
 @click.option(
     "--settings", "with_settings", is_flag=True, help="Add each provider's settings and defaults."
 )
-def plugins(include_builtin: bool, with_settings: bool) -> None:
-    """List installed provider plugins as JSON (errors included)."""
+def plugins(third_party: bool, _all: bool, with_settings: bool) -> None:
+    """List the provider plugins as JSON: the built-in ones and every installed package,
+    with load errors."""
     host = load_plugins()
     try:
-        infos = host.describe(include_builtin=include_builtin or with_settings)
+        infos = host.describe(include_builtin=True)
         types = host.provider_types()
     except PluginError as e:
         raise Failure(str(e)) from e
     listing = []
     for i in infos:
-        if i.builtin and not include_builtin and not with_settings:
+        if i.builtin and third_party:
             continue
         entry: dict[str, Any] = {
             "name": i.name,
@@ -210,7 +215,7 @@ def provider_settings(cls: type[Provider]) -> dict[str, Any]:
     }
 
 
-@cli.command()
+@cli.command(short_help="Look one message up now and show every exchange.")
 @click.argument("provider")
 @click.argument("message_id", metavar="ID")
 @config_option
@@ -235,9 +240,12 @@ url_option = click.option(
 )
 
 
-@cli.group()
+@cli.group(short_help="Register, list and delete watched messages.")
 def watch() -> None:
-    """Register and list watched messages on a running exporter (token: $VIBER_EXPORTER_API_TOKEN)."""
+    """Register, list and delete watched messages on a running exporter.
+
+    Writing needs $VIBER_EXPORTER_API_TOKEN when the exporter sets exporter.api_token
+    (without one, only loopback clients may write)."""
 
 
 @watch.command("add")
@@ -261,66 +269,122 @@ def watch_add(
     click.echo(f"accepted {result['accepted']}, duplicates {result['duplicates']}")
 
 
-def _csv_items(path: Path) -> Iterator[dict[str, str]]:
+Row = tuple[int, dict[str, str]]  # (line number in the file, registration item)
+
+
+def _csv_rows(path: Path, refused: list[tuple[int, str]]) -> Iterator[Row]:
+    """The rows of an import file; a row of the wrong shape goes to ``refused``."""
     with path.open(newline="", encoding="utf-8") as f:
-        for number, row in enumerate(csv.reader(f), start=1):
+        reader = csv.reader(f)
+        for row in reader:
+            line = reader.line_num
             if not row or (
-                number == 1 and [c.strip().lower() for c in row[:2]] == ["provider", "id"]
+                line == 1 and [c.strip().lower() for c in row[:2]] == ["provider", "id"]
             ):
                 continue
             if len(row) < 2 or len(row) > 3:
-                raise Failure(
-                    f"{path}:{number}: expected provider,id[,sent_at], got {len(row)} columns"
-                )
+                refused.append((line, f"expected provider,id[,sent_at], got {len(row)} columns"))
+                continue
             item = {"provider": row[0].strip(), "id": row[1].strip()}
             if len(row) == 3 and row[2].strip():
                 item["sent_at"] = row[2].strip()
-            yield item
+            yield line, item
 
 
-@watch.command("import")
+class Importer:
+    """Sends rows in batches; the API refuses a whole batch when any row is invalid, so
+    the invalid rows are set aside (with their line) and the rest is sent again."""
+
+    def __init__(self, client: ApiClient) -> None:
+        self.client = client
+        self.accepted = self.duplicates = 0
+        self.refused: list[tuple[int, str]] = []
+
+    def send(self, batch: list[Row]) -> None:
+        while batch:
+            try:
+                result = self.client.call(
+                    "POST", "/api/v1/messages", json={"messages": [item for _, item in batch]}
+                )
+            except ClientFailure as e:
+                bad = {
+                    d["index"]: str(d.get("error"))
+                    for d in e.details
+                    if isinstance(d, dict) and isinstance(d.get("index"), int)
+                }
+                if e.status != 400 or not bad:
+                    raise ClientFailure(
+                        f"{e.message}; stopped at line {batch[0][0]} with "
+                        f"{self.accepted + self.duplicates} rows stored before it",
+                        e.status,
+                    ) from e
+                self.refused.extend((batch[i][0], problem) for i, problem in bad.items())
+                batch = [row for i, row in enumerate(batch) if i not in bad]
+                continue
+            self.accepted += result["accepted"]
+            self.duplicates += result["duplicates"]
+            return
+
+
+@watch.command("import", short_help="Register every row of a CSV file.")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @url_option
 @config_option
 def watch_import(file: Path, url: str | None, config_path: Path | None) -> None:
-    """Register every row of a CSV file (columns: provider,id[,sent_at])."""
-    client = ApiClient(url, config_path)
-    accepted = duplicates = 0
-    batch: list[dict[str, str]] = []
+    """Register every row of a CSV file (columns: provider,id[,sent_at]; a first line
+    "provider,id,..." is a header).
 
-    def send() -> None:
-        nonlocal accepted, duplicates
-        result = client.call("POST", "/api/v1/messages", json={"messages": batch})
-        accepted += result["accepted"]
-        duplicates += result["duplicates"]
-        batch.clear()
-
-    for item in _csv_items(file):
-        batch.append(item)
+    Valid rows are stored even when others are not: each refused row is reported as
+    FILE:LINE with the reason, the summary says exactly how many rows were stored, and
+    the exit status is 1 if any row was refused. Importing the same file again is safe:
+    rows already stored count as duplicates."""
+    importer = Importer(ApiClient(url, config_path))
+    batch: list[Row] = []
+    for row in _csv_rows(file, importer.refused):
+        batch.append(row)
         if len(batch) == IMPORT_BATCH:
-            send()
-    if batch:
-        send()
-    click.echo(f"accepted {accepted}, duplicates {duplicates}")
+            importer.send(batch)
+            batch = []
+    importer.send(batch)
+    for line, problem in sorted(importer.refused):
+        click.echo(f"{file}:{line}: {problem}", err=True)
+    stored = importer.accepted + importer.duplicates
+    click.echo(
+        f"stored {stored} rows: accepted {importer.accepted}, duplicates "
+        f"{importer.duplicates}; refused {len(importer.refused)}"
+    )
+    if importer.refused:
+        raise Failure(f"{len(importer.refused)} row(s) refused, listed above")
 
 
-@watch.command("list")
+LIST_COLUMNS = ("PROVIDER", "ID", "STATUS", "REASON", "POLLS", "NEXT_POLL")
+
+
+@watch.command("list", short_help="List stored messages, tab-separated.")
 @click.option("--provider", help="Only this provider instance.")
 @click.option(
     "--status", type=click.Choice(["pending", "delivered", "read", "failed", "expired", "unknown"])
 )
+@click.option("--no-header", is_flag=True, help="Leave out the column names.")
 @url_option
 @config_option
 def watch_list(
-    provider: str | None, status: str | None, url: str | None, config_path: Path | None
+    provider: str | None,
+    status: str | None,
+    no_header: bool,
+    url: str | None,
+    config_path: Path | None,
 ) -> None:
-    """List stored messages (tab-separated: provider, id, status, reason, polls, next poll)."""
+    """List stored messages, tab-separated, after a header line: provider, message id,
+    status, reason, polls so far, next poll (RFC 3339, "-" once settled)."""
     client = ApiClient(url, config_path)
     params: dict[str, str] = {"limit": "1000"}
     if provider:
         params["provider"] = provider
     if status:
         params["status"] = status
+    if not no_header:
+        click.echo("\t".join(LIST_COLUMNS))
     while True:
         page = client.call("GET", "/api/v1/messages", params=params)
         for m in page["messages"]:
@@ -336,6 +400,31 @@ def watch_list(
         if not page["next"]:
             break
         params["after"] = page["next"]
+
+
+@watch.command("delete", short_help="Stop watching messages and forget them.")
+@click.argument("provider")
+@click.argument("ids", metavar="ID...", nargs=-1, required=True)
+@url_option
+@config_option
+def watch_delete(
+    provider: str, ids: Sequence[str], url: str | None, config_path: Path | None
+) -> None:
+    """Delete stored messages of one provider instance: they are no longer polled, and
+    what was already counted stays counted. Exit 1 if any id was not stored."""
+    client = ApiClient(url, config_path)
+    missing = []
+    for message_id in ids:
+        path = f"/api/v1/messages/{quote(provider, safe='')}/{quote(message_id, safe='')}"
+        try:
+            client.call("DELETE", path)
+        except ClientFailure as e:
+            if e.status != 404:
+                raise
+            missing.append(message_id)
+    click.echo(f"deleted {len(ids) - len(missing)}; not stored {len(missing)}")
+    if missing:
+        raise Failure(f"not stored: {', '.join(missing[:20])}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

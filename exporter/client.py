@@ -17,12 +17,37 @@ API_TOKEN_ENV = "VIBER_EXPORTER_API_TOKEN"  # noqa: S105 (a variable name)
 
 
 class ClientFailure(click.ClickException):
-    """Exit 1 with a one-line reason on stderr."""
+    """Exit 1 with a one-line reason on stderr (after the API's per-item details)."""
 
     exit_code = 1
 
+    def __init__(
+        self, message: str, status: int | None = None, details: list[Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.details = details or []
+
     def show(self, file: Any = None) -> None:
+        for d in self.details[:20]:
+            if isinstance(d, dict):
+                where = f"item {d['index']}" if "index" in d else d.get("key", "")
+                click.echo(f"  {where}: {d.get('error')}", err=True)
+        if len(self.details) > 20:
+            click.echo(f"  ... and {len(self.details) - 20} more", err=True)
         click.echo(f"viber-exporter: {self.message}", err=True)
+
+
+def token_hint(status: int) -> str:
+    """What to do about a 401 or 403 from the write API."""
+    if status not in (401, 403):
+        return ""
+    if os.environ.get(API_TOKEN_ENV):
+        return f" (the token in ${API_TOKEN_ENV} is not the exporter's exporter.api_token)"
+    return (
+        f" (set ${API_TOKEN_ENV} to the exporter's exporter.api_token; without a token "
+        "only loopback clients may write)"
+    )
 
 
 def default_url(config_path: Path | None) -> str:
@@ -62,8 +87,9 @@ class ApiClient:
         if response.status_code >= 400:
             error = body.get("error") if isinstance(body, dict) else response.reason
             details = body.get("details") if isinstance(body, dict) else None
-            if details:
-                for d in details[:20]:
-                    click.echo(f"  item {d.get('index')}: {d.get('error')}", err=True)
-            raise ClientFailure(f"HTTP {response.status_code}: {error}")
+            raise ClientFailure(
+                f"HTTP {response.status_code}: {error}{token_hint(response.status_code)}",
+                response.status_code,
+                details if isinstance(details, list) else None,
+            )
         return body

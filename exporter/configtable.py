@@ -10,6 +10,7 @@ once. Plugins use the same class to validate their own keys::
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -99,9 +100,12 @@ class ConfigTable:
 
     def finish(self) -> None:
         """Report every key nobody asked for (most often a typo)."""
+        known = sorted(self._used - set(self.data)) or sorted(self._used)
         for key in self.data:
             if key not in self._used:
-                self.problem(key, "is not a known setting")
+                close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                self.problem(key, f"is not a known setting{hint}")
 
     # -- typed getters ----------------------------------------------------------------
     def string(
@@ -119,6 +123,9 @@ class ConfigTable:
         if not isinstance(value, str):
             self.problem(key, f"must be a string, got {_show(value)}")
             return ""
+        if default is MISSING and not value.strip():
+            self.problem(key, "is empty")  # e.g. ${VAR} with VAR set to ""
+            return value
         if choices is not None and value not in choices:
             options = ", ".join(repr(c) for c in choices)
             self.problem(key, f"must be one of {options}, got {_show(value)}")

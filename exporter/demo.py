@@ -25,6 +25,11 @@ from .testing.simulation import Mix
 log = logging.getLogger(__name__)
 
 DEMO_RATE = 4.0  # messages per second, alternating providers
+DEMO_NOTICE = (
+    "This is the demo: Routee and BSG are mock providers inside this process, and the "
+    "traffic is simulated. Nothing here is a real message; `viber-exporter run` with a "
+    "configuration watches real ones."
+)
 
 
 def demo_config(
@@ -55,10 +60,17 @@ def demo_config(
 class TrafficGenerator:
     """Creates simulated messages at the mock and registers them with the exporter."""
 
-    def __init__(self, mock_url: str, exporter_url: str, rate: float = DEMO_RATE) -> None:
+    def __init__(
+        self,
+        mock_url: str,
+        exporter_url: str,
+        rate: float = DEMO_RATE,
+        on_round: Callable[[], None] | None = None,
+    ) -> None:
         self.mock_url = mock_url
         self.exporter_url = exporter_url
         self.rate = rate
+        self.on_round = on_round
         self.sent = 0
         self.stopping = threading.Event()
         self._session = requests.Session()
@@ -89,6 +101,8 @@ class TrafficGenerator:
                 self.sent += 1
             except (requests.RequestException, ValueError, KeyError) as e:
                 log.warning("traffic generator: %s", e)
+            if self.on_round is not None and self.sent % 20 == 0:
+                self.on_round()  # every few seconds: the mock's world survives a kill too
             self.stopping.wait(1.0 / self.rate)
 
 
@@ -106,17 +120,27 @@ class Demo:
             None if state else tempfile.TemporaryDirectory(prefix="viber-exporter-demo-")
         )
         state_path = state or Path(self._tempdir.name) / "demo.db"  # type: ignore[union-attr]
+        # With --state, the mock providers keep their world beside it, so a restarted demo
+        # goes on with the same messages (and new ids do not collide with stored ones).
+        self.world = state_path.with_name(state_path.name + ".mock.json") if state else None
+        self.resumed = self.mock.simulation.load(self.world) if self.world else 0
         self.config = demo_config(
             self.mock_server.url, state_path, listen_host, listen_port, host.provider_types()
         )
         self.exporter = Exporter(self.config, host)
         try:
-            self.server = HttpServer(self.exporter, listen_host, listen_port)
+            self.server = HttpServer(self.exporter, listen_host, listen_port, notice=DEMO_NOTICE)
         except OSError:
             self.exporter.stop()
             self.mock_server.stop()
             raise
-        self.traffic = TrafficGenerator(self.mock_server.url, self.server.url)
+        self.traffic = TrafficGenerator(
+            self.mock_server.url, self.server.url, on_round=self.save_world
+        )
+
+    def save_world(self) -> None:
+        if self.world is not None:
+            self.mock.simulation.save(self.world)
 
     def start(self, echo: Callable[[str], None]) -> None:
         self.mock_server.start()
@@ -129,11 +153,14 @@ class Demo:
         echo(f"  metrics:   {url}/metrics")
         echo(f"  messages:  {url}/api/v1/messages   providers: {url}/api/v1/providers")
         echo(f"  state:     {self.config.exporter.state_path}")
+        if self.world is not None:
+            echo(f"  mock:      {self.world} ({self.resumed} simulated messages resumed)")
         echo(f"  traffic:   {DEMO_RATE:g} simulated messages per second through the watch API")
         echo("Press Ctrl-C to stop.")
 
     def stop(self) -> None:
         self.traffic.stop()
+        self.save_world()
         self.server.stop()
         self.exporter.stop()
         self.mock_server.stop()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from .callbacks import CallbackReply, CallbackRequest
 from .clock import SYSTEM_CLOCK, Clock
@@ -104,7 +104,11 @@ class Exporter:
     ) -> None:
         self.host = host
         self.clock = clock
-        self.registry = registry if registry is not None else CollectorRegistry()
+        if registry is None:
+            registry = CollectorRegistry()
+            # process_* (CPU, memory, descriptors, start time), as exporters commonly serve
+            ProcessCollector(registry=registry)
+        self.registry = registry
         self.store = Store(config.exporter.state_path)
         self.metrics = Metrics(self.registry, config.metrics)
         self.status_hook = host.status_hook(

@@ -47,11 +47,28 @@ class _DropSkippedRuns(logging.Filter):
         return "maximum number of running instances reached" not in record.getMessage()
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of each record, not the one seen
+    when logging was set up: something that swaps stderr (a test runner capturing output,
+    a daemonising wrapper) and later closes it must not break every later log line."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass  # always sys.stderr, looked up per record
+
+
 def setup_logging(
     level: str = "info", fmt: str = "text", stream: TextIO | None = None
 ) -> logging.Handler:
     """Configure the root logger once; returns the handler (tests read its stream)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else RedactingFormatter(TEXT_FORMAT))
     handler.addFilter(_DropSkippedRuns())
     root = logging.getLogger()

@@ -17,27 +17,49 @@ from .model import FetchError, Observation
 from .secrets import MASK, redact
 from .settings import ProviderConfig
 
-SENSITIVE_KEYS = ("token", "secret", "password", "api_key", "apikey", "authorization")
+#: Keys whose value is a credential, matched whole (``token_type``, ``expires_in``
+#: or ``tokens_left`` are not credentials and stay readable).
+SENSITIVE_KEYS = frozenset(
+    {"token", "secret", "password", "apikey", "authorization", "credentials", "key"}
+)
+SENSITIVE_SUFFIXES = ("_token", "_secret", "_password", "_key", "_apikey")
+
+
+def sensitive(key: str) -> bool:
+    folded = key.lower().replace("-", "_")
+    return folded in SENSITIVE_KEYS or folded.endswith(SENSITIVE_SUFFIXES)
 
 
 class RecordingHttp(ProviderHttp):
+    """Records every exchange it attempts: an answer, or the failure that stopped it."""
+
     def __init__(self, timeout: float) -> None:
         super().__init__(timeout)
-        self.exchanges: list[requests.Response] = []
+        self.exchanges: list[dict[str, Any]] = []
 
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        response = super().request(method, url, **kwargs)
-        self.exchanges.append(response)
+        try:
+            response = super().request(method, url, **kwargs)
+        except FetchError as e:
+            self.exchanges.append(
+                {"method": method.upper(), "url": redact(url), "error": redact(e.message)}
+            )
+            raise
+        self.exchanges.append(
+            {
+                "method": response.request.method,
+                "url": redact(response.url),
+                "status": response.status_code,
+                "body": _body(response),
+            }
+        )
         return response
 
 
 def _mask(value: Any) -> Any:
-    """Mask token-like fields, and every known secret inside any string."""
+    """Mask credential fields, and every known secret inside any string."""
     if isinstance(value, dict):
-        return {
-            k: MASK if any(s in k.lower() for s in SENSITIVE_KEYS) else _mask(v)
-            for k, v in value.items()
-        }
+        return {k: MASK if sensitive(str(k)) else _mask(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_mask(v) for v in value]
     if isinstance(value, str):
@@ -82,19 +104,10 @@ def run_probe(config: ProviderConfig, message_id: str) -> tuple[dict[str, Any], 
         ok = False
     finally:
         provider.close()
-    exchanges = [
-        {
-            "method": r.request.method,
-            "url": redact(r.url),
-            "status": r.status_code,
-            "body": _body(r),
-        }
-        for r in http.exchanges
-    ]
     return {
         "provider": config.name,
         "plugin": config.plugin,
         "id": message_id,
-        "exchanges": exchanges,
+        "exchanges": http.exchanges,
         "result": result,
     }, ok

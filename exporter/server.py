@@ -45,6 +45,14 @@ class BackgroundServer:
         host = f"[{host}]" if ":" in host else host
         return f"{self.scheme}://{host}:{self.port}"
 
+    @property
+    def bound(self) -> str:
+        """What the socket is really bound to, for the log ("0.0.0.0" is every interface)."""
+        host = str(self._socket.getsockname()[0])
+        shown = f"[{host}]" if ":" in host else host
+        everywhere = " (all interfaces)" if host in ("0.0.0.0", "::") else ""
+        return f"{self.scheme}://{shown}:{self.port}{everywhere}"
+
     def start(self) -> None:
         self._thread.start()
 
@@ -70,8 +78,13 @@ class HttpServer(BackgroundServer):
     """The exporter's own server: /metrics, health, landing page and /api/v1."""
 
     def __init__(
-        self, exporter: Exporter, host: str, port: int, reloader: Reloader | None = None
+        self,
+        exporter: Exporter,
+        host: str,
+        port: int,
+        reloader: Reloader | None = None,
+        notice: str | None = None,
     ) -> None:
-        self.app = WebApp(exporter, reloader)
+        self.app = WebApp(exporter, reloader, notice)
         tls = exporter.config.exporter.tls
         super().__init__(self.app, host, port, ssl_context=tls_context(tls) if tls else None)

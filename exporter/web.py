@@ -116,9 +116,12 @@ def is_loopback(address: str | None) -> bool:
 class WebApp:
     """The WSGI callable. Write calls (POST, DELETE on /api/v1) need authorisation."""
 
-    def __init__(self, exporter: Exporter, reloader: Reloader | None = None) -> None:
+    def __init__(
+        self, exporter: Exporter, reloader: Reloader | None = None, notice: str | None = None
+    ) -> None:
         self.exporter = exporter
         self.reloader = reloader
+        self.notice = notice  # a banner on the landing page (the demo says it is one)
         self.basic_auth = BasicAuth()
         self._openapi = json.dumps(openapi_document())
 
@@ -166,7 +169,7 @@ class WebApp:
     # -- handlers of our own routes ------------------------------------------------------
     def landing(self) -> Response:
         return Response(
-            landing_page(self.exporter, openapi_document()),
+            landing_page(self.exporter, openapi_document(), self.notice),
             content_type="text/html; charset=utf-8",
         )
 

@@ -106,14 +106,17 @@ def test_config_path_from_environment(tmp_path, capsys, monkeypatch, routee_serv
 
 
 def test_plugins_lists_json(capsys):
-    assert main(["plugins"]) == 0
-    assert json.loads(capsys.readouterr().out) == []
-    assert main(["plugins", "--all"]) == 0
+    assert main(["plugins", "--third-party"]) == 0
+    assert json.loads(capsys.readouterr().out) == [], "no packages are loaded here"
+    assert main(["plugins", "--all"]) == 0, "the old flag still works"
+    with_all = json.loads(capsys.readouterr().out)
+    assert main(["plugins"]) == 0, "a plain install lists the built-ins"
     listing = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
     assert listing["viber_exporter.plugins.routee"]["providers"] == ["routee"]
     assert listing["viber_exporter.plugins.bsg"]["providers"] == ["bsg"]
     assert listing["viber_exporter.plugins.bsg"]["hooks"] == ["register_providers"]
     assert listing["viber_exporter.plugins.bsg"]["package"] == "viber-exporter" and listing["viber_exporter.plugins.bsg"]["builtin"] is True
+    assert with_all == list(listing.values())
 
 
 def test_probe_shows_raw_answer_and_result_without_secrets(tmp_path, capsys, monkeypatch, routee_server):
@@ -127,6 +130,7 @@ def test_probe_shows_raw_answer_and_result_without_secrets(tmp_path, capsys, mon
     report = json.loads(out)
     token_exchange, lookup = report["exchanges"]
     assert token_exchange["body"]["access_token"] == "********", "the bearer token is masked"
+    assert token_exchange["body"]["token_type"] == "bearer" and token_exchange["body"]["expires_in"] > 0
     assert lookup["status"] == 200 and lookup["body"]["status"]["status"] == "UNDELIVERED"
     assert report["result"]["observation"]["status"] == "failed"
     assert report["result"]["observation"]["reason"] == "not_viber_user"
@@ -135,9 +139,20 @@ def test_probe_shows_raw_answer_and_result_without_secrets(tmp_path, capsys, mon
     assert json.loads(capsys.readouterr().out)["result"]["outcome"] == "not_found"
     assert main(["probe", "routee", "bad id!", "--config", str(path)]) == 1
     assert main(["probe", "nobody", "x", "--config", str(path)]) == 1
+    capsys.readouterr()
+
+    # Nothing listens there: the attempted exchange is shown with what went wrong.
+    closed = f"http://127.0.0.1:{free_port()}"
+    path.write_text(path.read_text().replace(server.url_for("").rstrip("/"), closed))
+    assert main(["probe", "routee", tracking_id, "--config", str(path)]) == 1
+    report = json.loads(capsys.readouterr().out)
+    [attempt] = report["exchanges"]
+    assert attempt["method"] == "POST" and attempt["url"] == f"{closed}/oauth/token"
+    assert "connection was refused" in attempt["error"] and "127.0.0.1" in attempt["error"]
+    assert report["result"]["outcome"] == "connection_error"
 
 
-def test_watch_add_import_and_list(make_config, serve, tmp_path, capsys, monkeypatch, clock):
+def test_watch_add_import_list_and_delete(make_config, serve, tmp_path, capsys, monkeypatch, clock):
     exporter, url = serve(make_config(exporter={"api_token": "tok-cli"}))
     monkeypatch.setenv("VIBER_EXPORTER_API_TOKEN", "tok-cli")
     sent = datetime.fromtimestamp(clock.time() - 60, UTC).isoformat().replace("+00:00", "Z")
@@ -146,21 +161,59 @@ def test_watch_add_import_and_list(make_config, serve, tmp_path, capsys, monkeyp
     csv_file = tmp_path / "ids.csv"
     csv_file.write_text("provider,id,sent_at\nfake,w2,\n" + "".join(f"fake,i{n},{sent}\n" for n in range(1500)))
     assert main(["watch", "import", str(csv_file), "--url", url]) == 0
-    assert "accepted 1500, duplicates 1" in capsys.readouterr().out
+    assert "stored 1501 rows: accepted 1500, duplicates 1; refused 0" in capsys.readouterr().out
     assert exporter.store.total_watched() == 1502
-    assert main(["watch", "list", "--provider", "fake", "--url", url]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 1502 and lines[0].startswith("fake\ti0\tpending")
+
+    # Bad rows in the second batch: each is named by its line, the rest is stored.
+    lines = [f"fake,j{n}" for n in range(1500)]
+    lines[1200] = "fake,not valid!"  # line 1201
+    lines[1300] = "fake"  # line 1301: one column
+    lines[10] = "nobody,j10"  # line 11: an unknown provider, in the first batch
     bad = tmp_path / "bad.csv"
-    bad.write_text("fake,ok1\nfake,not valid!\n")
+    bad.write_text("\n".join(lines) + "\n")
     assert main(["watch", "import", str(bad), "--url", url]) == 1
-    err = capsys.readouterr().err
-    assert "item 1" in err and "HTTP 400" in err
+    captured = capsys.readouterr()
+    assert "stored 1497 rows: accepted 1497, duplicates 0; refused 3" in captured.out
+    assert f"{bad}:11: unknown provider 'nobody'" in captured.err
+    assert f"{bad}:1201: invalid id for fake" in captured.err
+    assert f"{bad}:1301: expected provider,id[,sent_at], got 1 columns" in captured.err
+    assert exporter.store.total_watched() == 1502 + 1497
+
+    assert main(["watch", "list", "--provider", "fake", "--url", url]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[0] == "PROVIDER\tID\tSTATUS\tREASON\tPOLLS\tNEXT_POLL"
+    assert len(listed) == 1 + 1502 + 1497 and listed[1].startswith("fake\ti0\tpending")
+    assert main(["watch", "list", "--no-header", "--status", "read", "--url", url]) == 0
+    assert capsys.readouterr().out == ""
+
+    assert main(["watch", "delete", "fake", "w1", "j5", "--url", url]) == 0
+    assert "deleted 2; not stored 0" in capsys.readouterr().out
+    assert exporter.get_message("fake", "w1") is None
+    assert main(["watch", "delete", "fake", "w1", "--url", url]) == 1
+    assert "not stored: w1" in capsys.readouterr().err
+
     monkeypatch.setenv("VIBER_EXPORTER_API_TOKEN", "wrong")
     assert main(["watch", "add", "fake", "w9", "--url", url]) == 1
-    assert "HTTP 401" in capsys.readouterr().err
+    assert "HTTP 401" in (err := capsys.readouterr().err) and "$VIBER_EXPORTER_API_TOKEN is not" in err
+    monkeypatch.delenv("VIBER_EXPORTER_API_TOKEN")
+    assert main(["watch", "delete", "fake", "w2", "--url", url]) == 1
+    assert "HTTP 401" in (err := capsys.readouterr().err) and "set $VIBER_EXPORTER_API_TOKEN" in err
     assert main(["watch", "list", "--url", "http://127.0.0.1:9"]) == 1
     assert "cannot reach" in capsys.readouterr().err
+
+
+def test_help_summaries_are_whole_sentences():
+    from click.testing import CliRunner
+
+    from viber_exporter.cli import cli
+
+    runner = CliRunner()
+    for args in ([], ["watch"]):
+        text = runner.invoke(cli, [*args, "--help"], terminal_width=80).output
+        commands = text.split("Commands:")[1]
+        assert "..." not in commands, text
+    commands = runner.invoke(cli, ["watch", "--help"], terminal_width=80).output
+    assert all(name in commands for name in ("add", "import", "list", "delete"))
 
 
 def free_port() -> int:
@@ -201,6 +254,27 @@ def test_installed_script_stops_on_sigterm_under_load(tmp_path, routee_server):
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert db.execute("SELECT COUNT(*) FROM messages WHERE next_poll IS NOT NULL").fetchone()[0] == 300
     db.close()
+
+
+def test_run_logs_what_it_really_bound_and_warns_of_an_open_write_api(tmp_path, routee_server):
+    port = free_port()
+    path = routee_config(tmp_path, routee_server[0], listen=f"0.0.0.0:{port}")
+    script = Path(sys.executable).parent / "viber-exporter"
+    env = {**os.environ, "ROUTEE_SECRET": APP_SECRET, "VIBER_EXPORTER_LOAD_PLUGINS": ""}
+    process = subprocess.Popen([str(script), "run", "--config", str(path)], env=env, cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: _ready(f"http://127.0.0.1:{port}"), timeout=15)
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=12)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "\nprocess_start_time_seconds " in metrics and "_created" not in metrics
+    assert f"listening on http://0.0.0.0:{port} (all interfaces)" in output
+    assert "127.0.0.1:9839" not in output
+    assert "without exporter.api_token" in output and "VIBER_EXPORTER_API_TOKEN" in output
 
 
 def _ready(url: str) -> bool:

@@ -178,3 +178,25 @@ def test_listen_forms(fake_host):
         text = VALID.format(extra="").replace("127.0.0.1:9839", listen)
         config = parse_config(text, fake_host.provider_types(), {"FAKE_KEY": "abcd"})
         assert (config.exporter.listen_host, config.exporter.listen_port) == expected
+
+
+def test_an_empty_required_setting_and_typos_get_clear_problems(builtin_host):
+    text = """
+[exporter]
+listn = "127.0.0.1:9839"
+[pollng]
+tick = "5s"
+[providers.routee]
+plugin = "routee"
+application_id = "${ROUTEE_APPLICATION_ID}"
+application_secret = "${ROUTEE_APPLICATION_SECRET}"
+curency = "EUR"
+"""
+    environ = {"ROUTEE_APPLICATION_ID": "", "ROUTEE_APPLICATION_SECRET": "s3cr3t-value"}
+    found = dict(problems(text, builtin_host, environ))
+    assert found["providers.routee.application_id"] == "is empty"
+    assert found["providers.routee.curency"] == "is not a known setting; did you mean 'currency'?"
+    assert found["exporter.listn"] == "is not a known setting; did you mean 'listen'?"
+    assert found["pollng"] == "is not a known setting; did you mean 'polling'?"
+    blank = dict(problems(text.replace("${ROUTEE_APPLICATION_ID}", "  "), builtin_host, environ))
+    assert blank["providers.routee.application_id"] == "is empty"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import configparser
+import os
 import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,7 @@ def test_unit_runs_the_exporter_with_reload_and_state_directory():
     assert service["ExecStart"].endswith("viber-exporter run --config /etc/viber-exporter/config.toml")
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert service["StateDirectory"] == "viber-exporter"
+    assert service["ConfigurationDirectory"] == "viber-exporter" and service["ConfigurationDirectoryMode"] == "0755"
 
 
 @pytest.mark.parametrize(("key", "value"), [
@@ -36,6 +40,47 @@ def test_unit_is_hardened(key, value):
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
-def test_systemd_analyze_verify():
-    result = subprocess.run(["systemd-analyze", "verify", str(UNIT)], capture_output=True, text=True, check=False)
-    assert "Unknown key" not in result.stderr and "Invalid" not in result.stderr, result.stderr
+def test_systemd_analyze_verify(tmp_path):
+    """Clean, with ExecStart pointing at a real script (the one of this venv)."""
+    script = Path(sys.executable).parent / "viber-exporter"
+    copy = tmp_path / "viber-exporter.service"
+    copy.write_text(UNIT.read_text().replace("/usr/local/bin/viber-exporter", str(script)))
+    result = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+
+
+def install_steps() -> list[str]:
+    """The unit header's install -d / install -m lines for /etc/viber-exporter."""
+    return [line.strip("# ").strip() for line in UNIT.read_text().splitlines()
+            if line.startswith("#") and "/etc/viber-exporter" in line and line.strip("# ").startswith("install ")]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_the_documented_install_steps_let_an_unprivileged_service_user_read_its_config():
+    """Run the header's steps under a temporary root, then read as an unprivileged uid
+    (as DynamicUser= would): config.toml readable, the secrets file not."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="viber-exporter-deploy-"))  # not under pytest's 0700 dirs
+    os.chmod(tmp_path, 0o755)
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (tmp_path / "config.toml").write_text('[providers.b]\nplugin = "bsg"\n')
+    os.chmod(tmp_path, 0o755)
+    os.chmod(tmp_path / "config.toml", 0o644)
+    steps = install_steps()
+    assert len(steps) == 3, steps
+    for step in steps:
+        command = step.replace("/etc/", f"{root}/etc/").replace(" config.toml ", f" {tmp_path / 'config.toml'} ")
+        subprocess.run(command, shell=True, check=True, cwd=tmp_path)
+    os.chmod(root, 0o755)
+    os.chmod(root / "etc", 0o755)
+
+    def as_nobody(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command],
+                              capture_output=True, text=True, check=False)
+
+    try:
+        assert as_nobody("cat", str(root / "etc" / "viber-exporter" / "config.toml")).returncode == 0
+        assert as_nobody("ls", str(root / "etc" / "viber-exporter")).returncode == 0
+        assert as_nobody("cat", str(root / "etc" / "viber-exporter" / "env")).returncode != 0, "secrets stay root's"
+    finally:
+        shutil.rmtree(tmp_path)

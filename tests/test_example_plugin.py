@@ -45,7 +45,11 @@ def test_plugins_command_lists_the_installed_example():
     assert parrot["providers"] == ["parrot"] and parrot["hooks"] == ["register_providers"]
     limited = subprocess.run([str(SCRIPT), "plugins"], capture_output=True, text=True, check=True, timeout=30,
                              env={**env, "VIBER_EXPORTER_LOAD_PLUGINS": ""})
-    assert json.loads(limited.stdout) == []
+    assert {p["name"] for p in json.loads(limited.stdout)} == {"viber_exporter.plugins.bsg", "viber_exporter.plugins.routee"}
+    third_party = subprocess.run([str(SCRIPT), "plugins", "--third-party"], capture_output=True, text=True,
+                                 env=env, check=True, timeout=30)
+    assert "parrot" in {p["name"] for p in json.loads(third_party.stdout)}
+    assert not any(p["builtin"] for p in json.loads(third_party.stdout))
 
 
 def iso(timestamp: float) -> str:

@@ -177,6 +177,8 @@ def test_every_metric_name_under_grafana_exists_in_the_exporter_output(make_conf
     assert used <= exposed, sorted(used - exposed)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_promtool_checks_and_unit_tests_the_rules():
     tool = promtool()
     check = subprocess.run([tool, "check", "rules", str(PROM_RULES)], capture_output=True, text=True, check=False)

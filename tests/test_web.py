@@ -192,6 +192,37 @@ def test_providers_endpoint_and_landing_page(make_config, serve, fake_server):
     assert SENTINEL not in page.text and SENTINEL not in json.dumps(provider)
 
 
+def test_landing_page_figures_explanations_and_grouped_errors(make_config, serve, fake_server, clock):
+    _, api = fake_server
+    sent = datetime.fromtimestamp(clock.time() - 30, UTC).isoformat()
+    for n in range(3):
+        api.messages[f"d{n}"] = {"status": "DELIVERED", "price": 0.0333}
+    exporter, url = serve(make_config())
+    body = {"messages": [{"provider": "fake", "id": f"d{n}", "sent_at": sent} for n in range(3)]}
+    assert post(url, body).status_code == 200
+    wait_for(lambda: sample(exporter, "viber_message_delivery_latency_seconds_count", provider="fake") == 3)
+    api.outage = (500, "oops", {})
+    post(url, messages("e1", "e2", "e3"))
+    wait_for(lambda: len(requests.get(f"{url}/api/v1/providers", timeout=5).json()["providers"][0]["recent_errors"]) >= 3)
+    page = requests.get(url + "/", timeout=5).text
+    assert '<meta http-equiv="refresh"' in page
+    assert "Since the exporter started" in page and "messages that reached each status" in page
+    assert "EUR 0.0999 (viber 0.0999)" in page, "cost per currency and channel, without float artefacts"
+    assert "delivery latency" in page and "median" in page
+    assert "<b>watched</b>: messages still being polled" in page
+    assert "<th>message id(s)</th>" in page and "<th>times</th>" in page
+    # One row for the repeated error, with how often it happened.
+    error_rows = [row for row in page.split("<tr>") if "server_error" in row]
+    assert len(error_rows) == 1, error_rows
+    assert "This is the demo" not in page
+
+
+def test_the_landing_page_shows_a_notice_when_given(make_config, run_exporter):
+    exporter = run_exporter(make_config())
+    page = Client(WebApp(exporter, notice="This is the demo: mock providers.")).get("/").get_data(as_text=True)
+    assert '<p class="notice">This is the demo: mock providers.</p>' in page
+
+
 def test_callbacks(make_config, serve, fake_server, clock):
     _, api = fake_server
     exporter, url = serve(make_config(provider={"callback_token": "cb-secret"}))

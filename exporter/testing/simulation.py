@@ -8,12 +8,14 @@ and the clock, so the ground truth of a run can be computed exactly.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import threading
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 FATES = ("read", "delivered", "failed", "expired", "pending")
@@ -146,6 +148,32 @@ class Simulation:
             if provider == "bsg":
                 self.plans[("bsg-ref", plan.reference)] = plan
             return plan
+
+    def save(self, path: Path) -> None:
+        """Write the world (every plan, and where ids go on) to ``path``, atomically."""
+        with self._lock:
+            data = {
+                "next_id": self._next_id,
+                "plans": [asdict(p) for (kind, _), p in self.plans.items() if kind != "bsg-ref"],
+            }
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(data), encoding="utf-8")
+        temporary.replace(path)
+
+    def load(self, path: Path) -> int:
+        """Read back what :meth:`save` wrote (a missing file is an empty world); returns
+        how many plans were loaded."""
+        if not path.exists():
+            return 0
+        data = json.loads(path.read_text(encoding="utf-8"))
+        with self._lock:
+            self._next_id = max(self._next_id, int(data["next_id"]))
+            for item in data["plans"]:
+                plan = Plan(**item)
+                self.plans[(plan.provider, plan.id)] = plan
+                if plan.provider == "bsg":
+                    self.plans[("bsg-ref", plan.reference)] = plan
+        return len(data["plans"])
 
     def find(self, provider: str, key: str) -> Plan | None:
         with self._lock:

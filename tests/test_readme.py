@@ -1,0 +1,64 @@
+"""The README's command list matches the command line: every command and option."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from viber_exporter.cli import cli
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
+    found = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += commands(command, (*prefix, name))
+        else:
+            found.append(((*prefix, name), command))
+    return found
+
+
+def command_block() -> str:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Command line", 1)[1]
+    return re.search(r"```\n(.*?)```", section, re.DOTALL).group(1)
+
+
+def test_every_command_and_option_is_in_the_readme():
+    block = command_block()
+    for path, command in commands(cli):
+        line = next((ln for ln in block.splitlines() if ln.startswith(f"viber-exporter {' '.join(path)} ")), None)
+        assert line is not None, f"README's command list lacks `viber-exporter {' '.join(path)}`"
+        documented = set(re.findall(r"--[a-z-]+", block[block.index(line):].split("\nviber-exporter ")[0]))
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.hidden:
+                long = next(o for o in param.opts if o.startswith("--"))
+                assert long in documented, f"{' '.join(path)}: {long} is not in the README"
+
+
+def test_the_readme_lists_no_command_that_does_not_exist():
+    paths = {" ".join(path) for path, _ in commands(cli)}
+    for line in command_block().splitlines():
+        if line.startswith("viber-exporter ") and not line.startswith("viber-exporter --"):
+            words = line.split()[1:]
+            name = " ".join(w for w in words[:2] if re.fullmatch(r"[a-z-]+", w))
+            assert name in paths or name.split()[0] in paths, line
+
+
+def test_the_metrics_table_lists_every_metric_the_exporter_serves(make_config, run_exporter):
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    exporter = run_exporter(make_config())
+    served = set()
+    for family in text_string_to_metric_families(generate_latest(exporter.registry).decode()):
+        if family.name.startswith("viber_"):
+            served.add(family.name + ("_total" if family.type == "counter" else ""))
+    text = README.read_text(encoding="utf-8").split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(viber_[a-z_]+)`", text, re.MULTILINE))
+    assert served - documented == set(), "served but not in the README's table"
+    assert documented - served == set(), "in the README's table but not served"
