@@ -243,6 +243,10 @@ def _schedule(
         else:
             _expire_watch(state, now, events)
         return
+    if policy.push_first and state.status is Status.DELIVERED:
+        # The read (or its absence) will be pushed; the final look catches a lost report.
+        state.next_poll = end
+        return
     # The last scheduled poll is at the watch's end, never before it.
     state.next_poll = min(now + policy.step(state.polls), end)
 

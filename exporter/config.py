@@ -29,7 +29,14 @@ from .settings import (
     TlsSettings,
 )
 
-DEFAULT_SCHEDULE = ("10s", "30s", "1m", "2m", "5m", "10m", "30m")
+# Dense while deliveries and most reads come, then growing by about half each step to
+# 4 h: half the calls of the old 30 m cap on the reference workload, with delivery
+# detection p95 under 30 s (bench/calls_per_message.py, docs/benchmarks.md).
+DEFAULT_SCHEDULE = (
+    *("10s", "20s", "30s", "30s", "1m", "2m", "3m", "5m", "8m", "12m"),
+    *("20m", "30m", "45m", "1h", "90m", "2h", "3h", "4h"),
+)
+DEFAULT_PUSH_SCHEDULE = ("30s", "2m", "10m", "1h", "4h")
 EXTRA_LABELS = ("country",)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -232,6 +239,7 @@ def _polling(table: ConfigTable) -> PollingSettings:
         retention=table.duration("retention", "7d", positive=False),
         max_watched=table.integer("max_watched", 1_000_000, minimum=1),
         final_look_grace=table.duration("final_look_grace", "1h", positive=False),
+        push_schedule=table.durations("push_schedule", DEFAULT_PUSH_SCHEDULE),
     )
     table.finish()
     return settings
@@ -288,9 +296,20 @@ def _provider(
         retention=polling.retention,
         max_watched=polling.max_watched,
         final_look_grace=polling.final_look_grace,
+        push_first=table.boolean("push_first", False),
+        push_schedule=table.durations("push_schedule", polling.push_schedule)
+        if table.has("push_schedule")
+        else polling.push_schedule,
     )
-    table.ignore("schedule")
+    table.ignore("schedule", "push_schedule")
     callback_token = table.secret("callback_token", required=False)
+    if own.push_first and callback_token is None and not (cls and cls.signs_callbacks()):
+        table.problem(
+            "push_first",
+            "needs callback_token: with push_first, pushed reports are how messages settle",
+        )
+    if own.push_first and cls is not None and not cls.polls:
+        table.problem("push_first", f"plugin {plugin!r} does not poll: it is push-only already")
     if provider_type is None:
         if plugin in failed_plugins:
             table.problem(

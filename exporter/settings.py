@@ -58,10 +58,16 @@ class PollingSettings:
     #: how long after a watch's end (read window or max_age) to keep trying for its
     #: final answer before giving up without one
     final_look_grace: float = 3600.0
+    #: push-first (a provider instance whose reports are pushed): polls are only the
+    #: safety net for lost reports, on ``push_schedule``; a delivered message waits
+    #: for its read report and gets one poll more, the final look at its watch's end
+    push_first: bool = False
+    push_schedule: tuple[float, ...] = (30.0, 120.0, 600.0, 3600.0, 14400.0)
 
     def step(self, polls_done: int) -> float:
         """The wait before the next poll, after ``polls_done`` answered polls."""
-        return self.schedule[min(polls_done, len(self.schedule) - 1)]
+        schedule = self.push_schedule if self.push_first else self.schedule
+        return schedule[min(polls_done, len(schedule) - 1)]
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ SMALL = {
     "registration.py": ["--messages", "2000"],
     "memory.py": ["--messages", "8000", "--run", "2"],
     "crash_soak.py": ["--kills", "2"],
+    "calls_per_message.py": ["--messages", "100"],
 }
 
 

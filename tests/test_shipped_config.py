@@ -24,7 +24,11 @@ def test_shipped_config_is_valid_with_its_environment(host):
     config = parse_config((ROOT / "config.toml").read_text(), host.provider_types(), ENV)
     assert set(config.providers) == {"routee", "bsg"}
     assert config.exporter.api_token is None
-    assert config.polling.schedule == (10, 30, 60, 120, 300, 600, 1800)
+    from viber_exporter.config import DEFAULT_PUSH_SCHEDULE, DEFAULT_SCHEDULE
+    from viber_exporter.durations import parse_duration
+
+    assert config.polling.schedule == tuple(parse_duration(d) for d in DEFAULT_SCHEDULE), "the shipped one is the default"
+    assert config.polling.push_schedule == tuple(parse_duration(d) for d in DEFAULT_PUSH_SCHEDULE)
 
 
 def test_shipped_config_names_its_missing_variables(host):
@@ -40,5 +44,5 @@ def test_shipped_config_sets_every_binding_key():
     assert set(document["exporter"]) >= {"listen", "state_path", "api_token", "log_level"}
     assert set(document["polling"]) == {
         "tick", "schedule", "max_age", "read_window", "not_found_grace", "retention", "max_watched",
-        "final_look_grace",
+        "final_look_grace", "push_schedule",
     }

@@ -18,7 +18,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
@@ -86,6 +86,7 @@ class MockProviders:
         self.calls: deque[tuple[float, str, int]] = deque(
             maxlen=100_000
         )  # (time, provider, status)
+        self.endpoint_calls: Counter[str] = Counter()  # by endpoint name (routee, bsg_id, ...)
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._windows: dict[str, deque[float]] = {"routee": deque(), "bsg": deque()}
@@ -110,6 +111,8 @@ class MockProviders:
         request = Request(environ)
         try:
             endpoint, args = self.urls.bind_to_environ(environ).match()
+            with self._lock:
+                self.endpoint_calls[endpoint] += 1
             response = getattr(self, f"_{endpoint}")(request, **args)
         except NotFound:
             response = _json({"error": "no such mock endpoint"}, 404)
@@ -273,6 +276,19 @@ class MockProviders:
             "sessionMessage": False,
             "expireOnDelivery": False,
         }
+
+    def routee_callback(self, plan: Plan, now: float) -> dict[str, Any]:
+        """The report Routee pushes for this message's status at ``now`` (its documented
+        callback: the tracking shape with ``status.name`` and ``status.updatedDate``)."""
+        body = self._routee_body(plan, now)
+        status = body["status"]
+        body["status"] = {
+            "name": status["status"],
+            "updatedDate": status["date"],
+            **({"reason": status["reason"]} if "reason" in status else {}),
+        }
+        body["createdAt"] = _iso(plan.created, 0)
+        return body
 
     # -- BSG -------------------------------------------------------------------------
     def _bsg_id(self, request: Request, key: str) -> Response:

@@ -47,9 +47,51 @@ class Mix:
     visible_after: float = 0.5  # ids are unknown to the provider for up to this long
     sms_fallback: float = 0.6  # share of failures re-sent as SMS (BSG, Routee failover flows)
     failover: float = 0.0  # share of Routee messages sent as a Viber→SMS failover flow
+    delivery_sigma: float | None = None  # the delivery delay's own spread (else sigma)
+    read_sigma: float | None = None  # the read delay's own spread (else sigma)
+    expire_after: float | None = None  # expiry exactly this long after sending (a TTL)
 
     def weights(self) -> list[float]:
         return [self.read, self.delivered, self.failed, self.expired, self.pending]
+
+    @classmethod
+    def reference(
+        cls,
+        *,
+        delivery_median: float = 3.0,
+        delivery_p95: float = 60.0,
+        read_median: float = 1200.0,
+        read_p95: float = 6 * 3600.0,
+        read_share: float = 0.55,
+        failed: float = 0.10,
+        expired: float = 0.03,
+        never: float = 0.02,
+        ttl: float = 24 * 3600.0,
+    ) -> Mix:
+        """The reference workload of docs/benchmarks.md ("calls per message"): log-normal
+        delays given by their median and 95th percentile, ``read_share`` of delivered
+        messages read, expiry at the TTL, no SMS fallbacks."""
+        delivered = 1.0 - failed - expired - never
+        return cls(
+            read=delivered * read_share,
+            delivered=delivered * (1.0 - read_share),
+            failed=failed,
+            expired=expired,
+            pending=never,
+            delivery_median=delivery_median,
+            read_median=read_median,
+            final_median=delivery_median,  # failures come as fast as deliveries
+            sigma=spread(delivery_median, delivery_p95),
+            delivery_sigma=spread(delivery_median, delivery_p95),
+            read_sigma=spread(read_median, read_p95),
+            expire_after=ttl,
+            sms_fallback=0.0,
+        )
+
+
+def spread(median: float, p95: float) -> float:
+    """The log-normal sigma whose median and 95th percentile are these."""
+    return math.log(p95 / median) / 1.6448536269514722
 
 
 @dataclass
@@ -108,8 +150,8 @@ class Simulation:
         self._lock = threading.Lock()
         self._next_id = 100000
 
-    def _delay(self, median: float) -> float:
-        return median * math.exp(self._rng.gauss(0.0, self.mix.sigma))
+    def _delay(self, median: float, sigma: float | None = None) -> float:
+        return median * math.exp(self._rng.gauss(0.0, self.mix.sigma if sigma is None else sigma))
 
     def create(self, provider: str, now: float, fate: str | None = None) -> Plan:
         with self._lock:
@@ -131,13 +173,18 @@ class Simulation:
                 price=round(self._rng.choice((0.012, 0.02, 0.035, 0.04)), 4),
                 country=self._rng.choice(COUNTRIES),
             )
+            mix = self.mix
             if fate in ("read", "delivered"):
-                plan.delivered_at = now + self._delay(self.mix.delivery_median)
+                plan.delivered_at = now + self._delay(mix.delivery_median, mix.delivery_sigma)
             if fate == "read":
-                plan.read_at = (plan.delivered_at or now) + self._delay(self.mix.read_median)
-            plan.flow = provider == "routee" and self._rng.random() < self.mix.failover
-            if fate in ("failed", "expired"):
-                plan.final_at = now + self._delay(self.mix.final_median)
+                plan.read_at = (plan.delivered_at or now) + self._delay(
+                    mix.read_median, mix.read_sigma
+                )
+            plan.flow = provider == "routee" and self._rng.random() < mix.failover
+            if fate == "expired" and mix.expire_after is not None:
+                plan.final_at = now + mix.expire_after
+            elif fate in ("failed", "expired"):
+                plan.final_at = now + self._delay(mix.final_median)
                 if (
                     (provider == "bsg" or plan.flow)
                     and fate == "failed"
