@@ -38,7 +38,7 @@ from viber_exporter.testing.simulation import Mix, Plan
 from viber_exporter.testing.virtualtime import VirtualRun
 
 #: every endpoint that answers about messages (not tokens, not balances)
-LOOKUPS = ("routee", "routee_failover", "bsg_id", "bsg_reference")
+LOOKUPS = ("routee", "routee_failover", "routee_campaign", "bsg_id", "bsg_reference")
 CALLBACK_TOKEN = "bench-callback-token"  # noqa: S105 (a fixed value of the benchmark)
 
 BASELINE_SCHEDULE = ["10s", "30s", "1m", "2m", "5m", "10m", "30m"]  # the default until 0.2
@@ -50,6 +50,7 @@ class Strategy:
     polling: dict[str, Any]
     routee: dict[str, Any] = field(default_factory=dict)
     push: bool = False  # the mock pushes reports (some lost) to the exporter's callback
+    campaign: bool = False  # the messages are sent, and registered, as campaigns
     target_calls: float = 8.0  # calls per message the issue asks of this strategy
 
 
@@ -61,6 +62,7 @@ def strategies(read_window: str, schedule: list[str] | None) -> dict[str, Strate
         "baseline": Strategy("baseline", {**common, "schedule": BASELINE_SCHEDULE}),
         "default": Strategy("default", dict(common)),
         "push": Strategy("push", dict(common), {"push_first": True}, push=True, target_calls=1.5),
+        "campaign": Strategy("campaign", dict(common), campaign=True, target_calls=0.2),
     }
 
 
@@ -145,6 +147,9 @@ def run_strategy(
     try:
         while True:
             now = run.clock.time()
+            while strategy.campaign and len(plans) < args.messages:
+                size = min(args.campaign_size, args.messages - len(plans))
+                plans += run.send_campaign("routee", size)[1]
             while len(plans) < args.messages and next_send <= now:
                 [plan] = run.send("routee")
                 plans.append(plan)
@@ -160,7 +165,10 @@ def run_strategy(
                 run.exporter.store.oldest_next_poll("routee"),
             ) if t is not None]
             pushed = pushes.next_at()
-            if not polled and pushed is None and not run.exporter.store.total_watched():
+            store = run.exporter.store
+            if not polled and pushed is None and not store.total_watched() and not sum(
+                store.campaign_counts().values()
+            ):
                 break
             # The next poll is due on the exporter's tick (as APScheduler runs it); a push
             # arrives when it is sent.
@@ -267,7 +275,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--spread", type=parse_duration, default=600.0, help="messages are sent over this long")
-    parser.add_argument("--strategies", default="baseline,default,push")
+    parser.add_argument("--strategies", default="baseline,default,push,campaign")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--schedule", help="a schedule to try as strategy 'custom', e.g. 10s,30s,1m")
     parser.add_argument("--delivery-median", type=parse_duration, default=3.0)
@@ -281,6 +289,7 @@ def main() -> int:
     parser.add_argument("--ttl", type=parse_duration, default=24 * 3600.0)
     parser.add_argument("--read-window", default="24h")
     parser.add_argument("--lost-pushes", type=float, default=0.05)
+    parser.add_argument("--campaign-size", type=int, default=10_000, help="messages per campaign (strategy campaign)")
     parser.add_argument("--limit", type=parse_duration, default=5 * 86400.0, help="simulated time allowed")
     args = parser.parse_args()
     mix = Mix.reference(delivery_median=args.delivery_median, delivery_p95=args.delivery_p95,

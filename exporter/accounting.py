@@ -15,6 +15,7 @@ from .model import PROVIDER_FAILURES, Observation, Outcome, Status
 from .settings import PollingSettings
 from .state import (
     AnswerProblem,
+    CampaignState,
     Cost,
     Counted,
     Event,
@@ -357,3 +358,71 @@ def call_failed(
         cap = policy.step(state.polls)  # never later than the schedule would have polled
         state.next_poll = now + backoff(state.errors, MESSAGE_RETRY_BASE, cap, rng)
     return []
+
+
+# -- campaigns ---------------------------------------------------------------------------
+def campaign_swept(
+    campaign: CampaignState,
+    now: float,
+    policy: PollingSettings,
+    *,
+    found: int,
+    earliest: float | None,
+    complete: bool,
+) -> None:
+    """Schedule a campaign after a sweep that read (``complete``) or did not read all
+    its pages. ``found``: messages of it stored so far; ``earliest``: the earliest next
+    poll among its watched messages.
+
+    One sweep answers for every message, so the campaign follows its own schedule
+    (``policy.step`` of its sweeps) and waits that long for a message that wants an
+    earlier poll (but at most half of ``final_look_grace``): the messages' final looks,
+    spread over their delivery times, are taken together instead of one sweep each. While late messages may still appear
+    (until ``discover_until``) it is swept even with none watched; after that, and
+    with none watched, it is settled.
+    """
+    campaign.last_poll_at = now
+    campaign.messages = max(campaign.messages, found)
+    if complete:
+        campaign.polls += 1
+        campaign.errors = 0
+        campaign.last_error = None
+    step = policy.step(campaign.polls)
+    candidates = []
+    if earliest is not None:
+        # ... but well within final_look_grace of the earliest final look, which would
+        # otherwise end without an answer
+        candidates.append(min(max(earliest, now + step), earliest + policy.final_look_grace / 2))
+    if now < campaign.discover_until:
+        candidates.append(min(now + step, campaign.discover_until))  # one more look at the end
+    if candidates:
+        campaign.next_poll = min(candidates)
+        return
+    campaign.next_poll = None
+    campaign.settled_at = now
+    if not found:
+        campaign.last_error = (
+            "no message of this campaign appeared within not_found_grace "
+            f"({policy.not_found_grace:g}s) after its registration"
+        )
+
+
+def campaign_failed(
+    campaign: CampaignState,
+    outcome: Outcome,
+    message: str,
+    now: float,
+    policy: PollingSettings,
+    rng: random.Random,
+) -> None:
+    """A sweep that stopped on a failed call. As for one message (:func:`call_failed`):
+    when the provider is failing it keeps its place (the instance is paused with
+    backoff); otherwise it backs off on its own, never later than its schedule."""
+    campaign.last_error = f"{outcome.value}: {message}"[:500]
+    campaign.last_poll_at = now
+    if outcome is Outcome.RATE_LIMITED:
+        return
+    campaign.errors += 1
+    if outcome not in PROVIDER_FAILURES:
+        cap = policy.step(campaign.polls)
+        campaign.next_poll = now + backoff(campaign.errors, MESSAGE_RETRY_BASE, cap, rng)

@@ -248,23 +248,35 @@ def watch() -> None:
     (without one, only loopback clients may write)."""
 
 
-@watch.command("add")
+@watch.command("add", short_help="Register message ids (or campaigns) to watch.")
 @click.argument("provider")
-@click.argument("ids", metavar="ID...", nargs=-1, required=True)
+@click.argument("ids", metavar="ID...", nargs=-1)
+@click.option(
+    "--campaign",
+    "campaigns",
+    multiple=True,
+    metavar="CAMPAIGN",
+    help="A campaign id: watch every message of it (Routee campaignTrackingId). Repeatable.",
+)
 @click.option("--sent-at", help="RFC 3339 send time for all IDs, e.g. 2026-11-23T10:00:00Z.")
 @url_option
 @config_option
 def watch_add(
     provider: str,
     ids: Sequence[str],
+    campaigns: Sequence[str],
     sent_at: str | None,
     url: str | None,
     config_path: Path | None,
 ) -> None:
-    """Register one or more message ids of one provider instance."""
-    items = [
-        {"provider": provider, "id": i, **({"sent_at": sent_at} if sent_at else {})} for i in ids
-    ]
+    """Register message ids of one provider instance, or (--campaign) whole campaigns:
+    their messages are found by listing the campaign, and each is then accounted for as
+    if registered alone."""
+    if not ids and not campaigns:
+        raise click.UsageError("give at least one ID or --campaign")
+    sent = {"sent_at": sent_at} if sent_at else {}
+    items = [{"provider": provider, "id": i, **sent} for i in ids]
+    items += [{"provider": provider, "campaign": c, **sent} for c in campaigns]
     result = ApiClient(url, config_path).call("POST", "/api/v1/messages", json={"messages": items})
     click.echo(f"accepted {result['accepted']}, duplicates {result['duplicates']}")
 

@@ -30,12 +30,12 @@ from .recorder import Recorder
 from .secrets import redact
 from .settings import Config, ProviderConfig
 from .state import MessageState
-from .store import NewMessage, Store
+from .store import NewCampaign, NewMessage, Store
 
 log = logging.getLogger(__name__)
 
 FUTURE_SLACK = 3600.0  # sent_at may be at most this far ahead of our clock
-ITEM_KEYS = frozenset({"provider", "id", "sent_at", "fields"})
+ITEM_KEYS = frozenset({"provider", "id", "campaign", "sent_at", "fields"})
 MAX_FIELDS = 16
 
 
@@ -49,10 +49,13 @@ class RegistrationError(ViberExporterError):
 
 @dataclass(frozen=True)
 class Registration:
+    """A message to watch, or (``campaign=True``) a campaign whose messages to watch."""
+
     provider: str
     id: str
     sent_at: float | None = None
     fields: Mapping[str, str] = field(default_factory=dict)
+    campaign: bool = False
 
 
 @dataclass(frozen=True)
@@ -273,7 +276,12 @@ class Exporter:
 
     # -- registration ------------------------------------------------------------------
     def check_registration(
-        self, provider: str, message_id: object, fields: Mapping[str, Any] | None = None
+        self,
+        provider: str,
+        message_id: object,
+        fields: Mapping[str, Any] | None = None,
+        *,
+        campaign: bool = False,
     ) -> str | None:
         """Why this item cannot be registered, or None."""
         instance = self.instances.get(provider)
@@ -282,6 +290,16 @@ class Exporter:
                 return f"provider {provider!r} is disabled"
             known = ", ".join(sorted(self.instances)) or "none"
             return f"unknown provider {provider!r} (configured: {known})"
+        if campaign:
+            plugin = instance.provider
+            if not plugin.tracks_campaigns() or not plugin.polls:
+                return f"provider {provider!r} ({instance.config.plugin}) does not track campaigns"
+            if not isinstance(message_id, str) or not message_id:
+                return "campaign must be the provider's campaign id, as a string"
+            if fields:
+                return "a campaign takes no fields"
+            problem = plugin.check_campaign(message_id)
+            return f"invalid campaign id for {provider}: {problem}" if problem else None
         if isinstance(message_id, int) and not isinstance(message_id, bool):
             return 'id must be a string: give it in quotes, e.g. "12345"'
         if not isinstance(message_id, str) or not message_id:
@@ -306,6 +324,11 @@ class Exporter:
         provider, message_id = item.get("provider"), item.get("id")
         if not isinstance(provider, str) or not provider:
             return "provider is required (a configured provider instance name)"
+        campaign = "campaign" in item
+        if campaign and "id" in item:
+            return "give either id (one message) or campaign (all of a campaign's), not both"
+        if campaign:
+            message_id = item["campaign"]
         fields = item.get("fields") or {}
         if (
             not isinstance(fields, dict)
@@ -316,7 +339,7 @@ class Exporter:
             )
         ):
             return f"fields must be an object of at most {MAX_FIELDS} string values"
-        problem = self.check_registration(provider, message_id, fields)
+        problem = self.check_registration(provider, message_id, fields, campaign=campaign)
         if problem:
             return problem
         sent_at = None
@@ -325,7 +348,7 @@ class Exporter:
                 sent_at = parse_sent_at(item["sent_at"], now)
             except ValueError as e:
                 return str(e)
-        return Registration(provider, str(message_id), sent_at, fields)
+        return Registration(provider, str(message_id), sent_at, fields, campaign)
 
     def register_items(self, items: Sequence[Any]) -> RegistrationResult:
         """Validate raw request items (provider, id, sent_at, fields) and store them.
@@ -346,23 +369,36 @@ class Exporter:
         details = [
             (index, problem)
             for index, item in enumerate(items)
-            if (problem := self.check_registration(item.provider, item.id, item.fields))
+            if (
+                problem := self.check_registration(
+                    item.provider, item.id, item.fields, campaign=item.campaign
+                )
+            )
         ]
         if details:
             self._rejected([item.provider for item in items])
             raise RegistrationError(details)
         instances = self.instances
         by_provider: dict[str, list[NewMessage]] = {}
+        campaigns: dict[str, list[NewCampaign]] = {}
         for item in items:
+            if item.campaign:
+                discovery = instances[item.provider].config.polling.not_found_grace
+                campaigns.setdefault(item.provider, []).append((item.id, item.sent_at, discovery))
+                continue
             extra = json.dumps(dict(item.fields), sort_keys=True) if item.fields else None
             by_provider.setdefault(item.provider, []).append((item.id, item.sent_at, extra))
         batches = {
             provider: (pairs, instances[provider].config.polling.step(0))
             for provider, pairs in by_provider.items()
         }
+        campaign_batches = {
+            provider: (wanted, instances[provider].config.polling.step(0))
+            for provider, wanted in campaigns.items()
+        }
         try:
             counts = self.store.register(
-                batches, self.clock.time(), self.config.polling.max_watched
+                batches, self.clock.time(), self.config.polling.max_watched, campaign_batches
             )
         except WatchedSetFull:
             for item in items:

@@ -386,9 +386,16 @@ class StateCollector(Collector):
             "The account balance the provider reports.",
             labels=["provider", "currency"],
         )
+        campaigns = GaugeMetricFamily(
+            "viber_campaigns_watched",
+            "Campaigns still swept (their messages count in viber_messages_watched once found).",
+            labels=["provider"],
+        )
         counts, watched_counts = self.store.counts()
+        campaign_counts = self.store.campaign_counts()
         for p in providers:
             watched.add_metric([p.name], watched_counts.get(p.name, 0))
+            campaigns.add_metric([p.name], campaign_counts.get(p.name, 0))
             for status in Status:
                 messages.add_metric([p.name, status.value], counts.get((p.name, status), 0))
             up.add_metric([p.name], 1.0 if p.up else 0.0)
@@ -406,7 +413,8 @@ class StateCollector(Collector):
             "viber_exporter_max_watched", "polling.max_watched: the watched set's limit."
         )
         limit.add_metric([], float(self.max_watched()))
-        yield from (watched, messages, up, last_success, lag, pending, info, balance, build, limit)
+        yield from (watched, campaigns, messages, up, last_success, lag, pending, info, balance)
+        yield from (build, limit)
         for p in providers:
             yield from _plugin_metrics(p)
 

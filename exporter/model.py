@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -172,6 +172,16 @@ class Report(NamedTuple):
 
     message_id: str
     observation: Observation
+
+
+class Page(NamedTuple):
+    """One page of a campaign's listing (:meth:`Provider.fetch_campaign`): a report
+    per message on it, and how many messages the provider says the whole campaign has
+    (None when it does not say). The total lets the core tell a sweep that missed
+    messages (pages that shifted while it read them) from one that saw them all."""
+
+    reports: Sequence[Report]
+    total: int | None = None
 
 
 _NO_FIELDS: Mapping[str, str] = MappingProxyType({})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 from apscheduler.executors.pool import ThreadPoolExecutor as JobExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from . import accounting
 from .clock import Clock
 from .errorlog import ErrorLog
 from .errors import WatchedSetFull
@@ -32,7 +34,7 @@ from .ratelimit import RateLimiter
 from .recorder import PollResult, Recorder
 from .secrets import redact
 from .settings import PollingSettings
-from .state import MessageState
+from .state import CampaignState, MessageState
 from .store import Store
 
 if TYPE_CHECKING:
@@ -81,6 +83,8 @@ class ProviderPoller:
         #: the longest a tick keeps going while work is due (a virtual-time run uses its tick)
         self.max_tick = max(self.policy.tick, MAX_TICK)
         self.error_log = ErrorLog(self.name, clock=clock)
+        self._rng = random.Random()
+        self._rng_lock = threading.Lock()
         self.started = False
         #: polling.max_watched, for reports drained from a feed (set by the Poller)
         self.recorder_max_watched: int | None = None
@@ -189,6 +193,8 @@ class ProviderPoller:
             if not self._poll(due, deadline):
                 break  # nothing could be done before the deadline or the pause
             self._update_lag()
+        if self.instance.provider.tracks_campaigns():
+            self._sweep_campaigns(deadline)
         self._update_lag()
         self.error_log.flush()
 
@@ -249,6 +255,132 @@ class ProviderPoller:
                 self.recorder.record_polls(self.name, self.policy, results)
                 called += len(results)
         return called
+
+    # -- campaigns ---------------------------------------------------------------------
+    def _sweep_campaigns(self, deadline: float) -> None:
+        health = self.instance.health
+        while (
+            not self.stopping.is_set() and not health.paused() and self.clock.monotonic() < deadline
+        ):
+            due = self.store.due_campaigns(self.name, self.clock.time(), 16)
+            if not due:
+                return
+            for campaign in due:
+                if not self._sweep(campaign, deadline):
+                    return  # out of time, paused or stopping: the rest waits
+
+    def _sweep(self, campaign: CampaignState, deadline: float) -> bool:
+        """Read every page of one campaign and account for each message on it; returns
+        False when the sweep could not finish (deadline, pause, stop)."""
+        health = self.instance.health
+        answers: dict[str, Observation] = {}
+        totals: list[int] = []
+        pages = iter(self.instance.provider.fetch_campaign(campaign.id))
+        failure: FetchError | None = None
+        try:
+            while True:
+                # A sweep started is finished (only a stop or a pause ends it early): its
+                # pages may take longer than a tick, and one begun again from page 0 next
+                # tick would never end.
+                if (
+                    self.stopping.is_set()
+                    or health.paused()
+                    or not self.limiter.acquire(math.inf, self.stopping)
+                ):
+                    return False
+                started = time.perf_counter()
+                try:
+                    page = next(pages)
+                except StopIteration:
+                    break
+                except FetchError as e:
+                    failure = e
+                except Exception as e:  # a plugin bug is an invalid answer, never a dead poller
+                    log.warning("provider %s: campaign listing failed", self.name, exc_info=True)
+                    failure = FetchError(
+                        Outcome.INVALID_RESPONSE, f"plugin error: {type(e).__name__}"
+                    )
+                outcome = failure.outcome if failure is not None else Outcome.OK
+                self.metrics.request(self.name, outcome, time.perf_counter() - started)
+                was_up = health.up
+                health.record(
+                    outcome,
+                    failure.retry_after if failure else None,
+                    provider_wide=bool(failure and failure.provider_wide),
+                )
+                if outcome is Outcome.RATE_LIMITED:
+                    self.limiter.slow_down()
+                elif outcome in (Outcome.OK, Outcome.NOT_FOUND):
+                    self.limiter.speed_up()
+                if failure is not None:
+                    if outcome is not Outcome.NOT_FOUND:
+                        detail = redact(failure.message)
+                        self.error_log.error(outcome.value, f"campaign {campaign.id}: {detail}")
+                        health.note_error(f"campaign {campaign.id}", outcome, detail)
+                        self._log_health_change(was_up, health.up, f"{outcome.value}: {detail}")
+                    break
+                for report in page.reports:
+                    answers[report.message_id] = report.observation
+                if page.total is not None:
+                    totals.append(page.total)
+        finally:
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
+        return self._finish_sweep(campaign, answers, totals, failure)
+
+    def _finish_sweep(
+        self,
+        campaign: CampaignState,
+        answers: dict[str, Observation],
+        totals: list[int],
+        failure: FetchError | None,
+    ) -> bool:
+        now = self.clock.time()
+        policy = self.policy
+        if failure is not None and failure.outcome is not Outcome.NOT_FOUND:
+            # Apply what the pages before the failure said; wait for a whole sweep to
+            # tell which messages are missing.
+            self._record_sweep(campaign, answers, ())
+            with self._rng_lock:
+                accounting.campaign_failed(
+                    campaign, failure.outcome, redact(failure.message), now, policy, self._rng
+                )
+            self.store.save_campaign(campaign)
+            return True
+        watched, _ = self.store.campaign_watched(self.name, campaign.id)
+        # A sweep saw every message only if it found as many as the provider says the
+        # campaign has: pages can shift while they are read (an item moved to a page
+        # already read), and a message missed that way is not "not found".
+        consistent = not totals or len(answers) >= max(totals)
+        unseen = watched - answers.keys() if consistent else set()
+        self._record_sweep(campaign, answers, unseen)
+        watched, earliest = self.store.campaign_watched(self.name, campaign.id)
+        found = len(watched | answers.keys())
+        accounting.campaign_swept(
+            campaign,
+            now,
+            policy,
+            found=max(found, campaign.messages),
+            earliest=earliest,
+            complete=True,
+        )
+        self.store.save_campaign(campaign)
+        return True
+
+    def _record_sweep(
+        self, campaign: CampaignState, answers: dict[str, Observation], unseen: Iterable[str]
+    ) -> None:
+        try:
+            self.recorder.record_campaign(
+                campaign,
+                self.policy,
+                answers,
+                unseen,
+                max_watched=self.recorder_max_watched or 10**12,
+            )
+        except WatchedSetFull as e:
+            self.error_log.error("full", f"campaign {campaign.id}: {e}")
 
     def _call(self, refs: list[MessageRef], deadline: float) -> list[PollResult]:
         """One provider call (one id, or a batch); an empty list means it was skipped."""

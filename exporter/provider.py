@@ -12,7 +12,7 @@ retries, backoff, state, accounting and metrics.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -22,7 +22,7 @@ from .callbacks import CallbackReply, CallbackRequest
 from .configtable import ConfigTable
 from .declarations import Setting, read_settings
 from .http import ProviderHttp
-from .model import FetchError, MessageRef, Observation, Report, Status
+from .model import FetchError, MessageRef, Observation, Page, Report, Status
 from .secrets import Secret
 
 
@@ -153,6 +153,33 @@ class Provider:
         Ids missing from the result are treated as ``not_found``.
         """
         raise NotImplementedError(f"{type(self).__name__} does not fetch in batches")
+
+    # -- campaigns (plugin API 1.1) --------------------------------------------------------
+    def check_campaign(self, campaign_id: str) -> str | None:
+        """Return why ``campaign_id`` cannot be one of this provider's campaign ids, or
+        None. Only asked when the class implements :meth:`fetch_campaign`."""
+        if not campaign_id or len(campaign_id) > 128:
+            return "must be 1 to 128 characters"
+        return None
+
+    def fetch_campaign(self, campaign_id: str) -> Iterator[Page]:
+        """List every message of a campaign, one :class:`Page` per provider call.
+
+        Write it as a generator: the core asks for one page at a time (each ``next()``
+        is one call, paced by the instance's rate limit and counted as a request), and
+        may stop early. Raise :class:`FetchError` from the page whose call failed
+        (``not_found`` when the API says it does not know the campaign). Each report's
+        message is then accounted for exactly as if it had been registered alone; a
+        campaign is polled (all its pages) while any of its messages is watched. An
+        API with another "many messages per call" listing (a batch, a time range) can
+        implement this too, with its own kind of group id.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not list campaigns")
+
+    @classmethod
+    def tracks_campaigns(cls) -> bool:
+        """True when the class implements :meth:`fetch_campaign`."""
+        return cls.fetch_campaign is not Provider.fetch_campaign
 
     def drain(self) -> Sequence[Report]:
         """The reports the provider has for us since the last call (a feed, e.g. a

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from . import accounting
@@ -19,7 +19,7 @@ from .metrics import Metrics
 from .model import Observation, Outcome, Report
 from .secrets import redact
 from .settings import PollingSettings
-from .state import AnswerProblem, Event, MessageState, SentSource, StatusChanged
+from .state import AnswerProblem, CampaignState, Event, MessageState, SentSource, StatusChanged
 from .store import Store, Update
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,34 @@ class Recorder:
         ]
         self._commit(provider, updates, max_watched=max_watched)
 
+    def record_campaign(
+        self,
+        campaign: CampaignState,
+        policy: PollingSettings,
+        answers: Mapping[str, Observation],
+        unseen: Iterable[str],
+        *,
+        max_watched: int,
+    ) -> None:
+        """Apply one sweep of a campaign: each message answered is accounted for as a
+        poll of it alone (a new one is stored first, as part of the campaign); each
+        watched one the sweep did not list (``unseen``) as a poll the provider could not
+        answer. Raises WatchedSetFull, storing nothing, when the new ones would not fit."""
+        now = self.clock.time()
+        provider = campaign.provider
+
+        def missing(state: MessageState | None) -> tuple[MessageState | None, list[Event]]:
+            if state is None or not state.watched:
+                return None, []
+            return state, accounting.not_found(state, now, policy)
+
+        updates: list[tuple[str, Update]] = [
+            (i, self._report_update(provider, i, obs, now, policy, campaign=campaign))
+            for i, obs in answers.items()
+        ]
+        updates += [(message_id, missing) for message_id in unseen]
+        self._commit(provider, updates, max_watched=max_watched)
+
     def _commit(
         self,
         provider: str,
@@ -162,18 +190,33 @@ class Recorder:
         return update
 
     def _report_update(
-        self, provider: str, message_id: str, obs: Observation, now: float, policy: PollingSettings
+        self,
+        provider: str,
+        message_id: str,
+        obs: Observation,
+        now: float,
+        policy: PollingSettings,
+        *,
+        campaign: CampaignState | None = None,
     ) -> Update:
+        """A pushed or drained report, or (``campaign``) an item of a campaign's sweep,
+        which counts as a poll of the message. A message not stored yet is stored from
+        it (as part of the campaign, when there is one)."""
+
         def update(state: MessageState | None) -> tuple[MessageState | None, list[Event]]:
             if state is None:
                 state = MessageState(
                     provider=provider,
                     id=message_id,
                     registered_at=now,
-                    sent_at=now,
+                    # the provider's own send time, when it gives one, replaces this
+                    sent_at=campaign.sent_at if campaign else now,
                     sent_source=SentSource.REGISTERED,
                     next_poll=now + policy.step(0),
+                    campaign=campaign.id if campaign else None,
                 )
-            return state, accounting.observe(state, obs, now, policy, polled=False)
+            elif campaign is not None and not state.watched:
+                return None, []  # settled already (a report may have settled it meanwhile)
+            return state, accounting.observe(state, obs, now, policy, polled=campaign is not None)
 
         return update

@@ -68,6 +68,8 @@ class MessageState:
     #: the fallback leg's channel and normalised status (None: no leg sent)
     fallback_channel: str | None = None
     fallback_status: str | None = None
+    #: the campaign it was found in (None: registered alone): polled with its campaign
+    campaign: str | None = None
 
     @property
     def watched(self) -> bool:
@@ -77,6 +79,29 @@ class MessageState:
     def fields(self) -> dict[str, str]:
         """The plugin-defined registration fields."""
         return dict(json.loads(self.extra)) if self.extra else {}
+
+
+@dataclass(slots=True)
+class CampaignState:
+    """A watched campaign: all its pages are read while any of its messages is watched,
+    or while its late messages may still appear (until ``discover_until``)."""
+
+    provider: str
+    id: str
+    registered_at: float
+    sent_at: float
+    discover_until: float
+    next_poll: float | None = None  # None once it needs no more sweeps
+    polls: int = 0  # sweeps that read every page
+    errors: int = 0  # sweeps in a row that failed
+    messages: int = 0  # messages found in it so far
+    last_poll_at: float | None = None
+    last_error: str | None = None
+    settled_at: float | None = None
+
+    @property
+    def watched(self) -> bool:
+        return self.next_poll is not None
 
 
 # -- events: produced by a stored change, turned into metrics after the commit ---------

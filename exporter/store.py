@@ -19,9 +19,9 @@ from pathlib import Path
 
 from .errors import StoreError, WatchedSetFull
 from .model import Status
-from .state import Counted, Event, MessageState, SentSource
+from .state import CampaignState, Counted, Event, MessageState, SentSource
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _COLUMNS = tuple(f.name for f in fields(MessageState))
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM messages"
 _UPSERT = (
@@ -82,6 +82,34 @@ ALTER TABLE messages ADD COLUMN fallback_channel TEXT;
 ALTER TABLE messages ADD COLUMN fallback_status TEXT;
 """,
     ),
+    (
+        4,
+        """
+-- campaigns: a message found in one is polled with it, never alone
+ALTER TABLE messages ADD COLUMN campaign TEXT;
+DROP INDEX IF EXISTS messages_due;
+CREATE INDEX messages_due ON messages (provider, next_poll)
+    WHERE next_poll IS NOT NULL AND campaign IS NULL;
+CREATE INDEX messages_campaign ON messages (provider, campaign, next_poll)
+    WHERE campaign IS NOT NULL;
+CREATE TABLE campaigns (
+    provider TEXT NOT NULL,
+    id TEXT NOT NULL,
+    registered_at REAL NOT NULL,
+    sent_at REAL NOT NULL,
+    discover_until REAL NOT NULL,         -- late messages may still appear until then
+    next_poll REAL,                       -- NULL once it needs no more sweeps
+    polls INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    messages INTEGER NOT NULL DEFAULT 0,
+    last_poll_at REAL,
+    last_error TEXT,
+    settled_at REAL,
+    PRIMARY KEY (provider, id)
+) WITHOUT ROWID;
+CREATE INDEX campaigns_due ON campaigns (provider, next_poll) WHERE next_poll IS NOT NULL;
+""",
+    ),
 )
 assert MIGRATIONS[-1][0] == SCHEMA_VERSION
 
@@ -102,6 +130,14 @@ def _row_to_state(row: Sequence[object]) -> MessageState:
 
 
 _STATUS, _SOURCE, _COUNTED = (_COLUMNS.index(c) for c in ("status", "sent_source", "counted"))
+_CAMPAIGN_COLUMNS = tuple(f.name for f in fields(CampaignState))
+_CAMPAIGN_SELECT = f"SELECT {', '.join(_CAMPAIGN_COLUMNS)} FROM campaigns"
+_CAMPAIGN_UPSERT = (
+    f"INSERT OR REPLACE INTO campaigns ({', '.join(_CAMPAIGN_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _CAMPAIGN_COLUMNS)})"
+)
+#: A new campaign: (campaign id, sent_at, how long to look for late messages).
+NewCampaign = tuple[str, float | None, float]
 
 
 def _state_to_row(state: MessageState) -> tuple[object, ...]:
@@ -124,6 +160,24 @@ def _new_state(provider: str, item: NewMessage, now: float, first_poll_in: float
         next_poll=now + first_poll_in,
         extra=item[2] if len(item) > 2 else None,
     )
+
+
+def _new_campaign(
+    provider: str, item: NewCampaign, now: float, first_poll_in: float
+) -> CampaignState:
+    campaign_id, sent_at, discovery = item
+    return CampaignState(
+        provider=provider,
+        id=campaign_id,
+        registered_at=now,
+        sent_at=sent_at if sent_at is not None else now,
+        discover_until=now + discovery,
+        next_poll=now + first_poll_in,
+    )
+
+
+def _campaign_row(state: CampaignState) -> tuple[object, ...]:
+    return tuple(getattr(state, name) for name in _CAMPAIGN_COLUMNS)
 
 
 def _create_private(path: Path) -> None:
@@ -150,6 +204,7 @@ class Store:
             self._migrate()
             self.status_counts: Counter[tuple[str, Status]] = Counter()
             self.watched: Counter[str] = Counter()
+            self.campaigns_watched: Counter[str] = Counter()
             self._load_counts()
         except (sqlite3.Error, OSError) as e:
             raise StoreError(f"cannot open the state store {str(path)!r}: {e}") from e
@@ -176,6 +231,11 @@ class Store:
             self.status_counts[(provider, Status(status))] += count
             if watched:
                 self.watched[provider] += count
+        campaigns = self._db.execute(
+            "SELECT provider, COUNT(*) FROM campaigns WHERE next_poll IS NOT NULL GROUP BY 1"
+        )
+        for provider, count in campaigns:
+            self.campaigns_watched[provider] += count
 
     def close(self) -> None:
         with self._lock:
@@ -204,15 +264,21 @@ class Store:
         batches: Mapping[str, tuple[Sequence[NewMessage], float]],
         now: float,
         max_watched: int,
+        campaigns: Mapping[str, tuple[Sequence[NewCampaign], float]] | None = None,
     ) -> dict[str, tuple[int, int]]:
-        """Store new messages in one transaction, durable before this returns.
+        """Store new messages (and campaigns) in one transaction, durable before this
+        returns.
 
         ``batches`` maps a provider to its ``(id, sent_at)`` pairs and the delay before
-        their first poll. Returns ``(accepted, duplicates)`` per provider. Raises
-        WatchedSetFull, storing nothing, when the new ones would not fit.
+        their first poll; ``campaigns`` likewise to its ``(campaign id, sent_at,
+        discovery)``. Returns ``(accepted, duplicates)`` per provider, messages and
+        campaigns together. Raises WatchedSetFull, storing nothing, when the new
+        messages would not fit (a campaign's messages are checked as they are found).
         """
         insert = _UPSERT.replace("INSERT OR REPLACE", "INSERT OR IGNORE")
+        insert_campaign = _CAMPAIGN_UPSERT.replace("INSERT OR REPLACE", "INSERT OR IGNORE")
         result: dict[str, tuple[int, int]] = {}
+        new_campaigns: Counter[str] = Counter()
         with self._lock:
             try:
                 with self._transaction() as db:
@@ -228,12 +294,26 @@ class Store:
                         raise WatchedSetFull(
                             f"the watched set is full (polling.max_watched = {max_watched})"
                         )
+                    for provider, (wanted, first_poll_in) in (campaigns or {}).items():
+                        rows = [
+                            _campaign_row(_new_campaign(provider, item, now, first_poll_in))
+                            for item in wanted
+                        ]
+                        accepted = db.executemany(insert_campaign, rows).rowcount
+                        new_campaigns[provider] += accepted
+                        before = result.get(provider, (0, 0))
+                        result[provider] = (
+                            before[0] + accepted,
+                            before[1] + len(rows) - accepted,
+                        )
             except sqlite3.Error as e:
                 raise StoreError(f"cannot store registrations: {e}") from e
             with self._counts_lock:
                 for provider, (accepted, _) in result.items():
-                    self.watched[provider] += accepted
-                    self.status_counts[(provider, Status.PENDING)] += accepted
+                    messages = accepted - new_campaigns[provider]
+                    self.watched[provider] += messages
+                    self.status_counts[(provider, Status.PENDING)] += messages
+                self.campaigns_watched.update(new_campaigns)
         return result
 
     def apply(
@@ -318,6 +398,10 @@ class Store:
                     "DELETE FROM messages WHERE settled_at < ? AND next_poll IS NULL",
                     (settled_before,),
                 )
+                db.execute(
+                    "DELETE FROM campaigns WHERE settled_at < ? AND next_poll IS NULL",
+                    (settled_before,),
+                )
             with self._counts_lock:
                 for provider, status, count in doomed:
                     self.status_counts[(provider, Status(status))] -= count
@@ -328,8 +412,8 @@ class Store:
         """Watched messages whose next poll time has come, most overdue first."""
         with self._lock:
             rows = self._db.execute(
-                f"{_SELECT} WHERE provider = ? AND next_poll IS NOT NULL AND next_poll <= ? "
-                "ORDER BY next_poll LIMIT ?",
+                f"{_SELECT} WHERE provider = ? AND next_poll IS NOT NULL AND campaign IS NULL "
+                "AND next_poll <= ? ORDER BY next_poll LIMIT ?",
                 (provider, now, limit),
             ).fetchall()
         return [_row_to_state(row) for row in rows]
@@ -372,12 +456,67 @@ class Store:
         return row[0] if row else None
 
     def oldest_next_poll(self, provider: str) -> float | None:
+        """The earliest next poll of a message polled alone or of a campaign."""
+        with self._lock:
+            alone = self._db.execute(
+                "SELECT MIN(next_poll) FROM messages WHERE provider = ? AND next_poll IS NOT NULL "
+                "AND campaign IS NULL",
+                (provider,),
+            ).fetchone()[0]
+            campaign = self._db.execute(
+                "SELECT MIN(next_poll) FROM campaigns WHERE provider = ? AND next_poll IS NOT NULL",
+                (provider,),
+            ).fetchone()[0]
+        times = [t for t in (alone, campaign) if t is not None]
+        return min(times) if times else None
+
+    # -- campaigns -------------------------------------------------------------------
+    def due_campaigns(self, provider: str, now: float, limit: int) -> list[CampaignState]:
+        with self._lock:
+            rows = self._db.execute(
+                f"{_CAMPAIGN_SELECT} WHERE provider = ? AND next_poll IS NOT NULL "
+                "AND next_poll <= ? ORDER BY next_poll LIMIT ?",
+                (provider, now, limit),
+            ).fetchall()
+        return [CampaignState(*row) for row in rows]
+
+    def get_campaign(self, provider: str, campaign_id: str) -> CampaignState | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT MIN(next_poll) FROM messages WHERE provider = ? AND next_poll IS NOT NULL",
-                (provider,),
+                f"{_CAMPAIGN_SELECT} WHERE provider = ? AND id = ?", (provider, campaign_id)
             ).fetchone()
-        return row[0] if row else None
+        return CampaignState(*row) if row else None
+
+    def campaign_watched(self, provider: str, campaign_id: str) -> tuple[set[str], float | None]:
+        """The ids of a campaign's watched messages, and their earliest next poll."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, next_poll FROM messages WHERE provider = ? AND campaign = ? "
+                "AND next_poll IS NOT NULL",
+                (provider, campaign_id),
+            ).fetchall()
+        return {row[0] for row in rows}, min((row[1] for row in rows), default=None)
+
+    def save_campaign(self, state: CampaignState) -> None:
+        """Store a campaign's state after a sweep (durable before this returns)."""
+        with self._lock:
+            try:
+                with self._transaction() as db:
+                    before = db.execute(
+                        "SELECT next_poll IS NOT NULL FROM campaigns WHERE provider = ? AND id = ?",
+                        (state.provider, state.id),
+                    ).fetchone()
+                    db.execute(_CAMPAIGN_UPSERT, _campaign_row(state))
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot store the campaign: {e}") from e
+            with self._counts_lock:
+                was = bool(before[0]) if before else False
+                self.campaigns_watched[state.provider] += int(state.watched) - int(was)
+
+    def campaign_counts(self) -> dict[str, int]:
+        """Watched campaigns per provider, from memory."""
+        with self._counts_lock:
+            return dict(self.campaigns_watched)
 
     def get(self, provider: str, message_id: str) -> MessageState | None:
         with self._lock:

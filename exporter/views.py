@@ -47,11 +47,13 @@ def message_json(state: MessageState) -> dict[str, Any]:
         "next_poll_at": rfc3339(state.next_poll),
         "settled_at": rfc3339(state.settled_at),
         "last_error": state.last_error,
+        "campaign": state.campaign,
     }
 
 
 def providers_json(exporter: Exporter) -> list[dict[str, Any]]:
     counts, watched = exporter.counts()
+    campaigns = exporter.store.campaign_counts()
     now = exporter.clock.time()
     live = exporter.live
     result = []
@@ -64,6 +66,7 @@ def providers_json(exporter: Exporter) -> list[dict[str, Any]]:
             "enabled": instance is not None,
             "callbacks": config.callback_token is not None,
             "watched": watched.get(name, 0),
+            "campaigns_watched": campaigns.get(name, 0),
             "messages": {s.value: counts.get((name, s), 0) for s in Status},
         }
         if instance is not None:

@@ -16,7 +16,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pycountry
@@ -33,6 +33,7 @@ from viber_exporter import (
     MessageRef,
     Observation,
     Outcome,
+    Page,
     Provider,
     ProviderHttp,
     Report,
@@ -97,7 +98,17 @@ SETTINGS = (
     ),
     Setting("base_url", "url", "Routee API base URL.", default=DEFAULT_BASE_URL),
     Setting("token_url", "url", "Routee OAuth2 token URL.", default=DEFAULT_TOKEN_URL),
+    Setting(
+        "campaign_page_size",
+        "integer",
+        "Messages asked for per page of a campaign's tracking (Routee documents no "
+        "maximum; a smaller page served is followed through totalPages).",
+        default=1000,
+        minimum=1,
+        maximum=10000,
+    ),
 )
+MAX_CAMPAIGN_PAGES = 10_000  # a safety stop for an answer that never says "last"
 
 
 def _error_detail(response: requests.Response) -> tuple[str, str]:
@@ -112,12 +123,12 @@ def _error_detail(response: requests.Response) -> tuple[str, str]:
     return str(body.get("code") or ""), redact(str(message))[:300]
 
 
-def _raise_for_error(response: requests.Response) -> None:
+def _raise_for_error(response: requests.Response, not_found_what: str = "tracking id") -> None:
     if response.status_code < 400:
         return
     code, message = _error_detail(response)
     if response.status_code == 404 and code.startswith("404"):
-        raise FetchError(Outcome.NOT_FOUND, f"tracking id not found ({code})")
+        raise FetchError(Outcome.NOT_FOUND, f"{not_found_what} not found ({code})")
     # A 404 without Routee's own code is a wrong path or base_url: the instance's problem.
     outcome = outcome_for_status(response.status_code)
     detail = (
@@ -305,6 +316,45 @@ class RouteeProvider(Provider):
         _raise_for_error(response)
         item = _single(json_body(response), message.id)
         return observation(item, self.currency(), status_key="status", date_key="date")
+
+    # -- campaigns ------------------------------------------------------------------------
+    def check_campaign(self, campaign_id: str) -> str | None:
+        if not TRACKING_ID.fullmatch(campaign_id):
+            return "a Routee campaign tracking id is a UUID (1 to 64 letters, digits and '-')"
+        return None
+
+    def fetch_campaign(self, campaign_id: str) -> Iterator[Page]:
+        """``GET /viber/tracking/campaign/{id}?page=&size=``, page by page (Spring pages:
+        ``content``, ``totalElements``, ``totalPages``, ``last``)."""
+        url = f"{self.settings.base_url}/viber/tracking/campaign/{campaign_id}"
+        size = int(self.settings.campaign_page_size)
+        currency = self.currency()
+        for number in range(MAX_CAMPAIGN_PAGES):
+            response = self.oauth.request("GET", url, params={"page": number, "size": size})
+            _raise_for_error(response, not_found_what="campaign")
+            body = json_body(response)
+            content = body.get("content") if isinstance(body, Mapping) else None
+            if not isinstance(content, list):
+                raise invalid("the campaign answer is not a page (no content list)")
+            reports = []
+            for item in content:
+                tracking_id = item.get("trackingId") if isinstance(item, Mapping) else None
+                if not isinstance(tracking_id, str) or self.check_id(tracking_id):
+                    continue  # not an item we can key: the sweep counts as incomplete
+                try:
+                    obs = observation(item, currency, status_key="status", date_key="date")
+                except FetchError:
+                    continue  # an unreadable item: likewise, the others still count
+                reports.append(Report(tracking_id, obs))
+            total = body.get("totalElements")
+            yield Page(reports, total if isinstance(total, int) and total >= 0 else None)
+            pages = body.get("totalPages")
+            if (
+                body.get("last") is True
+                or not content
+                or (isinstance(pages, int) and number + 1 >= pages)
+            ):
+                return
 
     def _fetch_failover(self, tracking_id: str) -> Observation:
         """``GET /failover/tracking/{id}``: the Viber message and its SMS fallback."""

@@ -47,6 +47,22 @@ class TestRouteeContract(ProviderContract):
         }
         httpserver.expect_request(path).respond_with_response(answers[kind])
 
+    def campaign_id(self) -> str:
+        return "9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d"
+
+    def respond_campaign(self, httpserver: HTTPServer, campaign_id: str, pages: list[dict[str, str]]) -> None:
+        httpserver.expect_request("/oauth/token", method="POST").respond_with_json(TOKEN)
+        total = sum(len(page) for page in pages)
+        for number, page in enumerate(pages):
+            content = [{"trackingId": i, "campaignTrackingId": campaign_id, "country": "GR", "price": 0.02,
+                        "status": {"status": raw, "date": "2026-11-20T10:00:00.123Z",
+                                   "reason": {"detailedStatus": "Not Viber User"}}} for i, raw in page.items()]
+            body = {"content": content, "totalElements": total, "totalPages": len(pages), "number": number,
+                    "size": 2, "numberOfElements": len(content), "first": number == 0,
+                    "last": number == len(pages) - 1}
+            httpserver.expect_request(f"/viber/tracking/campaign/{campaign_id}",
+                                      query_string={"page": str(number), "size": "1000"}).respond_with_json(body)
+
     def callback_request(self, message_id: str, raw_status: str) -> CallbackRequest:
         body = {"trackingId": message_id, "country": "GR", "price": 0.035, "createdAt": "2026-11-20T10:00:00Z",
                 "status": {"name": raw_status, "updatedDate": "2026-11-20T10:00:05Z",

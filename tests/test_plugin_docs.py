@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = (ROOT / "docs" / "plugins.md").read_text()
 HEADINGS = {m.group(1) for m in re.finditer(r"^#{2,3} `(.+)`$", DOCS, re.MULTILINE)}
 PROVIDER_API = ("parse_settings", "check_id", "check_fields", "start", "verify", "metrics", "close", "fetch",
-                "fetch_message", "fetch_many", "drain", "authenticate_callback", "parse_callback")
+                "fetch_message", "fetch_many", "check_campaign", "fetch_campaign", "tracks_campaigns", "drain",
+                "authenticate_callback", "parse_callback")
 
 
 def signature(function: Callable[..., Any], prefix: str = "") -> str:

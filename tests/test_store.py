@@ -123,3 +123,24 @@ def test_newer_schema_is_refused(tmp_path: Path):
     db.close()
     with pytest.raises(StoreError, match="newer"):
         Store(tmp_path / "s.db")
+
+
+def test_a_store_of_every_older_schema_is_migrated_keeping_its_messages(tmp_path: Path):
+    from viber_exporter.store import MIGRATIONS, SCHEMA_VERSION
+
+    for version in range(1, SCHEMA_VERSION):
+        path = tmp_path / f"v{version}.db"
+        db = sqlite3.connect(path, isolation_level=None)
+        for step, script in MIGRATIONS[:version]:
+            db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={step};\nCOMMIT;")
+        db.execute("INSERT INTO messages (provider, id, registered_at, sent_at, sent_source, status, next_poll) "
+                   "VALUES ('bsg', '42', 1000.0, 1000.0, 0, 'pending', 1010.0)")
+        db.close()
+        store = Store(path)
+        try:
+            [due] = store.due("bsg", 2000.0, 10)
+            assert due.id == "42" and due.campaign is None and store.counts()[1] == {"bsg": 1}
+            assert store.oldest_next_poll("bsg") == 1010.0
+            assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        finally:
+            store.close()

@@ -27,7 +27,8 @@ in any letter case, an unknown one maps to ``unknown``), outcomes for not-found 
 ``FetchError``, and invariants of every observation. Optional parts run when you
 implement their method: ``callback_request`` (pushed reports: parsed, and refused
 without credentials), ``respond_batch`` (``fetch_many``), ``respond_feed``
-(``drain``: each report handed out once). A push-only plugin (``polls = False``) skips
+(``drain``: each report handed out once), ``respond_campaign`` (``fetch_campaign``:
+every page read, one call each, each message once). A push-only plugin (``polls = False``) skips
 the lookup tests. Needs the ``testing`` extra (pytest, pytest-httpserver).
 """
 
@@ -138,6 +139,17 @@ class ProviderContract:
     def respond_feed(self, httpserver: HTTPServer, statuses: Mapping[str, str]) -> None:
         """Make ``httpserver`` hand out these reports (raw status by id) once, as the
         provider's feed does: the next call gets none."""
+        raise NotImplementedError
+
+    def campaign_id(self) -> str:
+        """A campaign id the plugin accepts (for ``fetch_campaign``)."""
+        raise NotImplementedError
+
+    def respond_campaign(
+        self, httpserver: HTTPServer, campaign_id: str, pages: list[Mapping[str, str]]
+    ) -> None:
+        """Make ``httpserver`` list this campaign in these pages, in order (each a raw
+        status by message id; ids from ``valid_ids``-like values of your provider)."""
         raise NotImplementedError
 
     # -- helpers -----------------------------------------------------------------------
@@ -302,6 +314,37 @@ class ProviderContract:
         for report in reports:
             self.check_invariants(report.observation)
         assert list(provider.drain()) == [], "each report is handed out once"
+
+    def test_contract_campaign_listing(self, httpserver: HTTPServer) -> None:
+        if not self.provider_class.tracks_campaigns():
+            pytest.skip("no fetch_campaign: no campaign listings")
+        campaign = self._optional("campaign_id")
+        raws = list(self.provider_class.status_map)
+        ids = [f"{self.message_id()[:-3]}{n:03d}" for n in range(5)]
+        pages = [
+            {ids[0]: raws[0], ids[1]: raws[1 % len(raws)]},
+            {ids[2]: raws[2 % len(raws)], ids[3]: raws[3 % len(raws)]},
+            {ids[4]: raws[4 % len(raws)]},
+        ]
+        self._optional("respond_campaign", httpserver, campaign, pages)
+        provider = self.provider(httpserver.url_for("").rstrip("/"))
+        assert provider.check_campaign(campaign) is None, "campaign_id() must be valid"
+        listing = provider.fetch_campaign(campaign)
+        seen: dict[str, Status] = {}
+        for number in range(len(pages)):
+            before = len(httpserver.log)
+            page = next(listing)
+            assert len(httpserver.log) - before >= 1, "each page is a call of its own"
+            for report in page.reports:
+                self.check_invariants(report.observation)
+                assert report.message_id not in seen, "each message once"
+                seen[report.message_id] = report.observation.status
+            assert page.total in (None, len(ids)), f"page {number}: total is the whole campaign's"
+        assert list(listing) == [], "the listing ends after the last page"
+        expected = {
+            i: self.provider_class.status_map[raw] for page in pages for i, raw in page.items()
+        }
+        assert seen == expected
 
     def check_no_secret(self, error: FetchError) -> None:
         text = f"{error} {error.message} {error!r}"

@@ -50,10 +50,22 @@ class Faults:
     malformed_rate: float = 0.0  # 200 with a body that is not JSON
     token_lifetime: int = 3600  # Routee expires_in, seconds
     outage: bool = False  # every lookup answers 503
+    #: campaign pages list the most recently changed messages first, so pages shift
+    #: while a client reads them (Routee does not document its default order)
+    campaign_unstable: bool = False
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(json.dumps(body), status, headers=headers, content_type="application/json")
+
+
+CAMPAIGN_MAX_SIZE = 1000  # the mock's largest campaign page (Routee documents none)
+
+
+def _last_change(plan: Plan, now: float) -> float:
+    """When the message's status last changed, as of ``now``."""
+    times = [plan.created, plan.delivered_at, plan.read_at, plan.final_at]
+    return max(t for t in times if t is not None and t <= now)
 
 
 def _iso(timestamp: float, style: int) -> str:
@@ -94,6 +106,11 @@ class MockProviders:
             [
                 Rule("/oauth/token", endpoint="token", methods=["POST"]),
                 Rule("/viber/tracking/<tracking_id>", endpoint="routee", methods=["GET"]),
+                Rule(
+                    "/viber/tracking/campaign/<campaign>",
+                    endpoint="routee_campaign",
+                    methods=["GET"],
+                ),
                 Rule(
                     "/failover/tracking/<tracking_id>", endpoint="routee_failover", methods=["GET"]
                 ),
@@ -216,22 +233,75 @@ class MockProviders:
         )
 
     def _routee(self, request: Request, tracking_id: str) -> Response:
-        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        with self._lock:
-            valid = self.tokens.get(token, 0) > self.clock()
-        if not valid:
-            return self._record(
-                "routee", _json({"error": "invalid_token", "error_description": "expired"}, 401)
-            )
-        fault = self._fault("routee")
-        if fault is not None:
-            return self._record("routee", fault)
+        refusal = self._routee_refusal(request)
+        if refusal is not None:
+            return refusal
         plan = self.simulation.find("routee", tracking_id)
         now = self.clock()
         if plan is None or now < plan.visible_at:
             body = {"code": "404019006", "developerMessage": "viberTracking was not found"}
             return self._record("routee", _json(body, 404))
         return self._record("routee", _json(self._routee_body(plan, now)))
+
+    def _routee_refusal(self, request: Request) -> Response | None:
+        """The answer to a Routee lookup that does not get through: an expired or
+        unknown token, or a fault; None when it gets through."""
+        if not self._authorised(request):
+            return self._record(
+                "routee", _json({"error": "invalid_token", "error_description": "expired"}, 401)
+            )
+        fault = self._fault("routee")
+        return self._record("routee", fault) if fault is not None else None
+
+    def _routee_campaign(self, request: Request, campaign: str) -> Response:
+        """``GET /viber/tracking/campaign/{id}?page=&size=``: a Spring page of the
+        campaign's messages (at most CAMPAIGN_MAX_SIZE per page, whatever is asked)."""
+        refusal = self._routee_refusal(request)
+        if refusal is not None:
+            return refusal
+        plans = self.simulation.campaign(campaign)
+        if plans is None:
+            body = {"code": "404019007", "developerMessage": "campaign was not found"}
+            return self._record("routee", _json(body, 404))
+        now = self.clock()
+        visible = [p for p in plans if p.visible_at <= now]
+        if self.faults.campaign_unstable:
+            visible.sort(key=lambda p: (-_last_change(p, now), p.id))
+        else:
+            visible.sort(key=lambda p: (p.created, p.id))
+        try:
+            number = max(0, int(request.args.get("page", "0")))
+            size = min(CAMPAIGN_MAX_SIZE, max(1, int(request.args.get("size", "20"))))
+        except ValueError:
+            return self._record(
+                "routee", _json({"code": "400000000", "developerMessage": "bad paging"}, 400)
+            )
+        chunk = visible[number * size : (number + 1) * size]
+        pages = max(1, -(-len(visible) // size))
+        content = [
+            {
+                **self._routee_body(p, now),
+                "campaignTrackingId": campaign,
+                "groups": [],
+                "campaign": "demo",
+            }
+            for p in chunk
+        ]
+        return self._record(
+            "routee",
+            _json(
+                {
+                    "content": content,
+                    "totalPages": pages,
+                    "totalElements": len(visible),
+                    "last": number + 1 >= pages,
+                    "first": number == 0,
+                    "number": number,
+                    "size": size,
+                    "numberOfElements": len(content),
+                }
+            ),
+        )
 
     def _routee_body(self, plan: Plan, now: float) -> dict[str, Any]:
         phase = plan.phase(now)
@@ -374,13 +444,9 @@ class MockProviders:
         return _json({"balance": 250.75, "currency": {"code": "EUR", "name": "Euro", "sign": "€"}})
 
     def _routee_failover(self, request: Request, tracking_id: str) -> Response:
-        if not self._authorised(request):
-            return self._record(
-                "routee", _json({"error": "invalid_token", "error_description": "expired"}, 401)
-            )
-        fault = self._fault("routee")
-        if fault is not None:
-            return self._record("routee", fault)
+        refusal = self._routee_refusal(request)
+        if refusal is not None:
+            return refusal
         plan = self.simulation.find("routee", tracking_id)
         now = self.clock()
         if plan is None or not plan.flow or now < plan.visible_at:

@@ -112,6 +112,7 @@ class Plan:
     sms_price: float | None = None
     flow: bool = False  # a Routee failover flow (registered with tracking = "failover")
     country: str = "GR"
+    campaign: str | None = None  # the campaign it was sent in (Routee campaigns)
 
     #: the SMS leg of a fallback: scheduled for a second after the failure, then sent,
     #: delivered two seconds later
@@ -149,6 +150,7 @@ class Simulation:
         self._rng = random.Random(self.seed)
         self._lock = threading.Lock()
         self._next_id = 100000
+        self.campaigns: dict[str, list[Plan]] = {}
 
     def _delay(self, median: float, sigma: float | None = None) -> float:
         return median * math.exp(self._rng.gauss(0.0, self.mix.sigma if sigma is None else sigma))
@@ -196,6 +198,24 @@ class Simulation:
                 self.plans[("bsg-ref", plan.reference)] = plan
             return plan
 
+    def create_campaign(
+        self, provider: str, now: float, count: int, fate: str | None = None
+    ) -> tuple[str, list[Plan]]:
+        """Send ``count`` messages as one campaign; returns its id and their plans."""
+        with self._lock:
+            campaign = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        plans = [self.create(provider, now, fate) for _ in range(count)]
+        with self._lock:
+            for plan in plans:
+                plan.campaign = campaign
+            self.campaigns.setdefault(campaign, []).extend(plans)
+        return campaign, plans
+
+    def campaign(self, campaign: str) -> list[Plan] | None:
+        with self._lock:
+            plans = self.campaigns.get(campaign)
+            return list(plans) if plans is not None else None
+
     def save(self, path: Path) -> None:
         """Write the world (every plan, and where ids go on) to ``path``, atomically."""
         with self._lock:
@@ -218,6 +238,8 @@ class Simulation:
             for item in data["plans"]:
                 plan = Plan(**item)
                 self.plans[(plan.provider, plan.id)] = plan
+                if plan.campaign is not None:
+                    self.campaigns.setdefault(plan.campaign, []).append(plan)
                 if plan.provider == "bsg":
                     self.plans[("bsg-ref", plan.reference)] = plan
         return len(data["plans"])

@@ -77,6 +77,20 @@ class VirtualRun:
         self.registered.update((p.provider, p.id) for p in plans)
         return plans
 
+    def send_campaign(
+        self, provider: str, count: int, fate: str | None = None
+    ) -> tuple[str, list[Plan]]:
+        """Have the mock send ``count`` messages as one campaign now, and register the
+        campaign (not its messages), as an application would."""
+        campaign, plans = self.mock.simulation.create_campaign(
+            provider, self.clock.time(), count, fate
+        )
+        self.exporter.register(
+            [Registration(provider, campaign, sent_at=self.clock.time(), campaign=True)]
+        )
+        self.registered.update((p.provider, p.id) for p in plans)
+        return campaign, plans
+
     def set_faults(self, faults: Faults) -> None:
         self.mock.faults = faults
 
@@ -91,7 +105,8 @@ class VirtualRun:
     def run_until_settled(self, tick: float, limit: float) -> bool:
         """Tick until no message is watched; False if that took longer than ``limit``."""
         end = self.clock.monotonic() + limit
-        while self.exporter.store.total_watched():
+        store = self.exporter.store
+        while store.total_watched() or sum(store.campaign_counts().values()):
             if self.clock.monotonic() >= end:
                 return False
             self.tick(tick)
