@@ -38,7 +38,7 @@ from viber_exporter.testing.simulation import Mix, Plan
 from viber_exporter.testing.virtualtime import VirtualRun
 
 #: every endpoint that answers about messages (not tokens, not balances)
-LOOKUPS = ("routee", "routee_failover", "routee_campaign", "bsg_id", "bsg_reference")
+LOOKUPS = ("routee", "routee_failover", "routee_campaign", "bsg_id", "bsg_reference", "bsg_messages")
 CALLBACK_TOKEN = "bench-callback-token"  # noqa: S105 (a fixed value of the benchmark)
 
 BASELINE_SCHEDULE = ["10s", "30s", "1m", "2m", "5m", "10m", "30m"]  # the default until 0.2
@@ -124,11 +124,15 @@ def json_bytes(body: Any) -> bytes:
 def run_strategy(
     strategy: Strategy, mix: Mix, args: argparse.Namespace, host: PluginHost, directory: Path
 ) -> dict[str, Any]:
+    if strategy.push and args.provider != "routee":
+        raise SystemExit("strategy push pushes Routee's callbacks: use --provider routee")
     routee = {"rate_limit": 10_000, "concurrency": 8, **strategy.routee}
     if strategy.push:
         routee["callback_token"] = CALLBACK_TOKEN
+    bsg = {"rate_limit": 10_000, "concurrency": 8, **strategy.routee}
+    bsg.pop("push_first", None)
     run = VirtualRun(host, directory / f"{strategy.name}.db", mix=mix, seed=args.seed,
-                     polling=strategy.polling, routee=routee)
+                     polling=strategy.polling, routee=routee, bsg=bsg)
     changes: dict[str, list[tuple[str, float]]] = {}
     recorder = run.exporter.recorder
     forward: Callable[[StatusChanged], None] = recorder.on_change
@@ -149,9 +153,9 @@ def run_strategy(
             now = run.clock.time()
             while strategy.campaign and len(plans) < args.messages:
                 size = min(args.campaign_size, args.messages - len(plans))
-                plans += run.send_campaign("routee", size)[1]
+                plans += run.send_campaign(args.provider, size)[1]
             while len(plans) < args.messages and next_send <= now:
-                [plan] = run.send("routee")
+                [plan] = run.send(args.provider)
                 plans.append(plan)
                 if strategy.push:
                     pushes.plan(plan)
@@ -162,7 +166,7 @@ def run_strategy(
                 poller.tick()
             polled = [t for t in (
                 next_send if len(plans) < args.messages else None,
-                run.exporter.store.oldest_next_poll("routee"),
+                run.exporter.store.oldest_next_poll(args.provider),
             ) if t is not None]
             pushed = pushes.next_at()
             store = run.exporter.store
@@ -196,11 +200,11 @@ def run_strategy(
         # Correctness: every outcome the provider reached was counted, exactly once. A
         # read after the read window is not watched for: polls cannot see it, a pushed
         # report of it still counts (the message is kept for `retention`).
-        truth = run.truth()["routee"]["transitions"]
+        truth = run.truth()[args.provider]["transitions"]
         window = run.config.polling.read_window
         reads_in_window = sum(1 for p in plans if p.read_at is not None and p.delivered_at is not None
                               and p.read_at - p.delivered_at <= window)
-        counted = {status: run.value("viber_message_status_transitions_total", provider="routee", status=status)
+        counted = {status: run.value("viber_message_status_transitions_total", provider=args.provider, status=status)
                    for status in ("delivered", "read", "failed", "expired")}
         wrong = {s: (counted[s], truth.get(s, 0)) for s in ("delivered", "failed", "expired")
                  if counted[s] != truth.get(s, 0)}
@@ -289,6 +293,9 @@ def main() -> int:
     parser.add_argument("--ttl", type=parse_duration, default=24 * 3600.0)
     parser.add_argument("--read-window", default="24h")
     parser.add_argument("--lost-pushes", type=float, default=0.05)
+    parser.add_argument("--provider", choices=("routee", "bsg"), default="routee",
+                        help="whose mock API (push: Routee only; campaign: Routee's campaign tracking "
+                        "or BSG's One-API list)")
     parser.add_argument("--campaign-size", type=int, default=10_000, help="messages per campaign (strategy campaign)")
     parser.add_argument("--limit", type=parse_duration, default=5 * 86400.0, help="simulated time allowed")
     args = parser.parse_args()
@@ -296,7 +303,7 @@ def main() -> int:
                         read_median=args.read_median, read_p95=args.read_p95, read_share=args.read_share,
                         failed=args.failed, expired=args.expired, never=args.never, ttl=args.ttl)
     header("calls per message", (
-        f"{args.messages} Routee messages sent over {fmt_seconds(args.spread)}; delivery log-normal median "
+        f"{args.messages} {args.provider} messages sent over {fmt_seconds(args.spread)}; delivery log-normal median "
         f"{fmt_seconds(args.delivery_median)}, p95 {fmt_seconds(args.delivery_p95)}; {args.failed:.0%} failed, "
         f"{args.expired:.0%} expired at {fmt_seconds(args.ttl)}, {args.never:.0%} never settle; "
         f"{args.read_share:.0%} of delivered read, read delay median {fmt_seconds(args.read_median)}, "

@@ -9,6 +9,9 @@ none: a read counts at the poll that first saw it, an upper bound); the response
 is the phone number in BSG's examples, so state is keyed on what was queried.
 An SMS fallback (``alt_route``) counts once its leg was sent, and its outcome once it
 settles. Credentials and the balance come from ``GET /rest/common/balance``.
+
+Campaigns come from the One-API v2 (providers.md §2.9): ``GET /api/messages`` filtered
+by ``campaign_id``, 500 a page, with a bearer token from ``POST /api/auth/login``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -33,12 +36,17 @@ from viber_exporter import (
     Lenient,
     Observation,
     Outcome,
+    Page,
     Provider,
+    ProviderHttp,
     Report,
+    Secret,
     Setting,
     Settings,
     Status,
     StatusMap,
+    TokenCache,
+    field,
     hookimpl,
     integer,
     invalid,
@@ -52,6 +60,10 @@ from viber_exporter import (
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.bsg.world"
+DEFAULT_ONE_API_URL = "https://one-api.bsg.world"
+ONE_API_PAGE = 500  # the largest page[limit] the One-API accepts (15-500)
+ONE_API_TOKEN_LIFETIME = 24 * 3600.0  # BSG's JWT lives 30 days; ask again daily
+MAX_CAMPAIGN_PAGES = 10_000
 NUMERIC_ID = re.compile(r"[0-9]{1,20}")
 REFERENCE = re.compile(r"[A-Za-z0-9]{1,32}")
 
@@ -103,6 +115,12 @@ SETTINGS = (
         choices=("id", "reference"),
     ),
     Setting("timezone", "string", "IANA zone of BSG's zone-less times.", default="UTC"),
+    Setting(
+        "one_api_url",
+        "url",
+        "BSG One-API v2 base URL, for campaigns (GET /api/messages, 500 a page).",
+        default=DEFAULT_ONE_API_URL,
+    ),
 )
 
 
@@ -280,6 +298,88 @@ class BsgProvider(Provider):
         body = _raise_for_error(response, _decode(response))
         return observation(body, self.settings.timezone)
 
+    # -- campaigns (One-API v2) ----------------------------------------------------------
+    def __init__(self, name: str, settings: Any, http: ProviderHttp) -> None:
+        super().__init__(name, settings, http)
+        self._bearer = TokenCache(self._login, http.clock)
+
+    def _login(self) -> tuple[Secret, float]:
+        """``POST /api/auth/login {"api_key"}`` → ``{"bearer": JWT}``."""
+        response = self.http.request(
+            "POST",
+            f"{self.settings.one_api_url}/api/auth/login",
+            json={"api_key": self.settings.api_key.reveal()},
+            headers={"Accept": "application/json"},
+        )
+        body = _one_api_answer(response)
+        token = body.get("bearer")
+        if not isinstance(token, str) or not token:
+            raise invalid("the One-API login answer has no bearer token")
+        return Secret(token), ONE_API_TOKEN_LIFETIME
+
+    def check_campaign(self, campaign_id: str) -> str | None:
+        if not NUMERIC_ID.fullmatch(campaign_id):
+            return "a BSG campaign id is digits only (One-API campaign_id)"
+        return None
+
+    def fetch_campaign(self, campaign_id: str) -> Iterator[Page]:
+        """``GET /api/messages?filter[campaign_id]=…&page[limit]=500&page[offset]=…``:
+        the campaign's Viber messages, keyed on their ``id``. Messages of other types
+        in the campaign are left out of the pages, and out of their totals."""
+        offset = skipped = 0
+        for _ in range(MAX_CAMPAIGN_PAGES):
+            params = {
+                "filter[campaign_id]": campaign_id,
+                "page[limit]": str(ONE_API_PAGE),
+                "page[offset]": str(offset),
+                "sort": "id",
+            }
+            response = self._one_api_get("/api/messages", params)
+            body = _one_api_answer(response)
+            data = body.get("data")
+            if not isinstance(data, list):
+                raise invalid("the One-API messages answer has no data list")
+            reports = []
+            for item in data:
+                if not isinstance(item, Mapping) or item.get("type") != "viber":
+                    skipped += 1
+                    continue
+                message_id = item.get("id")
+                if isinstance(message_id, int) and not isinstance(message_id, bool):
+                    message_id = str(message_id)
+                if not isinstance(message_id, str) or not NUMERIC_ID.fullmatch(message_id):
+                    continue  # cannot be keyed: the sweep counts as incomplete
+                try:
+                    obs = one_api_observation(item, self.settings.timezone)
+                except FetchError:
+                    continue
+                reports.append(Report(message_id, obs))
+            total = field(body, "meta", "page", "total")
+            known = isinstance(total, int) and not isinstance(total, bool) and total >= 0
+            yield Page(reports, total - skipped if known else None)
+            offset += len(data)
+            if not data or (known and offset >= total):
+                return
+
+    def _one_api_get(self, path: str, params: Mapping[str, str]) -> requests.Response:
+        """A GET with the bearer token; once more with a new token after a 401."""
+        token = self._bearer.get()
+        response = self._one_api_request(path, params, token)
+        if response.status_code == 401:
+            self._bearer.invalidate(token)
+            response = self._one_api_request(path, params, self._bearer.get())
+        return response
+
+    def _one_api_request(
+        self, path: str, params: Mapping[str, str], token: Secret
+    ) -> requests.Response:
+        return self.http.request(
+            "GET",
+            f"{self.settings.one_api_url}{path}",
+            params=dict(params),
+            headers={"Authorization": f"Bearer {token.reveal()}", "Accept": "application/json"},
+        )
+
     def verify(self) -> Balance | None:
         """``GET /rest/common/balance``: proves the key, and gives the balance."""
         response = self._get("/rest/common/balance")
@@ -326,6 +426,62 @@ class BsgProvider(Provider):
         if self.check_id(key):
             raise InvalidCallback(f"item {index} has no valid id")
         return key
+
+
+def one_api_observation(item: Mapping[str, Any], zone: tzinfo) -> Observation:
+    """A One-API v2 message: ``status``, ``amount{value, currency}``, ``created_at``,
+    ``sent_at``, ``delivered_at`` (zone-less, as v1's times), ``country``."""
+    raw = item.get("status")
+    if not isinstance(raw, str) or not raw.strip():
+        raise invalid("status is missing")
+    status = STATUS_MAP.map(raw)
+    fields = Lenient()
+    delivered = status in (Status.DELIVERED, Status.READ)
+    given = item.get("amount")
+    amount: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+    currency = amount.get("currency") if isinstance(amount.get("currency"), str) else None
+    country = item.get("country")
+    return Observation(
+        status=status,
+        provider_status=raw.strip(),
+        reason=snake_case(raw) if status.is_failure or status is Status.UNKNOWN else None,
+        sent_at=fields.time(item.get("sent_at"), "sent_at", zone)
+        or fields.time(item.get("created_at"), "created_at", zone),
+        delivered_at=fields.time(item.get("delivered_at"), "delivered_at", zone)
+        if delivered
+        else None,
+        price=fields.price(amount.get("value")),
+        currency=currency.strip().upper() or None if currency else None,
+        country=country.strip().upper()
+        if isinstance(country, str) and re.fullmatch(r"\s*[A-Za-z]{2}\s*", country)
+        else None,
+        problems=tuple(fields.problems),
+    )
+
+
+def _one_api_answer(response: requests.Response) -> Mapping[str, Any]:
+    """The JSON object of a One-API answer, or FetchError: 401/403 auth, 429 (also its
+    "Too many duplicate request detected"), 5xx, a body that is not an object."""
+    if response.status_code >= 400:
+        outcome = outcome_for_status(response.status_code)
+        retry_after = retry_after_seconds(response) if response.status_code in (429, 503) else None
+        detail = ""
+        try:
+            body = json.loads(response.content)
+            if isinstance(body, Mapping):
+                detail = str(body.get("message") or body.get("error") or "")
+        except (ValueError, UnicodeDecodeError):
+            pass
+        if response.status_code == 404:
+            detail = detail or "check the instance's one_api_url"
+        message = f"One-API HTTP {response.status_code}" + (
+            f": {redact(detail)[:300]}" if detail else ""
+        )
+        raise FetchError(outcome, message, retry_after=retry_after)
+    body = _decode(response)
+    if not isinstance(body, Mapping):
+        raise invalid("the One-API answer is not a JSON object")
+    return body
 
 
 def _number(value: Any) -> float | None:

@@ -77,7 +77,7 @@ class TestBsgContract(ProviderContract):
     invalid_settings = ({"lookup": "phone", "timezone": "Nowhere/Else"}, frozenset({"lookup", "timezone"}))
 
     def settings(self, base_url: str) -> dict[str, Any]:
-        return {"api_key": "live_key", "base_url": base_url}
+        return {"api_key": "live_key", "base_url": base_url, "one_api_url": base_url}
 
     def respond_status(self, httpserver: HTTPServer, message_id: str, raw_status: str) -> None:
         body = {"error": "0", "errorDescription": "No errors", "id": "380972920000", "reference": "r1",
@@ -94,6 +94,25 @@ class TestBsgContract(ProviderContract):
             "malformed": Response("{not json", 200),
         }
         httpserver.expect_request(f"/rest/viber/{message_id}").respond_with_response(answers[kind])
+
+    def campaign_id(self) -> str:
+        return "123456789"
+
+    def respond_campaign(self, httpserver: HTTPServer, campaign_id: str, pages: list[dict[str, str]]) -> None:
+        httpserver.expect_request("/api/auth/login", method="POST", json={"api_key": "live_key"}).respond_with_json(
+            {"bearer": "jwt-token-for-the-contract"})
+        total = sum(len(page) for page in pages)
+        offset = 0
+        for page in pages:
+            data = [{"id": int(i), "campaign_id": int(campaign_id), "type": "viber", "status": raw,
+                     "amount": {"value": "0.0200000", "currency": "EUR"}, "created_at": "2026-11-20 10:00:00",
+                     "sent_at": "2026-11-20 10:00:01", "delivered_at": "2026-11-20 10:00:30", "country": "UA"}
+                    for i, raw in page.items()]
+            body = {"data": data, "meta": {"page": {"limit": 500, "offset": offset, "total": total}}}
+            httpserver.expect_request("/api/messages", query_string={
+                "filter[campaign_id]": campaign_id, "page[limit]": "500", "page[offset]": str(offset), "sort": "id",
+            }, headers={"Authorization": "Bearer jwt-token-for-the-contract"}).respond_with_json(body)
+            offset += len(page)
 
     def callback_request(self, message_id: str, raw_status: str) -> CallbackRequest:
         body = {"error": 0, "id": message_id, "reference": "r1", "time_in": "2026-11-20 10:00:00",

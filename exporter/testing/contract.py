@@ -145,6 +145,11 @@ class ProviderContract:
         """A campaign id the plugin accepts (for ``fetch_campaign``)."""
         raise NotImplementedError
 
+    def campaign_message_ids(self, count: int) -> list[str]:
+        """``count`` distinct message ids for a campaign's listing (default: the first of
+        ``valid_ids`` with a digit appended; override if that is not an id of yours)."""
+        return [f"{self.message_id()}{n}" for n in range(count)]
+
     def respond_campaign(
         self, httpserver: HTTPServer, campaign_id: str, pages: list[Mapping[str, str]]
     ) -> None:
@@ -320,7 +325,7 @@ class ProviderContract:
             pytest.skip("no fetch_campaign: no campaign listings")
         campaign = self._optional("campaign_id")
         raws = list(self.provider_class.status_map)
-        ids = [f"{self.message_id()[:-3]}{n:03d}" for n in range(5)]
+        ids = self.campaign_message_ids(5)
         pages = [
             {ids[0]: raws[0], ids[1]: raws[1 % len(raws)]},
             {ids[2]: raws[2 % len(raws)], ids[3]: raws[3 % len(raws)]},

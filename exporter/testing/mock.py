@@ -116,6 +116,8 @@ class MockProviders:
                 ),
                 Rule("/accounts/me/balance", endpoint="routee_balance", methods=["GET"]),
                 Rule("/rest/common/balance", endpoint="bsg_balance", methods=["GET"]),
+                Rule("/api/auth/login", endpoint="bsg_login", methods=["POST"]),
+                Rule("/api/messages", endpoint="bsg_messages", methods=["GET"]),
                 Rule("/rest/viber/reference/<key>", endpoint="bsg_reference", methods=["GET"]),
                 Rule("/rest/viber/<key>", endpoint="bsg_id", methods=["GET"]),
                 Rule("/mock/messages", endpoint="create", methods=["POST"]),
@@ -419,6 +421,59 @@ class MockProviders:
             del body["error"], body["errorDescription"]
         return body
 
+    # -- BSG One-API v2: login and the message list (campaigns) ----------------------------
+    def _bsg_login(self, request: Request) -> Response:
+        body = request.get_json(silent=True) or {}
+        if body.get("api_key") != BSG_API_KEY:
+            return _json({"message": "Unauthenticated."}, 401)
+        token = secrets.token_hex(16)
+        with self._lock:
+            self.tokens[token] = self.clock() + 30 * 86400
+        return _json({"bearer": token})
+
+    def _bsg_messages(self, request: Request) -> Response:
+        """``GET /api/messages?filter[campaign_id]=&page[limit]=&page[offset]=``."""
+        if not self._authorised(request):
+            return self._record("bsg", _json({"message": "Unauthenticated."}, 401))
+        fault = self._fault("bsg")
+        if fault is not None:
+            return self._record("bsg", fault)
+        try:
+            limit = int(request.args.get("page[limit]", "50"))
+            offset = int(request.args.get("page[offset]", "0"))
+        except ValueError:
+            return self._record("bsg", _json({"message": "The given data was invalid."}, 422))
+        if not 15 <= limit <= 500 or offset < 0:
+            return self._record("bsg", _json({"message": "The given data was invalid."}, 422))
+        campaign = request.args.get("filter[campaign_id]", "")
+        now = self.clock()
+        plans = [p for p in self.simulation.campaign(campaign) or [] if p.visible_at <= now]
+        plans.sort(key=lambda p: int(p.id))
+        chunk = plans[offset : offset + limit]
+        data = [self._one_api_item(p, campaign, now) for p in chunk]
+        meta = {"page": {"limit": limit, "offset": offset, "total": len(plans)}}
+        return self._record("bsg", _json({"data": data, "meta": meta}))
+
+    def _one_api_item(self, plan: Plan, campaign: str, now: float) -> dict[str, Any]:
+        v1 = self._bsg_body(plan, now)
+        return {
+            "id": int(plan.id),
+            "campaign_id": int(campaign),
+            "reference_id": plan.reference,
+            "type": "viber",
+            "source": "rest",
+            "phone": "380972920000",
+            "status": v1["status"],
+            "amount": {"value": f"{plan.price:.7f}", "currency": "EUR"},
+            "sender": "Demo",
+            "created_at": v1["time_in"],
+            "sent_at": v1["time_sent"],
+            "delivered_at": v1["time_dr"] if v1["status"] in ("delivered", "read") else None,
+            "country": plan.country,
+            "parts": 1,
+            "alternative_channels": [],
+        }
+
     def _bsg_balance(self, request: Request) -> Response:
         if request.headers.get("X-API-KEY") != BSG_API_KEY:
             return _json({"error": 1, "errorDescription": "Invalid API key"})
@@ -512,6 +567,7 @@ def exporter_config(
             "plugin": "bsg",
             "api_key": BSG_API_KEY,
             "base_url": mock_url,
+            "one_api_url": mock_url,
             **(bsg or {}),
         },
     }

@@ -203,7 +203,10 @@ class Simulation:
     ) -> tuple[str, list[Plan]]:
         """Send ``count`` messages as one campaign; returns its id and their plans."""
         with self._lock:
-            campaign = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+            if provider == "routee":  # a campaignTrackingId is a UUID; BSG's campaign_id a number
+                campaign = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+            else:
+                campaign = str(self._rng.randrange(10**8, 10**9))
         plans = [self.create(provider, now, fate) for _ in range(count)]
         with self._lock:
             for plan in plans:
