@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -41,6 +42,35 @@ def filesystem(path: str = tempfile.gettempdir()) -> str:
     except OSError:
         pass
     return f"{best[0]} at {best[1] or '?'}"
+
+
+@contextmanager
+def state_location(state_url: str | None, tmp: str, name: str) -> Iterator[str]:
+    """Where a benchmark's store lives: a file in ``tmp``, or — with ``--state-url`` — a
+    fresh schema of that PostgreSQL database, dropped afterwards."""
+    if not state_url:
+        yield str(Path(tmp) / name)
+        return
+    import psycopg
+
+    schema = f"bench_{os.getpid()}_{time.monotonic_ns()}"
+    with psycopg.connect(state_url, autocommit=True) as db:
+        db.execute(f"CREATE SCHEMA {schema}")
+    try:
+        # libpq's options parameter: every connection of this URL uses the schema
+        yield f"{state_url}{'&' if '?' in state_url else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(state_url, autocommit=True) as db:
+            db.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def state_url_option(parser: Any) -> None:
+    parser.add_argument("--state-url", default=None, metavar="URL",
+                        help="run on PostgreSQL at this URL (a scratch schema in it) instead of a SQLite file")
+
+
+def store_kind(state_url: str | None) -> str:
+    return "PostgreSQL (a scratch schema)" if state_url else "SQLite (a temporary file)"
 
 
 def header(title: str, method: str) -> None:

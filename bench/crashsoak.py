@@ -119,37 +119,42 @@ def _scrape(url: str) -> tuple[dict[str, Counter[str]], dict[str, float]] | None
 
 
 class _Traffic(threading.Thread):
-    """Creates messages at the mock and registers them; remembers every 200."""
+    """Creates messages at the mock and registers them, at each exporter URL in turn;
+    remembers every 200. Holding ``quiet`` pauses it between two registrations."""
 
-    def __init__(self, mock_url: str, url: str) -> None:
+    def __init__(self, mock_url: str, url: str | list[str]) -> None:
         super().__init__(daemon=True)
-        self.mock_url, self.url = mock_url, url
+        self.mock_url = mock_url
+        self.urls = [url] if isinstance(url, str) else url
         self.accepted: list[tuple[str, str]] = []
         self.stop = threading.Event()
+        self.quiet = threading.Lock()
 
     def run(self) -> None:
         session = requests.Session()
         n = 0
         while not self.stop.is_set():
             provider = ("routee", "bsg")[n % 2]
+            url = self.urls[n % len(self.urls)]
             n += 1
-            try:
-                created = session.post(
-                    f"{self.mock_url}/mock/messages",
-                    json={"provider": provider, "count": 3},
-                    timeout=2,
-                )
-                items = [
-                    {"provider": m["provider"], "id": m["id"], "sent_at": m["sent_at"]}
-                    for m in created.json()["messages"]
-                ]
-                answer = session.post(
-                    f"{self.url}/api/v1/messages", json={"messages": items}, timeout=2
-                )
-                if answer.status_code == 200:
-                    self.accepted += [(i["provider"], i["id"]) for i in items]
-            except (requests.RequestException, ValueError):
-                pass  # the exporter is down: the application would retry later
+            with self.quiet:
+                try:
+                    created = session.post(
+                        f"{self.mock_url}/mock/messages",
+                        json={"provider": provider, "count": 3},
+                        timeout=2,
+                    )
+                    items = [
+                        {"provider": m["provider"], "id": m["id"], "sent_at": m["sent_at"]}
+                        for m in created.json()["messages"]
+                    ]
+                    answer = session.post(
+                        f"{url}/api/v1/messages", json={"messages": items}, timeout=2
+                    )
+                    if answer.status_code == 200:
+                        self.accepted += [(i["provider"], i["id"]) for i in items]
+                except (requests.RequestException, ValueError):
+                    pass  # the exporter is down: the application would retry later
             self.stop.wait(0.05)
 
 

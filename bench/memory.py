@@ -21,7 +21,7 @@ from pathlib import Path
 import requests
 from common import fill, header, mock_process, verdict
 
-from viber_exporter.store import Store
+from viber_exporter.store_sqlite import SqliteStore
 from viber_exporter.testing.mock import BSG_API_KEY
 
 
@@ -41,7 +41,7 @@ def main() -> int:
            f"{args.run:g} s: start-up count of the store, ticks polling 5,000 due messages against the mock, scrapes")
     with tempfile.TemporaryDirectory() as tmp, mock_process() as mock_url:
         state = Path(tmp) / "mem.db"
-        store = Store(state)
+        store = SqliteStore(state)
         fill(store, "bsg", args.messages - 5000, next_poll_in=86400)
         store.register({"bsg": ([(f"9{n:08d}", None) for n in range(5000)], 0.0)}, time.time(), max_watched=10**9)
         store.close()

@@ -11,10 +11,9 @@ import argparse
 import json
 import tempfile
 import time
-from pathlib import Path
 
 import requests
-from common import header, mock_process, verdict
+from common import header, mock_process, state_location, state_url_option, store_kind, verdict
 from prometheus_client import CollectorRegistry
 
 from viber_exporter.config import parse_config
@@ -38,13 +37,16 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--baseline", type=int, default=100, help="lookups timed for the naive loop")
+    state_url_option(parser)
     args = parser.parse_args()
     setup_logging("warning")
     n, latency, concurrency = args.messages, args.latency, args.concurrency
     header("poll throughput", f"{n} watched BSG messages, mock answering in {latency * 1000:.0f} ms (separate process), "
            f"concurrency {concurrency}, rate_limit 100000; one sweep = every message polled once; "
-           "CPU = this process's CPU time (the exporter's) per poll")
-    with mock_process(latency) as url, tempfile.TemporaryDirectory() as tmp:
+           "CPU = this process's CPU time (the exporter's) per poll; "
+           f"store: {store_kind(args.state_url)}")
+    with mock_process(latency) as url, tempfile.TemporaryDirectory() as tmp, \
+            state_location(args.state_url, tmp, "bench.db") as location:
         ids = []
         while len(ids) < n:
             answer = requests.post(f"{url}/mock/messages", json={"provider": "bsg", "fate": "pending", "count": min(10_000, n - len(ids))}, timeout=60)
@@ -53,7 +55,7 @@ def main() -> int:
         host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})
         config = parse_config(f"""
 [exporter]
-state_path = {json.dumps(str(Path(tmp) / "bench.db"))}
+{"state_url" if args.state_url else "state_path"} = {json.dumps(location)}
 [polling]
 tick = "200ms"
 schedule = ["1ms", "1h"]

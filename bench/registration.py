@@ -17,17 +17,20 @@ import time
 from pathlib import Path
 
 import requests
-from common import header, verdict
+from common import header, state_location, state_url_option, store_kind, verdict
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=1000)
+    state_url_option(parser)
     args = parser.parse_args()
     header("registration", f"{args.messages} messages POSTed in batches of {args.batch} from one client to "
-           "`viber-exporter run` in another process; rate = messages / wall time, all accepted")
-    with tempfile.TemporaryDirectory() as tmp, socket.socket() as probe:
+           "`viber-exporter run` in another process; rate = messages / wall time, all accepted; "
+           f"store: {store_kind(args.state_url)}")
+    with tempfile.TemporaryDirectory() as tmp, socket.socket() as probe, \
+            state_location(args.state_url, tmp, "reg.db") as location:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
         probe.close()
@@ -35,7 +38,7 @@ def main() -> int:
         config.write_text(f"""
 [exporter]
 listen = "127.0.0.1:{port}"
-state_path = {json.dumps(str(Path(tmp) / "reg.db"))}
+{"state_url" if args.state_url else "state_path"} = {json.dumps(location)}
 log_level = "warning"
 [polling]
 schedule = ["1h"]

@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from pathlib import Path
 
-from common import fill, header, median_ms, verdict
+from common import fill, header, median_ms, state_location, state_url_option, store_kind, verdict
 
-from viber_exporter.store import Store
+from viber_exporter.stores import open_store
 
 
 def main() -> int:
@@ -21,12 +20,13 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--due", type=int, default=1024, help="due messages fetched per tick (the poller's batch)")
     parser.add_argument("--samples", type=int, default=200)
+    state_url_option(parser)
     args = parser.parse_args()
     header("tick cost", f"{args.messages} watched messages, {args.due} of them due; a tick's store work = "
            "store.due(provider, now, batch) + store.oldest_next_poll(provider); median of "
-           f"{args.samples} runs")
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Path(tmp) / "tick.db")
+           f"{args.samples} runs; store: {store_kind(args.state_url)}")
+    with tempfile.TemporaryDirectory() as tmp, state_location(args.state_url, tmp, "tick.db") as location:
+        store = open_store(location)
         now = time.time()
         fill(store, "bsg", args.messages - args.due, next_poll_in=3600, now=now)
         store.register({"bsg": ([(f"due{n}", None) for n in range(args.due)], -10.0)}, now, max_watched=10**9)

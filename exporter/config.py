@@ -163,9 +163,23 @@ def _exporter(table: ConfigTable, base_dir: Path) -> ExporterSettings:
         log_format=table.string("log_format", "text", choices=LOG_FORMATS),
         tls=_tls(table, base_dir),
         basic_auth_users=_basic_auth_users(table),
+        state_url=_state_url(table),
     )
     table.finish()
     return settings
+
+
+def _state_url(table: ConfigTable) -> Secret | None:
+    url = table.secret("state_url", required=False)
+    if url is None:
+        return None
+    from .stores import url_problem
+
+    problem = url_problem(url.reveal())
+    if problem:
+        table.problem("state_url", problem)
+        return None
+    return url
 
 
 def _readable(table: ConfigTable, key: str, base_dir: Path) -> Path | None:

@@ -21,6 +21,7 @@ from .clock import SYSTEM_CLOCK, Clock
 from .errors import Refused, StoreError, ViberExporterError, WatchedSetFull
 from .health import ProviderHealth
 from .http import ProviderHttp
+from .leadership import Leadership
 from .metrics import MAX_REASONS, Metrics, ProviderSnapshot, StateCollector
 from .model import Report, Status
 from .pluginhost import PluginHost
@@ -30,7 +31,8 @@ from .recorder import Recorder
 from .secrets import redact
 from .settings import Config, ProviderConfig
 from .state import MessageState
-from .store import NewCampaign, NewMessage, Store
+from .store import NewCampaign, NewMessage
+from .stores import open_store
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,8 @@ class Exporter:
             # process_* (CPU, memory, descriptors, start time), as exporters commonly serve
             ProcessCollector(registry=registry)
         self.registry = registry
-        self.store = Store(config.exporter.state_path)
+        state_url = config.exporter.state_url
+        self.store = open_store(state_url.reveal() if state_url else config.exporter.state_path)
         self.metrics = Metrics(self.registry, config.metrics)
         self.status_hook = host.status_hook(
             lambda: self.metrics.hook_dropped.labels("message_status_changed").inc()
@@ -126,8 +129,15 @@ class Exporter:
         self.registry.register(
             StateCollector(self.store, self.snapshots, lambda: self.config.polling.max_watched)
         )
+        self.leadership = Leadership(self.store)
         self.poller = Poller(
-            instances.values(), self.store, self.recorder, self.metrics, config.polling, clock
+            instances.values(),
+            self.store,
+            self.recorder,
+            self.metrics,
+            config.polling,
+            clock,
+            self.leadership,
         )
         self._lifecycle = threading.Lock()
 
@@ -206,6 +216,7 @@ class Exporter:
             for key, before, after in (
                 ("exporter.listen", old_exporter.listen, new_exporter.listen),
                 ("exporter.state_path", old_exporter.state_path, new_exporter.state_path),
+                ("exporter.state_url", old_exporter.state_url, new_exporter.state_url),
                 ("exporter.tls_*", old_exporter.tls, new_exporter.tls),
                 ("metrics", old.config.metrics, config.metrics),
             )
@@ -217,6 +228,7 @@ class Exporter:
                 listen_host=old_exporter.listen_host,
                 listen_port=old_exporter.listen_port,
                 state_path=old_exporter.state_path,
+                state_url=old_exporter.state_url,
                 tls=old_exporter.tls,
             )
             config = replace(config, metrics=old.config.metrics, exporter=kept)
@@ -253,7 +265,7 @@ class Exporter:
 
     @property
     def ready(self) -> bool:
-        return not self.store.closed and self.poller.running
+        return self.poller.running and self.store.available()
 
     def snapshots(self) -> list[ProviderSnapshot]:
         now = self.clock.time()
@@ -270,6 +282,7 @@ class Exporter:
                 max(0.0, now - i.health.oldest_pending_sent)
                 if i.health.oldest_pending_sent is not None
                 else 0.0,
+                self.leadership.leads(name),
             )
             for name, i in self.instances.items()
         ]

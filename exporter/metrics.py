@@ -326,6 +326,8 @@ class ProviderSnapshot:
     balance: Balance | None = None
     provider: Provider | None = None  # for the plugin's own metrics
     oldest_pending: float = 0.0  # age of the oldest message still pending, seconds
+    #: this replica polls the instance; only then does it export the store-wide gauges
+    leader: bool = True
 
 
 class StateCollector(Collector):
@@ -391,9 +393,20 @@ class StateCollector(Collector):
             "Campaigns still swept (their messages count in viber_messages_watched once found).",
             labels=["provider"],
         )
+        leader = GaugeMetricFamily(
+            "viber_exporter_leader",
+            "1 on the replica that polls this provider instance, 0 on the others.",
+            labels=["provider"],
+        )
         counts, watched_counts = self.store.counts()
         campaign_counts = self.store.campaign_counts()
         for p in providers:
+            leader.add_metric([p.name], 1.0 if p.leader else 0.0)
+            info.add_metric([p.name, p.plugin, p.version], 1.0)
+            if not p.leader:
+                # Store-wide and polling gauges come from the leader alone, so a sum or
+                # max over replicas counts each message once.
+                continue
             watched.add_metric([p.name], watched_counts.get(p.name, 0))
             campaigns.add_metric([p.name], campaign_counts.get(p.name, 0))
             for status in Status:
@@ -402,7 +415,6 @@ class StateCollector(Collector):
             last_success.add_metric([p.name], p.last_success or 0.0)
             lag.add_metric([p.name], p.lag)
             pending.add_metric([p.name], p.oldest_pending)
-            info.add_metric([p.name, p.plugin, p.version], 1.0)
             if p.balance is not None:
                 balance.add_metric([p.name, p.balance.currency], p.balance.amount)
         build = GaugeMetricFamily(
@@ -414,6 +426,7 @@ class StateCollector(Collector):
         )
         limit.add_metric([], float(self.max_watched()))
         yield from (watched, campaigns, messages, up, last_success, lag, pending, info, balance)
+        yield leader
         yield from (build, limit)
         for p in providers:
             yield from _plugin_metrics(p)

@@ -26,7 +26,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from . import accounting
 from .clock import Clock
 from .errorlog import ErrorLog
-from .errors import WatchedSetFull
+from .errors import StoreError, WatchedSetFull
+from .leadership import HEARTBEAT, Leadership
 from .metrics import Metrics
 from .model import FetchError, MessageRef, Observation, Outcome
 from .provider import Provider
@@ -57,8 +58,10 @@ class ProviderPoller:
         metrics: Metrics,
         clock: Clock,
         stopping: threading.Event,
+        leadership: Leadership,
     ) -> None:
         self.instance = instance
+        self.leadership = leadership
         self.name = instance.name
         self.policy: PollingSettings = instance.config.polling
         self.store = store
@@ -86,6 +89,7 @@ class ProviderPoller:
         self._rng = random.Random()
         self._rng_lock = threading.Lock()
         self.started = False
+        self._store_failing = False
         #: polling.max_watched, for reports drained from a feed (set by the Poller)
         self.recorder_max_watched: int | None = None
 
@@ -100,11 +104,24 @@ class ProviderPoller:
         except Exception:
             log.exception("provider %s failed to start; polling it anyway", self.name)
 
+    def leads(self) -> bool:
+        """True while this replica is the one that polls this instance."""
+        return self.leadership.leads(self.name)
+
     def tick(self) -> None:
         """One scheduled run; logs and swallows every error so the job never dies."""
+        if not self.leads():
+            return
         self.idle.clear()
         try:
             self._tick()
+            self._store_failing = False
+        except StoreError as e:
+            # The database is away: polling pauses (nothing polled can be recorded)
+            # and resumes at the first tick after it is back.
+            if not self._store_failing:
+                log.warning("polling %s paused: %s", self.name, e)
+            self._store_failing = True
         except Exception:
             log.exception("polling %s failed; will retry next tick", self.name)
         finally:
@@ -113,8 +130,8 @@ class ProviderPoller:
     def verify(self) -> None:
         """Check credentials (and read the balance) with the plugin's cheap call."""
         provider = self.instance.provider
-        if type(provider).verify is Provider.verify:
-            return  # the plugin checks nothing: no call, nothing to record
+        if type(provider).verify is Provider.verify or not self.leads():
+            return  # the plugin checks nothing, or another replica checks
         started = time.perf_counter()
         try:
             balance = provider.verify()
@@ -141,6 +158,8 @@ class ProviderPoller:
 
     def drain(self) -> None:
         """Apply the reports the provider's feed has for us since last time."""
+        if not self.leads():
+            return
         started = time.perf_counter()
         try:
             reports = list(self.instance.provider.drain())
@@ -185,7 +204,10 @@ class ProviderPoller:
             self.instance.health.oldest_pending_sent = self.store.oldest_pending(self.name)
             return
         while (
-            not self.stopping.is_set() and not health.paused() and self.clock.monotonic() < deadline
+            not self.stopping.is_set()
+            and not health.paused()
+            and self.clock.monotonic() < deadline
+            and self.leads()
         ):
             due = self.store.due(self.name, self.clock.time(), self.batch_limit)
             if not due:
@@ -260,7 +282,10 @@ class ProviderPoller:
     def _sweep_campaigns(self, deadline: float) -> None:
         health = self.instance.health
         while (
-            not self.stopping.is_set() and not health.paused() and self.clock.monotonic() < deadline
+            not self.stopping.is_set()
+            and not health.paused()
+            and self.clock.monotonic() < deadline
+            and self.leads()
         ):
             due = self.store.due_campaigns(self.name, self.clock.time(), 16)
             if not due:
@@ -468,8 +493,10 @@ class Poller:
         metrics: Metrics,
         polling: PollingSettings,
         clock: Clock,
+        leadership: Leadership | None = None,
     ) -> None:
         self.store = store
+        self.leadership = leadership or Leadership(store)
         self.recorder = recorder
         self.metrics = metrics
         self.polling = polling
@@ -487,7 +514,13 @@ class Poller:
 
     def _poller(self, instance: ProviderInstance) -> ProviderPoller:
         poller = ProviderPoller(
-            instance, self.store, self.recorder, self.metrics, self.clock, self.stopping
+            instance,
+            self.store,
+            self.recorder,
+            self.metrics,
+            self.clock,
+            self.stopping,
+            self.leadership,
         )
         poller.recorder_max_watched = self.polling.max_watched
         return poller
@@ -498,6 +531,15 @@ class Poller:
 
     def start(self) -> None:
         self._started = True
+        if self.store.shared:
+            self.heartbeat()  # take the leases that are free before the first tick
+            self.scheduler.add_job(
+                self.heartbeat,
+                "interval",
+                seconds=HEARTBEAT,
+                id="leases",
+                name="polling leases",
+            )
         self.scheduler.add_job(
             self.purge,
             "interval",
@@ -564,6 +606,14 @@ class Poller:
                     self._schedule(poller)
             self.pollers[name].recorder_max_watched = polling.max_watched
 
+    def heartbeat(self) -> None:
+        """Renew the polling leases and recount what other replicas changed."""
+        self.leadership.beat(sorted(self.pollers))
+        try:
+            self.store.refresh_counts()
+        except StoreError as e:
+            log.debug("cannot recount the watched set: %s", e)
+
     def purge(self) -> None:
         try:
             removed = self.store.purge_settled(self.clock.time() - self.polling.retention)
@@ -585,3 +635,7 @@ class Poller:
                 log.warning(
                     "abandoned an unfinished poll of %s; it will be repeated after restart", name
                 )
+        try:
+            self.leadership.release()
+        except StoreError as e:
+            log.warning("could not hand over the polling leases (they expire by themselves): %s", e)

@@ -39,6 +39,8 @@ class ExporterSettings:
     tls: TlsSettings | None = None
     #: user → bcrypt hash; when set, /metrics needs HTTP basic auth
     basic_auth_users: Mapping[str, Secret] = field(default_factory=lambda: MappingProxyType({}))
+    #: a postgresql:// URI: the shared store of several replicas (instead of state_path)
+    state_url: Secret | None = None
 
     @property
     def listen(self) -> str:

@@ -1,21 +1,32 @@
-"""The watched set: a SQLite file in WAL mode at ``state_path``.
+"""The watched set: one interface, two backends.
 
-All writes go through one connection under one lock, each batch in one transaction
-committed with ``synchronous=FULL`` before the caller hears about it. The store also
-keeps, in memory, the number of messages per provider and status and the number
-still watched, updated after each commit, so the gauges never query the database.
+:class:`Store` holds every query, written once in the SQL that SQLite and PostgreSQL
+share (``?`` parameters, ``ON CONFLICT``, row values); a backend supplies connections,
+transactions, its schema migrations and its errors:
+
+- :class:`~viber_exporter.store_sqlite.SqliteStore`, the embedded default: one file in
+  WAL mode, every write under one lock, ``synchronous=FULL``.
+- :class:`~viber_exporter.store_postgres.PostgresStore`: a PostgreSQL server shared by
+  several replicas, which also holds the leases that choose one poller per provider.
+
+Every write commits before the caller hears about it. A change's "counted" flags are in
+the row it changes, and the rows a change reads are locked for the transaction
+(``FOR UPDATE`` on PostgreSQL; SQLite has one writer), so whichever writer commits an
+event counts it and no other can. The store also keeps, in memory, the number of
+messages per provider and status and the number still watched, updated after each
+commit (and, on a shared server, recounted from it every few seconds), so a scrape
+never queries the database.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
-import os
-import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import fields
-from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 from .errors import StoreError, WatchedSetFull
 from .model import Status
@@ -24,94 +35,34 @@ from .state import CampaignState, Counted, Event, MessageState, SentSource
 SCHEMA_VERSION = 4
 _COLUMNS = tuple(f.name for f in fields(MessageState))
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM messages"
-_UPSERT = (
-    f"INSERT OR REPLACE INTO messages ({', '.join(_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
+_INSERT = (
+    f"INSERT INTO messages ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
 )
-#: Schema changes, in order: a store at version N runs every step after N, once.
-MIGRATIONS: tuple[tuple[int, str], ...] = (
-    (
-        1,
-        """
-CREATE TABLE IF NOT EXISTS messages (
-    provider TEXT NOT NULL,
-    id TEXT NOT NULL,
-    registered_at REAL NOT NULL,
-    sent_at REAL NOT NULL,
-    sent_source INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    provider_status TEXT,
-    reason TEXT,
-    delivered_at REAL,
-    read_at REAL,
-    price REAL,
-    currency TEXT,
-    sms_price REAL,
-    cost_viber REAL NOT NULL DEFAULT 0,
-    cost_sms REAL NOT NULL DEFAULT 0,
-    counted INTEGER NOT NULL DEFAULT 0,   -- what was already counted (exactly once)
-    country TEXT,
-    polls INTEGER NOT NULL DEFAULT 0,
-    errors INTEGER NOT NULL DEFAULT 0,
-    last_poll_at REAL,
-    next_poll REAL,                       -- NULL once settled
-    last_error TEXT,
-    settled_at REAL,
-    PRIMARY KEY (provider, id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS messages_due ON messages (provider, next_poll) WHERE next_poll IS NOT NULL;
-CREATE INDEX IF NOT EXISTS messages_settled ON messages (settled_at) WHERE settled_at IS NOT NULL;
-""",
-    ),
-    (
-        2,
-        """
--- plugin-defined registration fields (JSON)
-ALTER TABLE messages ADD COLUMN extra TEXT;
--- for the watches whose final look is overdue (Store.ended_before)
-CREATE INDEX IF NOT EXISTS messages_age ON messages (provider, sent_at) WHERE next_poll IS NOT NULL;
-CREATE INDEX IF NOT EXISTS messages_read_window ON messages (provider, delivered_at)
-    WHERE next_poll IS NOT NULL AND status = 'delivered';
-""",
-    ),
-    (
-        3,
-        """
--- the fallback leg (an SMS re-send): its channel and normalised status
-ALTER TABLE messages ADD COLUMN fallback_channel TEXT;
-ALTER TABLE messages ADD COLUMN fallback_status TEXT;
-""",
-    ),
-    (
-        4,
-        """
--- campaigns: a message found in one is polled with it, never alone
-ALTER TABLE messages ADD COLUMN campaign TEXT;
-DROP INDEX IF EXISTS messages_due;
-CREATE INDEX messages_due ON messages (provider, next_poll)
-    WHERE next_poll IS NOT NULL AND campaign IS NULL;
-CREATE INDEX messages_campaign ON messages (provider, campaign, next_poll)
-    WHERE campaign IS NOT NULL;
-CREATE TABLE campaigns (
-    provider TEXT NOT NULL,
-    id TEXT NOT NULL,
-    registered_at REAL NOT NULL,
-    sent_at REAL NOT NULL,
-    discover_until REAL NOT NULL,         -- late messages may still appear until then
-    next_poll REAL,                       -- NULL once it needs no more sweeps
-    polls INTEGER NOT NULL DEFAULT 0,
-    errors INTEGER NOT NULL DEFAULT 0,
-    messages INTEGER NOT NULL DEFAULT 0,
-    last_poll_at REAL,
-    last_error TEXT,
-    settled_at REAL,
-    PRIMARY KEY (provider, id)
-) WITHOUT ROWID;
-CREATE INDEX campaigns_due ON campaigns (provider, next_poll) WHERE next_poll IS NOT NULL;
-""",
-    ),
+_KEYS = ("provider", "id")
+_UPDATE = (
+    f"UPDATE messages SET {', '.join(f'{c} = ?' for c in _COLUMNS if c not in _KEYS)} "
+    "WHERE provider = ? AND id = ?"
 )
-assert MIGRATIONS[-1][0] == SCHEMA_VERSION
+_CAMPAIGN_COLUMNS = tuple(f.name for f in fields(CampaignState))
+_CAMPAIGN_SELECT = f"SELECT {', '.join(_CAMPAIGN_COLUMNS)} FROM campaigns"
+_CAMPAIGN_INSERT = (
+    f"INSERT INTO campaigns ({', '.join(_CAMPAIGN_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _CAMPAIGN_COLUMNS)})"
+)
+_IGNORE = " ON CONFLICT (provider, id) DO NOTHING"
+
+
+def _replace(columns: Sequence[str]) -> str:
+    sets = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in _KEYS)
+    return f" ON CONFLICT (provider, id) DO UPDATE SET {sets}"
+
+
+_CAMPAIGN_UPSERT = _CAMPAIGN_INSERT + _replace(_CAMPAIGN_COLUMNS)
+_MESSAGE_UPSERT = _INSERT + _replace(_COLUMNS)
+#: ids per ``IN (…)`` list (SQLite allows 32766 parameters; stay far below)
+_CHUNK = 500
+#: attempts of a write that lost a race with another replica (PostgreSQL only)
+_ATTEMPTS = 5
 
 #: A new message: (id, sent_at) or (id, sent_at, extra JSON).
 NewMessage = tuple[str, float | None] | tuple[str, float | None, str | None]
@@ -119,6 +70,26 @@ NewMessage = tuple[str, float | None] | tuple[str, float | None, str | None]
 #: An update function: given the stored state (None if absent), return the state to
 #: store (None: leave the row alone) and the events the change produces.
 Update = Callable[[MessageState | None], tuple[MessageState | None, list[Event]]]
+
+#: A new campaign: (campaign id, sent_at, how long to look for late messages).
+NewCampaign = tuple[str, float | None, float]
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Db(Protocol):
+    """What a backend hands the shared queries: ``?`` parameters, cursors back."""
+
+    def execute(self, sql: str, params: Any = ..., /) -> Cursor: ...
+
+    def executemany(self, sql: str, rows: Any, /) -> Cursor: ...
 
 
 def _row_to_state(row: Sequence[object]) -> MessageState:
@@ -130,14 +101,6 @@ def _row_to_state(row: Sequence[object]) -> MessageState:
 
 
 _STATUS, _SOURCE, _COUNTED = (_COLUMNS.index(c) for c in ("status", "sent_source", "counted"))
-_CAMPAIGN_COLUMNS = tuple(f.name for f in fields(CampaignState))
-_CAMPAIGN_SELECT = f"SELECT {', '.join(_CAMPAIGN_COLUMNS)} FROM campaigns"
-_CAMPAIGN_UPSERT = (
-    f"INSERT OR REPLACE INTO campaigns ({', '.join(_CAMPAIGN_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _CAMPAIGN_COLUMNS)})"
-)
-#: A new campaign: (campaign id, sent_at, how long to look for late messages).
-NewCampaign = tuple[str, float | None, float]
 
 
 def _state_to_row(state: MessageState) -> tuple[object, ...]:
@@ -147,6 +110,11 @@ def _state_to_row(state: MessageState) -> tuple[object, ...]:
     row[_SOURCE] = int(state.sent_source)
     row[_COUNTED] = int(state.counted)
     return tuple(row)
+
+
+def _update_row(state: MessageState) -> tuple[object, ...]:
+    row = _state_to_row(state)
+    return (*row[2:], row[0], row[1])  # SET every column but the key, WHERE the key
 
 
 def _new_state(provider: str, item: NewMessage, now: float, first_poll_in: float) -> MessageState:
@@ -180,83 +148,97 @@ def _campaign_row(state: CampaignState) -> tuple[object, ...]:
     return tuple(getattr(state, name) for name in _CAMPAIGN_COLUMNS)
 
 
-def _create_private(path: Path) -> None:
-    """Create the state file with mode 0600 before SQLite opens it (it holds message ids)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
+def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
-class Store:
-    """The persistent watched set. Thread-safe; one instance per state file."""
+class Store(abc.ABC):
+    """The persistent watched set. Thread-safe; one instance per process and backend."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
+    #: appended to the SELECT that reads the rows a change will rewrite
+    lock_rows: ClassVar[str] = ""
+    #: the backend's error classes, turned into StoreError
+    db_errors: ClassVar[tuple[type[Exception], ...]] = ()
+    #: True when several processes may share the store (leases decide who polls)
+    shared: ClassVar[bool] = False
+
+    def __init__(self, description: str) -> None:
+        #: where the state is, safe to show (a path, or a URL without its password)
+        self.description = description
         # Counts have their own lock so a scrape never waits behind a slow commit.
         self._counts_lock = threading.Lock()
-        try:
-            _create_private(path)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._migrate()
-            self.status_counts: Counter[tuple[str, Status]] = Counter()
-            self.watched: Counter[str] = Counter()
-            self.campaigns_watched: Counter[str] = Counter()
-            self._load_counts()
-        except (sqlite3.Error, OSError) as e:
-            raise StoreError(f"cannot open the state store {str(path)!r}: {e}") from e
+        self.status_counts: Counter[tuple[str, Status]] = Counter()
+        self.watched: Counter[str] = Counter()
+        self.campaigns_watched: Counter[str] = Counter()
         self.closed = False
 
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{str(self.path)!r} was written by a newer viber-exporter (schema {version})"
-            )
-        for step, script in MIGRATIONS:
-            if step > version:
-                # One transaction per step: a crash leaves the store at a whole version.
-                self._db.executescript(
-                    f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={step};\nCOMMIT;"
-                )
+    # -- what a backend supplies ---------------------------------------------------------
+    @abc.abstractmethod
+    def _transaction(self) -> contextlib.AbstractContextManager[Db]:
+        """A write transaction, committed when the block ends without an exception."""
 
-    def _load_counts(self) -> None:
-        rows = self._db.execute(
-            "SELECT provider, status, next_poll IS NOT NULL, COUNT(*) FROM messages GROUP BY 1, 2, 3"
-        )
-        for provider, status, watched, count in rows:
-            self.status_counts[(provider, Status(status))] += count
-            if watched:
-                self.watched[provider] += count
-        campaigns = self._db.execute(
-            "SELECT provider, COUNT(*) FROM campaigns WHERE next_poll IS NOT NULL GROUP BY 1"
-        )
-        for provider, count in campaigns:
-            self.campaigns_watched[provider] += count
+    @abc.abstractmethod
+    def _reading(self) -> contextlib.AbstractContextManager[Db]:
+        """A connection for reads."""
 
-    def close(self) -> None:
-        with self._lock:
-            if not self.closed:
-                self._db.close()
-                self.closed = True
+    def _retryable(self, error: Exception) -> bool:
+        """True for an error that a second try of the same transaction may not meet
+        (a replica created the same row first; a serialisation failure)."""
+        return False
 
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def available(self) -> bool:
+        """Whether the store can be reached now (``/-/ready``)."""
+        return not self.closed
+
+    def refresh_counts(self) -> None:  # noqa: B027 - a hook: one writer needs no recount
+        """Recount from the database what other writers may have changed (shared stores)."""
+
+    def heartbeat(self, holder: str, names: Sequence[str], ttl: float) -> set[str]:
+        """Take or keep the polling leases of these provider instances; return the ones
+        ``holder`` holds now. A store of one process holds them all."""
+        return set(names)
+
+    def release(self, holder: str, names: Sequence[str]) -> None:  # noqa: B027 - a hook
+        """Give up leases (on a clean stop), so another replica takes over at once."""
+
+    # -- shared machinery ----------------------------------------------------------------
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+    def _write(self, what: str) -> Iterator[Db]:
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+            with self._transaction() as db:
+                yield db
+        except self.db_errors as e:
+            raise StoreError(f"cannot store {what}: {e}") from e
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
-            self._db.execute("COMMIT")
-        except sqlite3.Error:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
-            raise
+            with self._reading() as db:
+                return db.execute(sql, params).fetchall()
+        except self.db_errors as e:
+            raise StoreError(f"cannot read the state store: {e}") from e
+
+    def _count_rows(self, db: Db) -> None:
+        """Set the in-memory counts from the database."""
+        rows = db.execute(
+            "SELECT provider, status, next_poll IS NOT NULL, COUNT(*) FROM messages GROUP BY 1, 2, 3"
+        ).fetchall()
+        campaigns = db.execute(
+            "SELECT provider, COUNT(*) FROM campaigns WHERE next_poll IS NOT NULL GROUP BY 1"
+        ).fetchall()
+        status_counts: Counter[tuple[str, Status]] = Counter()
+        watched: Counter[str] = Counter()
+        for provider, status, is_watched, count in rows:
+            status_counts[(provider, Status(status))] += count
+            if is_watched:
+                watched[provider] += count
+        with self._counts_lock:
+            self.status_counts = status_counts
+            self.watched = watched
+            self.campaigns_watched = Counter(dict(campaigns))
 
     # -- writes ------------------------------------------------------------------------
     def register(
@@ -275,46 +257,40 @@ class Store:
         campaigns together. Raises WatchedSetFull, storing nothing, when the new
         messages would not fit (a campaign's messages are checked as they are found).
         """
-        insert = _UPSERT.replace("INSERT OR REPLACE", "INSERT OR IGNORE")
-        insert_campaign = _CAMPAIGN_UPSERT.replace("INSERT OR REPLACE", "INSERT OR IGNORE")
         result: dict[str, tuple[int, int]] = {}
         new_campaigns: Counter[str] = Counter()
-        with self._lock:
-            try:
-                with self._transaction() as db:
-                    for provider, (items, first_poll_in) in batches.items():
-                        rows = [
-                            _state_to_row(_new_state(provider, item, now, first_poll_in))
-                            for item in items
-                        ]
-                        accepted = db.executemany(insert, rows).rowcount
-                        result[provider] = (accepted, len(rows) - accepted)
-                    new_total = sum(accepted for accepted, _ in result.values())
-                    if self.total_watched() + new_total > max_watched:
-                        raise WatchedSetFull(
-                            f"the watched set is full (polling.max_watched = {max_watched})"
-                        )
-                    for provider, (wanted, first_poll_in) in (campaigns or {}).items():
-                        rows = [
-                            _campaign_row(_new_campaign(provider, item, now, first_poll_in))
-                            for item in wanted
-                        ]
-                        accepted = db.executemany(insert_campaign, rows).rowcount
-                        new_campaigns[provider] += accepted
-                        before = result.get(provider, (0, 0))
-                        result[provider] = (
-                            before[0] + accepted,
-                            before[1] + len(rows) - accepted,
-                        )
-            except sqlite3.Error as e:
-                raise StoreError(f"cannot store registrations: {e}") from e
-            with self._counts_lock:
-                for provider, (accepted, _) in result.items():
-                    messages = accepted - new_campaigns[provider]
-                    self.watched[provider] += messages
-                    self.status_counts[(provider, Status.PENDING)] += messages
-                self.campaigns_watched.update(new_campaigns)
+        with self._write("registrations") as db:
+            for provider, (items, first_poll_in) in batches.items():
+                rows = [
+                    _state_to_row(_new_state(provider, item, now, first_poll_in)) for item in items
+                ]
+                accepted = self._insert_new(db, rows)
+                result[provider] = (accepted, len(rows) - accepted)
+            new_total = sum(accepted for accepted, _ in result.values())
+            if self.total_watched() + new_total > max_watched:
+                raise WatchedSetFull(
+                    f"the watched set is full (polling.max_watched = {max_watched})"
+                )
+            for provider, (wanted, first_poll_in) in (campaigns or {}).items():
+                rows = [
+                    _campaign_row(_new_campaign(provider, item, now, first_poll_in))
+                    for item in wanted
+                ]
+                accepted = db.executemany(_CAMPAIGN_INSERT + _IGNORE, rows).rowcount
+                new_campaigns[provider] += accepted
+                before = result.get(provider, (0, 0))
+                result[provider] = (before[0] + accepted, before[1] + len(rows) - accepted)
+        with self._counts_lock:
+            for provider, (accepted, _) in result.items():
+                messages = accepted - new_campaigns[provider]
+                self.watched[provider] += messages
+                self.status_counts[(provider, Status.PENDING)] += messages
+            self.campaigns_watched.update(new_campaigns)
         return result
+
+    def _insert_new(self, db: Db, rows: Sequence[tuple[object, ...]]) -> int:
+        """Insert message rows, skipping ids already stored; return how many were new."""
+        return db.executemany(_INSERT + _IGNORE, rows).rowcount if rows else 0
 
     def apply(
         self,
@@ -325,97 +301,170 @@ class Store:
     ) -> list[Event]:
         """Run each update against the current row inside one transaction; return the events.
 
-        Reading the row inside the transaction (not earlier, when the poll started)
-        keeps a callback and a poll for the same message from overwriting each other.
-        With ``max_watched``, updates that create messages (pushed reports of messages
-        not registered yet) raise WatchedSetFull, storing nothing, when the new ones
-        would not fit: checked inside the transaction, as registrations are.
+        The rows are read and locked inside the transaction (not earlier, when the poll
+        started), so a callback and a poll for the same message, on this replica or
+        another, never overwrite each other or count one event twice. With
+        ``max_watched``, updates that create messages (pushed reports of messages not
+        registered yet) raise WatchedSetFull, storing nothing, when the new ones would
+        not fit: checked inside the transaction, as registrations are.
         """
-        events: list[Event] = []
-        changes: list[tuple[tuple[Status, bool] | None, MessageState]] = []
-        with self._lock:
+        for attempt in range(1, _ATTEMPTS + 1):
             try:
                 with self._transaction() as db:
-                    for message_id, update in updates:
-                        row = db.execute(
-                            f"{_SELECT} WHERE provider = ? AND id = ?", (provider, message_id)
-                        ).fetchone()
-                        old = _row_to_state(row) if row else None
-                        before = (old.status, old.watched) if old else None
-                        new, new_events = update(old)
-                        if new is None:
-                            continue
-                        db.execute(_UPSERT, _state_to_row(new))
-                        events.extend(new_events)
-                        changes.append((before, new))
-                    created = sum(1 for before, new in changes if before is None and new.watched)
-                    limit = max_watched if max_watched is not None else float("inf")
-                    if created and self.total_watched() + created > limit:
-                        raise WatchedSetFull(
-                            f"the watched set is full (polling.max_watched = {max_watched})"
-                        )
-            except sqlite3.Error as e:
+                    events, before, after = self._apply(db, provider, updates, max_watched)
+                break
+            except self.db_errors as e:
+                if attempt < _ATTEMPTS and self._retryable(e):
+                    continue  # another writer got there first: read its result and redo
                 raise StoreError(f"cannot store message updates: {e}") from e
-            with self._counts_lock:
-                for before, new in changes:
-                    if before is not None:
-                        status, watched = before
-                        self.status_counts[(provider, status)] -= 1
-                        self.watched[provider] -= watched
-                    self.status_counts[(provider, new.status)] += 1
-                    self.watched[provider] += new.watched
+        with self._counts_lock:
+            for message_id, new in after.items():
+                old = before.get(message_id)
+                if old is not None:
+                    status, watched = old
+                    self.status_counts[(provider, status)] -= 1
+                    self.watched[provider] -= watched
+                self.status_counts[(provider, new.status)] += 1
+                self.watched[provider] += new.watched
         return events
 
+    def _apply(
+        self,
+        db: Db,
+        provider: str,
+        updates: Sequence[tuple[str, Update]],
+        max_watched: int | None,
+    ) -> tuple[list[Event], dict[str, tuple[Status, bool]], dict[str, MessageState]]:
+        # Locked in id order, so two writers never wait for each other's rows in a circle.
+        ids = sorted({message_id for message_id, _ in updates})
+        current: dict[str, MessageState] = {}
+        for chunk in _chunks(ids):
+            marks = ", ".join("?" for _ in chunk)
+            for row in db.execute(
+                f"{_SELECT} WHERE provider = ? AND id IN ({marks}) ORDER BY id{self.lock_rows}",
+                (provider, *chunk),
+            ).fetchall():
+                state = _row_to_state(row)
+                current[state.id] = state
+        before = {i: (s.status, s.watched) for i, s in current.items()}
+        events: list[Event] = []
+        after: dict[str, MessageState] = {}
+        for message_id, update in updates:
+            new, new_events = update(current.get(message_id))
+            if new is None:
+                continue
+            current[message_id] = after[message_id] = new
+            events.extend(new_events)
+        created = [s for i, s in after.items() if i not in before]
+        limit = max_watched if max_watched is not None else float("inf")
+        if (
+            any(s.watched for s in created)
+            and self.total_watched() + sum(s.watched for s in created) > limit
+        ):
+            raise WatchedSetFull(f"the watched set is full (polling.max_watched = {max_watched})")
+        changed = [_update_row(s) for i, s in after.items() if i in before]
+        if changed:
+            db.executemany(_UPDATE, changed)
+        if created:
+            # A plain INSERT: if another replica created the row meanwhile, this fails
+            # and the whole change is redone against its row.
+            db.executemany(_INSERT, [_state_to_row(s) for s in created])
+        return events, before, after
+
     def delete(self, provider: str, message_id: str) -> bool:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT status, next_poll IS NOT NULL FROM messages WHERE provider = ? AND id = ?",
+        with self._write("the deletion") as db:
+            row = db.execute(
+                "SELECT status, next_poll IS NOT NULL FROM messages WHERE provider = ? AND id = ?"
+                f"{self.lock_rows}",
                 (provider, message_id),
             ).fetchone()
-            if row is None:
-                return False
-            with self._transaction() as db:
+            if row is not None:
                 db.execute(
                     "DELETE FROM messages WHERE provider = ? AND id = ?", (provider, message_id)
                 )
-            with self._counts_lock:
-                self.status_counts[(provider, Status(row[0]))] -= 1
-                self.watched[provider] -= row[1]
+        if row is None:
+            return False
+        with self._counts_lock:
+            self.status_counts[(provider, Status(row[0]))] -= 1
+            self.watched[provider] -= bool(row[1])
         return True
 
     def purge_settled(self, settled_before: float) -> int:
         """Forget messages settled before the given time (``polling.retention``)."""
-        with self._lock:
-            doomed = self._db.execute(
+        with self._write("the retention purge") as db:
+            doomed = db.execute(
                 "SELECT provider, status, COUNT(*) FROM messages WHERE settled_at < ? "
                 "AND next_poll IS NULL GROUP BY 1, 2",
                 (settled_before,),
             ).fetchall()
             if not doomed:
                 return 0
-            with self._transaction() as db:
-                db.execute(
-                    "DELETE FROM messages WHERE settled_at < ? AND next_poll IS NULL",
-                    (settled_before,),
-                )
-                db.execute(
-                    "DELETE FROM campaigns WHERE settled_at < ? AND next_poll IS NULL",
-                    (settled_before,),
-                )
-            with self._counts_lock:
-                for provider, status, count in doomed:
-                    self.status_counts[(provider, Status(status))] -= count
+            db.execute(
+                "DELETE FROM messages WHERE settled_at < ? AND next_poll IS NULL",
+                (settled_before,),
+            )
+            db.execute(
+                "DELETE FROM campaigns WHERE settled_at < ? AND next_poll IS NULL",
+                (settled_before,),
+            )
+        with self._counts_lock:
+            for provider, status, count in doomed:
+                self.status_counts[(provider, Status(status))] -= count
         return sum(count for _, _, count in doomed)
+
+    def save_campaign(self, state: CampaignState) -> None:
+        """Store a campaign's state after a sweep (durable before this returns)."""
+        with self._write("the campaign") as db:
+            before = db.execute(
+                f"SELECT next_poll IS NOT NULL FROM campaigns WHERE provider = ? AND id = ?"
+                f"{self.lock_rows}",
+                (state.provider, state.id),
+            ).fetchone()
+            db.execute(_CAMPAIGN_UPSERT, _campaign_row(state))
+        with self._counts_lock:
+            was = bool(before[0]) if before else False
+            self.campaigns_watched[state.provider] += int(state.watched) - int(was)
+
+    # -- moving state (``viber-exporter state copy``) ---------------------------------
+    def is_empty(self) -> bool:
+        return not self._read("SELECT 1 FROM messages LIMIT 1") and not self._read(
+            "SELECT 1 FROM campaigns LIMIT 1"
+        )
+
+    def campaign_page(self, after: tuple[str, str] | None, limit: int) -> list[CampaignState]:
+        """Campaigns in (provider, id) order, starting after the cursor."""
+        where, params = ("WHERE (provider, id) > (?, ?) ", after) if after else ("", ())
+        rows = self._read(
+            f"{_CAMPAIGN_SELECT} {where}ORDER BY provider, id LIMIT ?", (*params, limit)
+        )
+        return [CampaignState(*row) for row in rows]
+
+    def import_rows(
+        self, messages: Sequence[MessageState], campaigns: Sequence[CampaignState]
+    ) -> None:
+        """Store rows as they are, counted flags included, replacing rows with their keys."""
+        with self._write("copied rows") as db:
+            if messages:
+                db.executemany(_MESSAGE_UPSERT, [_state_to_row(s) for s in messages])
+            if campaigns:
+                db.executemany(_CAMPAIGN_UPSERT, [_campaign_row(c) for c in campaigns])
+
+    def recount(self) -> None:
+        """Set the in-memory counts from the database (after an import)."""
+        try:
+            with self._reading() as db:
+                self._count_rows(db)
+        except self.db_errors as e:
+            raise StoreError(f"cannot read the state store: {e}") from e
 
     # -- reads -------------------------------------------------------------------------
     def due(self, provider: str, now: float, limit: int) -> list[MessageState]:
         """Watched messages whose next poll time has come, most overdue first."""
-        with self._lock:
-            rows = self._db.execute(
-                f"{_SELECT} WHERE provider = ? AND next_poll IS NOT NULL AND campaign IS NULL "
-                "AND next_poll <= ? ORDER BY next_poll LIMIT ?",
-                (provider, now, limit),
-            ).fetchall()
+        rows = self._read(
+            f"{_SELECT} WHERE provider = ? AND next_poll IS NOT NULL AND campaign IS NULL "
+            "AND next_poll <= ? ORDER BY next_poll LIMIT ?",
+            (provider, now, limit),
+        )
         return [_row_to_state(row) for row in rows]
 
     def ended_before(
@@ -432,86 +481,64 @@ class Store:
         registered before ``registered_before``. The poller uses it to find watches whose
         final look is overdue (:func:`exporter.accounting.give_up_at` re-checks each).
         """
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id FROM messages WHERE provider = ? AND next_poll IS NOT NULL "
-                "AND status = 'delivered' AND delivered_at < ? AND registered_at < ? LIMIT ?",
-                (provider, delivered_before, registered_before, limit),
-            ).fetchall()
-            rows += self._db.execute(
-                "SELECT id FROM messages WHERE provider = ? AND next_poll IS NOT NULL "
-                "AND status != 'delivered' AND sent_at < ? AND registered_at < ? LIMIT ?",
-                (provider, sent_before, registered_before, limit),
-            ).fetchall()
+        rows = self._read(
+            "SELECT id FROM messages WHERE provider = ? AND next_poll IS NOT NULL "
+            "AND status = 'delivered' AND delivered_at < ? AND registered_at < ? LIMIT ?",
+            (provider, delivered_before, registered_before, limit),
+        )
+        rows += self._read(
+            "SELECT id FROM messages WHERE provider = ? AND next_poll IS NOT NULL "
+            "AND status != 'delivered' AND sent_at < ? AND registered_at < ? LIMIT ?",
+            (provider, sent_before, registered_before, limit),
+        )
         return [row[0] for row in rows[:limit]]
 
     def oldest_pending(self, provider: str) -> float | None:
         """The sent time of the oldest watched message still ``pending``, or None."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT MIN(sent_at) FROM messages WHERE provider = ? AND next_poll IS NOT NULL "
-                "AND status = 'pending'",
-                (provider,),
-            ).fetchone()
-        return row[0] if row else None
+        rows = self._read(
+            "SELECT MIN(sent_at) FROM messages WHERE provider = ? AND next_poll IS NOT NULL "
+            "AND status = 'pending'",
+            (provider,),
+        )
+        return rows[0][0] if rows else None
 
     def oldest_next_poll(self, provider: str) -> float | None:
         """The earliest next poll of a message polled alone or of a campaign."""
-        with self._lock:
-            alone = self._db.execute(
-                "SELECT MIN(next_poll) FROM messages WHERE provider = ? AND next_poll IS NOT NULL "
-                "AND campaign IS NULL",
-                (provider,),
-            ).fetchone()[0]
-            campaign = self._db.execute(
-                "SELECT MIN(next_poll) FROM campaigns WHERE provider = ? AND next_poll IS NOT NULL",
-                (provider,),
-            ).fetchone()[0]
+        alone = self._read(
+            "SELECT MIN(next_poll) FROM messages WHERE provider = ? AND next_poll IS NOT NULL "
+            "AND campaign IS NULL",
+            (provider,),
+        )[0][0]
+        campaign = self._read(
+            "SELECT MIN(next_poll) FROM campaigns WHERE provider = ? AND next_poll IS NOT NULL",
+            (provider,),
+        )[0][0]
         times = [t for t in (alone, campaign) if t is not None]
         return min(times) if times else None
 
     # -- campaigns -------------------------------------------------------------------
     def due_campaigns(self, provider: str, now: float, limit: int) -> list[CampaignState]:
-        with self._lock:
-            rows = self._db.execute(
-                f"{_CAMPAIGN_SELECT} WHERE provider = ? AND next_poll IS NOT NULL "
-                "AND next_poll <= ? ORDER BY next_poll LIMIT ?",
-                (provider, now, limit),
-            ).fetchall()
+        rows = self._read(
+            f"{_CAMPAIGN_SELECT} WHERE provider = ? AND next_poll IS NOT NULL "
+            "AND next_poll <= ? ORDER BY next_poll LIMIT ?",
+            (provider, now, limit),
+        )
         return [CampaignState(*row) for row in rows]
 
     def get_campaign(self, provider: str, campaign_id: str) -> CampaignState | None:
-        with self._lock:
-            row = self._db.execute(
-                f"{_CAMPAIGN_SELECT} WHERE provider = ? AND id = ?", (provider, campaign_id)
-            ).fetchone()
-        return CampaignState(*row) if row else None
+        rows = self._read(
+            f"{_CAMPAIGN_SELECT} WHERE provider = ? AND id = ?", (provider, campaign_id)
+        )
+        return CampaignState(*rows[0]) if rows else None
 
     def campaign_watched(self, provider: str, campaign_id: str) -> tuple[set[str], float | None]:
         """The ids of a campaign's watched messages, and their earliest next poll."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, next_poll FROM messages WHERE provider = ? AND campaign = ? "
-                "AND next_poll IS NOT NULL",
-                (provider, campaign_id),
-            ).fetchall()
+        rows = self._read(
+            "SELECT id, next_poll FROM messages WHERE provider = ? AND campaign = ? "
+            "AND next_poll IS NOT NULL",
+            (provider, campaign_id),
+        )
         return {row[0] for row in rows}, min((row[1] for row in rows), default=None)
-
-    def save_campaign(self, state: CampaignState) -> None:
-        """Store a campaign's state after a sweep (durable before this returns)."""
-        with self._lock:
-            try:
-                with self._transaction() as db:
-                    before = db.execute(
-                        "SELECT next_poll IS NOT NULL FROM campaigns WHERE provider = ? AND id = ?",
-                        (state.provider, state.id),
-                    ).fetchone()
-                    db.execute(_CAMPAIGN_UPSERT, _campaign_row(state))
-            except sqlite3.Error as e:
-                raise StoreError(f"cannot store the campaign: {e}") from e
-            with self._counts_lock:
-                was = bool(before[0]) if before else False
-                self.campaigns_watched[state.provider] += int(state.watched) - int(was)
 
     def campaign_counts(self) -> dict[str, int]:
         """Watched campaigns per provider, from memory."""
@@ -519,11 +546,8 @@ class Store:
             return dict(self.campaigns_watched)
 
     def get(self, provider: str, message_id: str) -> MessageState | None:
-        with self._lock:
-            row = self._db.execute(
-                f"{_SELECT} WHERE provider = ? AND id = ?", (provider, message_id)
-            ).fetchone()
-        return _row_to_state(row) if row else None
+        rows = self._read(f"{_SELECT} WHERE provider = ? AND id = ?", (provider, message_id))
+        return _row_to_state(rows[0]) if rows else None
 
     def page(
         self,
@@ -534,7 +558,8 @@ class Store:
         limit: int = 100,
     ) -> list[MessageState]:
         """Messages in (provider, id) order, starting after the cursor."""
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[object] = []
         if provider is not None:
             clauses.append("provider = ?")
             params.append(provider)
@@ -545,20 +570,16 @@ class Store:
             clauses.append("(provider, id) > (?, ?)")
             params.extend(after)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._lock:
-            rows = self._db.execute(
-                f"{_SELECT}{where} ORDER BY provider, id LIMIT ?", (*params, limit)
-            ).fetchall()
+        rows = self._read(f"{_SELECT}{where} ORDER BY provider, id LIMIT ?", (*params, limit))
         return [_row_to_state(row) for row in rows]
 
     def failure_reasons(self, provider: str, limit: int) -> list[str]:
         """The most frequent reasons of failed and expired messages, most frequent first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT reason FROM messages WHERE provider = ? AND status IN ('failed', 'expired') "
-                "AND reason IS NOT NULL GROUP BY reason ORDER BY COUNT(*) DESC, reason LIMIT ?",
-                (provider, limit),
-            ).fetchall()
+        rows = self._read(
+            "SELECT reason FROM messages WHERE provider = ? AND status IN ('failed', 'expired') "
+            "AND reason IS NOT NULL GROUP BY reason ORDER BY COUNT(*) DESC, reason LIMIT ?",
+            (provider, limit),
+        )
         return [row[0] for row in rows]
 
     def counts(self) -> tuple[dict[tuple[str, Status], int], dict[str, int]]:

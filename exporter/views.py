@@ -73,6 +73,7 @@ def providers_json(exporter: Exporter) -> list[dict[str, Any]]:
             health = instance.health
             entry |= {
                 "up": health.up,
+                "polled_here": exporter.leadership.leads(name),
                 "last_success_at": rfc3339(health.last_success),
                 "poll_lag_seconds": round(health.lag(now), 3),
                 "paused_for_seconds": round(health.pause_remaining(), 3),

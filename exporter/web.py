@@ -26,6 +26,7 @@ from werkzeug.routing import Map, Rule
 from . import api
 from .api import ApiError, json_response
 from .engine import Exporter
+from .errors import StoreError
 from .landing import landing_page
 from .reload import Reloader
 from .secrets import Secret
@@ -154,6 +155,12 @@ class WebApp:
             return e.get_response()
         except HTTPException as e:
             return e.get_response()
+        except StoreError as e:
+            # The database is away (PostgreSQL restarting, the network to it lost).
+            log.warning("cannot serve %s %s: %s", request.method, request.path, e)
+            return ApiError(
+                503, "the state store cannot be reached; please retry", headers={"Retry-After": "5"}
+            ).get_response()
         except Exception:
             log.exception("unhandled error serving %s %s", request.method, request.path)
             return json_response({"error": "internal error; see the exporter's log"}, 500)

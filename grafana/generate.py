@@ -207,6 +207,17 @@ ALERTS = [
         value_format="percent",
     ),
     Alert(
+        "ViberNoPoller", f"max by (provider) ({live('viber_exporter_leader')})", "== 0", (), "2m", "critical",
+        "No replica polls {{ $labels.provider }}",
+        "Every running replica says it does not poll {{ $labels.provider }}: none holds its polling lease (the shared database is unreachable, or the leases cannot be renewed). Its messages' statuses are not updated.",
+        exec_error="Alerting",
+    ),
+    Alert(
+        "ViberPollerConflict", f"sum by (provider) ({live('viber_exporter_leader')})", "> 1", (), "5m", "warning",
+        "Several replicas poll {{ $labels.provider }} at once",
+        "{value} replicas believe they poll {{ $labels.provider }}: the provider's rate limit is spent more than once (counts stay right, every change locks its row). Check that every replica uses the same exporter.state_url.",
+    ),
+    Alert(
         "ViberPollLag", f"max by (provider) ({live('viber_poll_lag_seconds')})", f"> {T['poll_lag_seconds']}", (),
         "10m", "warning",
         "Polling of {{ $labels.provider }} is behind schedule",
@@ -248,7 +259,8 @@ ALERTS = [
     ),
     Alert(
         "ViberBalanceLow",
-        f"predict_linear(viber_provider_balance[6h], {T['balance_horizon_hours']} * 3600)",
+        # over the replicas first: the leader, which reads the balance, may change
+        f"predict_linear(max by (provider, currency) (viber_provider_balance)[6h:5m], {T['balance_horizon_hours']} * 3600)",
         "<= 0", (), "30m", "warning",
         "The {{ $labels.provider }} account runs out of credit",
         "At the pace of the last 6 hours, the {{ $labels.provider }} account ({{ $labels.currency }}) is empty within "
@@ -454,6 +466,10 @@ def dashboard() -> DashboardBuilder:
         .with_row(row("Exporter health"))
         .with_panel(stat("Exporters up", "short", query(f'sum({UP.replace("}", ", " + INSTANCE + "}")})', instant=True),
                          thresholds=steps(("red", None), ("green", 1)), runbook="ViberExporterDown"))
+        .with_panel(stat("Polling replica", "none",
+                         query(f"max by (provider, instance) (viber_exporter_leader{{{P}}}) == 1", "{{provider}}: {{instance}}", instant=True),
+                         description="The replica that polls each provider instance (several replicas on PostgreSQL share the work; one exporter polls them all).",
+                         runbook="ViberNoPoller"))
         .with_panel(stat("Version", "none", query(f"count by (version) (viber_exporter_build_info{{{INSTANCE}}})", "{{version}}", instant=True)))
         .with_panel(stat("Last reload successful", "bool_yes_no", query(f"min(viber_exporter_config_last_reload_successful{{{INSTANCE}}})", instant=True),
                          thresholds=steps(("red", None), ("green", 1)), runbook="ViberReloadFailed"))

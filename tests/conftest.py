@@ -186,3 +186,34 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
 def sample(exporter: Exporter, name: str, **labels: str) -> float:
     value = exporter.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------
+
+#: The server the PostgreSQL tests use (trust auth on the development and CI machines).
+PG_URL = os.environ.get("VIBER_EXPORTER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REQUIRE_PG = os.environ.get("VIBER_EXPORTER_REQUIRE_PG") == "1"
+
+
+def pg_admin():
+    """A connection to the test server, or a skip (a failure under VIBER_EXPORTER_REQUIRE_PG=1)."""
+    import psycopg
+
+    try:
+        return psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as e:
+        if REQUIRE_PG:
+            pytest.fail(f"PostgreSQL is required (VIBER_EXPORTER_REQUIRE_PG=1) at {PG_URL}: {e}")
+        pytest.skip(f"no PostgreSQL at {PG_URL}")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A URL whose tables live in a fresh schema of the test server, dropped after."""
+    schema = f"test_{os.getpid()}_{time.monotonic_ns()}"
+    with pg_admin() as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    # libpq's options parameter: every connection of this URL uses the schema
+    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    with pg_admin() as admin:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")

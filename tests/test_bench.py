@@ -24,11 +24,23 @@ SMALL = {
     "memory.py": ["--messages", "8000", "--run", "2"],
     "crash_soak.py": ["--kills", "2"],
     "calls_per_message.py": ["--messages", "100"],
+    "failover.py": ["--kills", "1", "--replicas", "2"],
+}
+#: the same scripts again on PostgreSQL (a scratch schema of the test server)
+ON_POSTGRES = {
+    "tick_cost.py": ["--messages", "5000", "--due", "200", "--samples", "10"],
+    "registration.py": ["--messages", "2000"],
+    "poll_throughput.py": ["--messages", "300", "--latency", "0.01", "--concurrency", "8", "--baseline", "10"],
 }
 
 
 @pytest.mark.parametrize("script", sorted(SMALL))
 def test_benchmark_runs_at_small_size(script):
+    if script == "failover.py":  # replicas need the PostgreSQL server
+        from .conftest import PG_URL, pg_admin
+
+        pg_admin().close()
+        SMALL[script] = [*SMALL[script], "--state-url", PG_URL]
     result = subprocess.run([sys.executable, str(BENCH / script), *SMALL[script]], capture_output=True, text=True,
                             timeout=300, cwd=BENCH.parent, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -36,6 +48,17 @@ def test_benchmark_runs_at_small_size(script):
     assert "target" in result.stdout
 
 
+@pytest.mark.parametrize("script", sorted(ON_POSTGRES))
+def test_benchmark_runs_on_postgresql(script):
+    from .conftest import PG_URL, pg_admin
+
+    pg_admin().close()  # skips (or fails under VIBER_EXPORTER_REQUIRE_PG=1) without a server
+    result = subprocess.run([sys.executable, str(BENCH / script), *ON_POSTGRES[script], "--state-url", PG_URL],
+                            capture_output=True, text=True, timeout=300, cwd=BENCH.parent, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "store: PostgreSQL" in result.stdout and "target" in result.stdout
+
+
 def test_every_script_is_exercised():
-    scripts = {p.name for p in BENCH.glob("*.py")} - {"common.py", "mock_server.py", "crashsoak.py"}
+    scripts = {p.name for p in BENCH.glob("*.py")} - {"common.py", "mock_server.py", "crashsoak.py", "replicasoak.py"}
     assert scripts == set(SMALL)

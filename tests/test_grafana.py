@@ -113,7 +113,7 @@ def prometheus_alerts() -> dict[str, dict]:
 ALERT_NAMES = {"ViberExporterDown", "ViberExporterAbsent", "ViberPollingStalled", "ViberFailureSpike", "ViberSlowDelivery",
                "ViberDeliveriesStalled", "ViberProviderDown", "ViberProviderGarbage", "ViberPollLag",
                "ViberWatchedSetNearlyFull", "ViberRegistrationsRefused", "ViberReloadFailed", "ViberCostSpike",
-               "ViberBalanceLow"}
+               "ViberBalanceLow", "ViberNoPoller", "ViberPollerConflict"}
 
 
 def test_every_grafana_alert_stands_alone_and_matches_its_prometheus_twin():

@@ -102,6 +102,10 @@ class MockProviders:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._windows: dict[str, deque[float]] = {"routee": deque(), "bsg": deque()}
+        #: cleared, every lookup waits until it is set again: a quiet moment in which no
+        #: answer arrives, so nothing new is recorded (tests kill a replica in one)
+        self.answering = threading.Event()
+        self.answering.set()
         self.urls = Map(
             [
                 Rule("/oauth/token", endpoint="token", methods=["POST"]),
@@ -178,6 +182,7 @@ class MockProviders:
 
     # -- shared fault handling ----------------------------------------------------------
     def _fault(self, provider: str) -> Response | None:
+        self.answering.wait()
         faults = self.faults
         if faults.latency:
             time.sleep(faults.latency)
