@@ -160,26 +160,26 @@ class PostgresStore(Store):
         self._recounted = 0.0
         self._recount_lock = threading.Lock()
         try:
-            self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-                url,
-                min_size=1,
-                max_size=pool_size,
-                kwargs={"autocommit": True, "connect_timeout": 3},
-                # a connection broken by a server restart is found and replaced here
-                check=ConnectionPool.check_connection,
-                timeout=CONNECT_WAIT,
-                reconnect_timeout=math.inf,  # keep trying: the server comes back
-                open=False,
-                name="viber-exporter",
-            )
-            self._pool.open(wait=True, timeout=CONNECT_WAIT * 2)
-            with self._pool.connection() as conn:
+            # One direct connection first: an unreachable server or a refused login fails
+            # here at once, with libpq's own reason (the pool would only time out).
+            with psycopg.connect(url, autocommit=True, connect_timeout=int(CONNECT_WAIT)) as conn:
                 self._migrate(conn)
                 self._count_rows(_Conn(conn))
-        except (psycopg.Error, PoolTimeout) as e:
-            with contextlib.suppress(Exception):
-                self._pool.close()
+        except psycopg.Error as e:
             raise StoreError(f"cannot open the state store {self.description}: {e}") from e
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True, "connect_timeout": int(CONNECT_WAIT)},
+            # a connection broken by a server restart is found and replaced here
+            check=ConnectionPool.check_connection,
+            timeout=CONNECT_WAIT,
+            reconnect_timeout=math.inf,  # keep trying: the server comes back
+            open=False,
+            name="viber-exporter",
+        )
+        self._pool.open(wait=False)
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
         with conn.transaction():

@@ -27,7 +27,7 @@ from viber_exporter.model import FetchError, Outcome, Status
 from viber_exporter.plugins.bsg import STATUS_MAP, BsgProvider
 from viber_exporter.provider import Balance, InvalidCallback
 
-from .conftest import sample, toml_table, wait_for
+from .conftest import QuickHTTPServer, sample, toml_table, wait_for
 
 API_KEY = "live_bsg-key-sentinel-31"
 
@@ -86,7 +86,7 @@ def status_body(status: str, *, price: Any = "0.02", error: Any = "0", time_dr: 
 
 @pytest.fixture
 def bsg() -> Iterator[tuple[HTTPServer, FakeBsg]]:
-    server = HTTPServer(threaded=True)
+    server = QuickHTTPServer(threaded=True)
     server.start()
     fake = FakeBsg()
     server.expect_request(re.compile(r"/rest/(viber/.*|common/balance)"), method="GET").respond_with_handler(fake.handle)

@@ -20,7 +20,7 @@ from pytest_httpserver import HTTPServer
 
 from viber_exporter.cli import main
 
-from .conftest import SENTINEL, wait_for
+from .conftest import SENTINEL, QuickHTTPServer, wait_for
 from .fake_routee import APP_ID, APP_SECRET, FakeRoutee, tracking
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ def only_builtin_plugins(monkeypatch):
 
 @pytest.fixture
 def routee_server():
-    server = HTTPServer(threaded=True)
+    server = QuickHTTPServer(threaded=True)
     server.start()
     fake = FakeRoutee()
     server.expect_request("/oauth/token", method="POST").respond_with_handler(fake.handle_token)

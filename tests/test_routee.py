@@ -25,7 +25,7 @@ from viber_exporter.pluginhost import PluginHost
 from viber_exporter.plugins.routee import RouteeProvider
 from viber_exporter.provider import InvalidCallback
 
-from .conftest import sample, toml_table, wait_for
+from .conftest import QuickHTTPServer, sample, toml_table, wait_for
 from .fake_routee import APP_ID, APP_SECRET, FakeRoutee, error, flow, tracking
 
 TRACKING = "0a047b46-a4dd-4ca8-b817-a6a134dd1234"
@@ -33,7 +33,7 @@ TRACKING = "0a047b46-a4dd-4ca8-b817-a6a134dd1234"
 
 @pytest.fixture
 def routee() -> Iterator[tuple[HTTPServer, FakeRoutee]]:
-    server = HTTPServer(threaded=True)
+    server = QuickHTTPServer(threaded=True)
     server.start()
     fake = FakeRoutee()
     server.expect_request("/oauth/token", method="POST").respond_with_handler(fake.handle_token)
