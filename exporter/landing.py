@@ -83,6 +83,9 @@ def landing_page(exporter: Exporter, openapi: dict[str, Any], notice: str | None
     for p in providers:
         if not p["enabled"]:
             health = '<td class="down">disabled</td>'
+        elif not p["polled_here"]:
+            # several replicas: this one does not poll it, so its health here means nothing
+            health = "<td>polled by another replica</td>"
         else:
             health = '<td class="up">up</td>' if p["up"] else '<td class="down">down</td>'
         counts = "".join(_cell(p["messages"][s.value], numeric=True) for s in Status)

@@ -20,6 +20,7 @@ import requests
 from viber_exporter.cli import main
 from viber_exporter.config import parse_config
 from viber_exporter.engine import Exporter, Registration
+from viber_exporter.landing import landing_page
 from viber_exporter.model import Status
 from viber_exporter.pluginhost import PluginHost
 from viber_exporter.server import BackgroundServer, HttpServer
@@ -28,6 +29,7 @@ from viber_exporter.stores import open_store
 from viber_exporter.testing.mock import MockProviders, exporter_config
 from viber_exporter.testing.simulation import Mix
 from viber_exporter.views import providers_json
+from viber_exporter.web import openapi_document
 
 from .conftest import REQUIRE_PG, sample, wait_for
 
@@ -160,6 +162,8 @@ def test_two_replicas_split_the_instances_and_only_leaders_export_store_gauges(b
             assert raw(other, "viber_messages", provider=provider, status="pending") is None
             assert {p["name"]: p["polled_here"] for p in providers_json(leader)}[provider] is True
             assert {p["name"]: p["polled_here"] for p in providers_json(other)}[provider] is False
+        # each replica's landing page says which instances another replica polls
+        assert landing_page(first, openapi_document()).count("polled by another replica") == 1
         # Registrations on either replica; each message counted once, by whichever committed.
         plans = [providers.simulation.create(p, time.time()) for p in ("routee", "bsg") for _ in range(10)]
         first.register([Registration(p.provider, p.id) for p in plans[::2]])
