@@ -66,18 +66,19 @@ class Recorder:
         """End these watches without an answer (see :func:`accounting.give_up`); return
         how many ended (a message answered meanwhile is left alone)."""
         now = self.clock.time()
-        ended = 0
+        # A set, not a count: the store may run an update twice (a transaction redone
+        # after losing a race with another replica).
+        ended: set[str] = set()
 
         def update(state: MessageState | None) -> tuple[MessageState | None, list[Event]]:
-            nonlocal ended
             events = None if state is None else accounting.give_up(state, now, policy)
-            if events is None:
+            if state is None or events is None:
                 return None, []
-            ended += 1
+            ended.add(state.id)
             return state, events
 
         self._commit(provider, [(message_id, update) for message_id in message_ids])
-        return ended
+        return len(ended)
 
     def record_reports(
         self,

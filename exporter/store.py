@@ -68,7 +68,9 @@ _ATTEMPTS = 5
 NewMessage = tuple[str, float | None] | tuple[str, float | None, str | None]
 
 #: An update function: given the stored state (None if absent), return the state to
-#: store (None: leave the row alone) and the events the change produces.
+#: store (None: leave the row alone) and the events the change produces. It may run
+#: more than once for one change (a transaction redone after a race with another
+#: replica), so it must not count or collect anything outside what it returns.
 Update = Callable[[MessageState | None], tuple[MessageState | None, list[Event]]]
 
 #: A new campaign: (campaign id, sent_at, how long to look for late messages).
