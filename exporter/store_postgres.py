@@ -120,7 +120,7 @@ _COPY = f"COPY new_messages ({', '.join(_COLUMNS)}) FROM STDIN"
 _NAMES = ", ".join(_COLUMNS)  # the column names are ours: nothing here comes from input
 _FROM_STAGE = (
     f"INSERT INTO messages ({_NAMES}) SELECT {_NAMES} "  # noqa: S608
-    "FROM new_messages ON CONFLICT (provider, id) DO NOTHING"
+    "FROM new_messages ORDER BY provider, id ON CONFLICT (provider, id) DO NOTHING"
 )
 
 
@@ -239,7 +239,9 @@ class PostgresStore(Store):
         db.conn.execute(_STAGE)
         with db.conn.cursor() as cursor:
             with cursor.copy(_COPY) as copy:
-                for row in rows:
+                # In key order: two replicas inserting overlapping batches then wait for
+                # each other's rows in one order, never in a circle (no deadlock).
+                for row in sorted(rows, key=lambda row: str(row[1])):
                     copy.write_row(row)
             inserted = cursor.execute(_FROM_STAGE).rowcount
             cursor.execute("DELETE FROM new_messages")  # a second batch in this transaction

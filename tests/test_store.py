@@ -310,6 +310,37 @@ def test_concurrent_writers_on_two_replicas_count_each_event_once(pg_url: str):
         second.close()
 
 
+def test_two_replicas_registering_overlapping_batches_accept_each_message_once(pg_url: str):
+    stores = [open_store(pg_url), open_store(pg_url)]
+    try:
+        ids = [f"m{i:04d}" for i in range(3000)]
+        accepted = [0, 0]
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(2)
+
+        def register(n: int) -> None:
+            barrier.wait()
+            try:
+                for i in range(0, len(ids), 500):
+                    # the same messages, in opposite orders: no deadlock, no double accept
+                    batch = ids[i:i + 500] if n == 0 else list(reversed(ids))[i:i + 500]
+                    got = stores[n].register({"p": ([(m, None) for m in batch], 1.0)}, now=0.0, max_watched=10**6)
+                    accepted[n] += got["p"][0]
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=register, args=(n,)) for n in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert accepted[0] + accepted[1] == len(ids)
+    finally:
+        for s in stores:
+            s.close()
+
+
 def test_two_replicas_creating_the_same_message_count_it_once(pg_url: str):
     """Pushed reports of an unregistered message reach two replicas at once."""
     stores = [open_store(pg_url), open_store(pg_url)]
