@@ -306,7 +306,7 @@ class PostgresStore(Store):
                 free = [n for n in sorted(names) if n not in taken and n not in held]
                 keep, give_back = held[:fair], held[fair:]
                 got: set[str] = set()
-                for provider in keep + free[: max(0, fair - len(keep))]:
+                for provider in sorted(keep + free[: max(0, fair - len(keep))]):
                     # Taken only if free or ours when the row is locked: of two replicas
                     # that race for a free lease, the second finds it taken and skips it.
                     row = db.execute(
