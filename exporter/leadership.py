@@ -6,7 +6,8 @@ instance. With PostgreSQL, replicas hold *leases*: a row per provider instance n
 its poller until a time of the database's clock (:meth:`Store.heartbeat`). Every
 ``HEARTBEAT`` seconds a replica renews its leases and takes its fair share of free
 ones; a replica that dies stops renewing, its leases expire ``LEASE_TTL`` seconds after
-its last renewal, and another replica takes them at its next heartbeat.
+its last renewal, and another replica takes them at its next heartbeat and polls them
+at once: failover takes at most ``LEASE_TTL + HEARTBEAT`` seconds.
 
 A replica stops polling on its own once it has not renewed for ``LEASE_TTL - MARGIN``
 seconds (the database may be unreachable from it but not from the others), so a
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 #: seconds between renewals
 HEARTBEAT = 2.0
 #: seconds a lease lasts without renewal: failover takes at most LEASE_TTL + HEARTBEAT
-#: plus one poll tick
 LEASE_TTL = 10.0
 #: a leader stops this long before its lease could expire
 MARGIN = 2.0
@@ -68,10 +68,11 @@ class Leadership:
     def held(self) -> frozenset[str]:
         return self._held if time.monotonic() < self._valid_until else frozenset()
 
-    def beat(self, names: Sequence[str]) -> None:
-        """Renew and rebalance the leases; never raises."""
+    def beat(self, names: Sequence[str]) -> frozenset[str]:
+        """Renew and rebalance the leases; return the instances this replica has just
+        begun to poll. Never raises."""
         if not self.store.shared:
-            return
+            return frozenset()
         with self._lock:
             started = time.monotonic()
             before = self.held()
@@ -92,6 +93,7 @@ class Leadership:
                 log.info("this replica (%s) now polls provider %s", self.holder, name)
             for name in sorted(before - after):
                 log.info("this replica (%s) no longer polls provider %s", self.holder, name)
+            return after - before
 
     def release(self) -> None:
         """On a clean stop: hand the leases over at once."""

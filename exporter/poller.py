@@ -607,8 +607,14 @@ class Poller:
             self.pollers[name].recorder_max_watched = polling.max_watched
 
     def heartbeat(self) -> None:
-        """Renew the polling leases and recount what other replicas changed."""
-        self.leadership.beat(sorted(self.pollers))
+        """Renew the polling leases and recount what other replicas changed; an
+        instance this replica has just taken over is polled at once, not at its next
+        tick (which may be ``tick`` seconds away)."""
+        gained = self.leadership.beat(sorted(self.pollers))
+        for name in gained:
+            job = self.scheduler.get_job(f"poll:{name}")
+            if job is not None and self.scheduler.running:
+                job.modify(next_run_time=datetime.now(UTC))
         try:
             self.store.refresh_counts()
         except StoreError as e:

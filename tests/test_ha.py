@@ -112,10 +112,10 @@ def mock() -> Iterator[tuple[MockProviders, BackgroundServer]]:
     server.stop()
 
 
-def replica(host: PluginHost, mock_url: str, state_url: str, tmp_path: Path) -> Exporter:
+def replica(host: PluginHost, mock_url: str, state_url: str, tmp_path: Path, tick: str = "100ms") -> Exporter:
     limits = {"rate_limit": 1000, "concurrency": 4}
     text = exporter_config(mock_url, tmp_path / "unused.db", exporter={"state_url": state_url},
-                           polling={"tick": "100ms", "schedule": ["200ms"], "read_window": "1s"},
+                           polling={"tick": tick, "schedule": ["200ms"], "read_window": "1s"},
                            routee=limits, bsg=limits)
     exporter = Exporter(parse_config(text, host.provider_types(), {}), host)
     exporter.start()
@@ -197,6 +197,27 @@ def test_a_stopped_leader_hands_over_at_once(builtin_host, tmp_path, mock, pg_ur
         first.stop()  # a clean stop releases the leases: no wait for them to expire
         wait_for(lambda: leads(second, "routee") and leads(second, "bsg"), timeout=10)
     finally:
+        second.stop()
+
+
+def test_a_replica_taking_over_polls_at_once_not_at_its_next_tick(builtin_host, tmp_path, mock, pg_url):
+    providers, server = mock
+    # With a one-hour tick, only the takeover itself can make the second replica poll soon.
+    first = replica(builtin_host, server.url, pg_url, tmp_path, tick="1h")
+    second = replica(builtin_host, server.url, pg_url, tmp_path, tick="1h")
+    try:
+        wait_for(lambda: leads(first, "bsg") or leads(second, "bsg"), timeout=10)
+        leader, other = (first, second) if leads(first, "bsg") else (second, first)
+        plan = providers.simulation.create("bsg", time.time())
+        other.register([Registration("bsg", plan.id)])
+        before = sample(other, "viber_provider_requests_total", provider="bsg", outcome="ok")
+        leader.stop()  # hands its leases over
+        wait_for(lambda: leads(other, "bsg"), timeout=10)
+        wait_for(lambda: sample(other, "viber_provider_requests_total", provider="bsg", outcome="ok") > before,
+                 timeout=10)
+        assert other.store.get("bsg", plan.id).polls >= 1
+    finally:
+        first.stop()
         second.stop()
 
 
