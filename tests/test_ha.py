@@ -170,14 +170,15 @@ def test_two_replicas_split_the_instances_and_only_leaders_export_store_gauges(b
         second.register([Registration(p.provider, p.id) for p in plans[1::2]])
         wait_for(lambda: all(s.next_poll is None for s in first.store.page(limit=100)) and
                  len(first.store.page(limit=100)) == 20, timeout=30)
+        def counted(provider: str, status: str) -> float:
+            return sum(sample(r, "viber_message_status_transitions_total", provider=provider, status=status)
+                       for r in (first, second))
+
         for provider in ("routee", "bsg"):
-            pending = sum(sample(r, "viber_message_status_transitions_total", provider=provider,
-                                 status="pending") for r in (first, second))
-            assert pending == 10
-            delivered = sum(sample(r, "viber_message_status_transitions_total", provider=provider,
-                                   status="delivered") for r in (first, second))
+            # A change is stored, then counted: wait for the counters to catch up with the store.
             stored = sum(1 for s in first.store.page(provider=provider, limit=100) if s.counted & Counted.DELIVERED)
-            assert delivered == stored
+            wait_for(lambda provider=provider: counted(provider, "pending") == 10, timeout=10)
+            wait_for(lambda provider=provider, stored=stored: counted(provider, "delivered") == stored, timeout=10)
             leader = first if leads(first, provider) else second
             # The leader's store-wide gauges see the other replica's writes (recounted).
             wait_for(lambda leader=leader, provider=provider: sum(
@@ -247,7 +248,8 @@ def test_a_lost_database_makes_ready_and_writes_503_then_everything_resumes(buil
         assert requests.post(f"{http.url}/api/v1/messages", timeout=10,
                              json={"messages": [{"provider": "routee", "id": later.id}]}).json()["accepted"] == 1
         wait_for(lambda: exporter.store.counts()[1].get("routee", 0) == 0, timeout=30)
-        assert sample(exporter, "viber_message_status_transitions_total", provider="routee", status="pending") == 2
+        wait_for(lambda: sample(exporter, "viber_message_status_transitions_total", provider="routee",
+                                status="pending") == 2, timeout=10)
         print(f"ready again {resumed:.2f}s after the database came back")
     finally:
         http.stop()
