@@ -6,6 +6,7 @@ items that appear late, and the final look."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -187,13 +188,17 @@ def test_a_page_that_changes_between_calls_costs_no_message(builtin_host, tmp_pa
         [[c, a], [b, d]],
     ]
     state = {"sweep": -1}
+    clock = ManualClock()
 
     def page(request: Request) -> Response:
         number = int(request.args["page"])
         if number == 0:
             state["sweep"] += 1
         items = sweeps[min(state["sweep"], len(sweeps) - 1)][number]
-        content = [{"trackingId": i, "status": {"status": "QUEUED", "date": "2026-11-20T10:00:00Z"}, "price": 0.02}
+        # the provider's time is the exporter's clock of the moment (never a fixed date:
+        # it is compared with max_age and the read window)
+        date = datetime.fromtimestamp(clock.time() - 1, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        content = [{"trackingId": i, "status": {"status": "QUEUED", "date": date}, "price": 0.02}
                    for i in items]
         body = {"content": content, "totalElements": 4, "totalPages": 2, "last": number == 1, "number": number}
         return Response(_json.dumps(body), content_type="application/json")
@@ -205,7 +210,6 @@ def test_a_page_that_changes_between_calls_costs_no_message(builtin_host, tmp_pa
     text = exporter_config(url, tmp_path / "s.db", polling={**POLLING, "not_found_grace": "0s"},
                            routee={"campaign_page_size": 2, "token_url": f"{url}/oauth/token"},
                            bsg={"enabled": False})
-    clock = ManualClock()
     exporter = Exporter(parse_config(text, builtin_host.provider_types(), environ={}), builtin_host,
                         registry=CollectorRegistry(), clock=clock)
     try:

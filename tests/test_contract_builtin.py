@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
 from viber_exporter.callbacks import CallbackRequest
+from viber_exporter.clock import SYSTEM_CLOCK
 from viber_exporter.plugins.bsg import BsgProvider
 from viber_exporter.plugins.routee import RouteeProvider
 from viber_exporter.testing.contract import ProviderContract
 
 TOKEN = {"access_token": "tok", "token_type": "bearer", "expires_in": 3600}
+
+
+def ago(seconds: float, *, bsg: bool = False) -> str:
+    """A provider time ``seconds`` before the clock the plugins run on (never a fixed
+    date: the exporter compares provider times with now, max_age and the read window).
+    Routee writes ISO 8601 with milliseconds and Z; BSG ``Y-m-d H:M:S`` (UTC here)."""
+    moment = datetime.fromtimestamp(SYSTEM_CLOCK.time() - seconds, UTC)
+    if bsg:
+        return moment.strftime("%Y-%m-%d %H:%M:%S")
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 class TestRouteeContract(ProviderContract):
@@ -29,7 +41,7 @@ class TestRouteeContract(ProviderContract):
     def respond_status(self, httpserver: HTTPServer, message_id: str, raw_status: str) -> None:
         httpserver.expect_request("/oauth/token", method="POST").respond_with_json(TOKEN)
         body = {"trackingId": message_id, "country": "GR", "price": 0.035,
-                "status": {"status": raw_status, "date": "2026-11-20T10:00:00.123Z",
+                "status": {"status": raw_status, "date": ago(50),
                            "reason": {"detailedStatus": "Not Viber User"}}}
         httpserver.expect_request(f"/viber/tracking/{message_id}").respond_with_json(body)
 
@@ -55,7 +67,7 @@ class TestRouteeContract(ProviderContract):
         total = sum(len(page) for page in pages)
         for number, page in enumerate(pages):
             content = [{"trackingId": i, "campaignTrackingId": campaign_id, "country": "GR", "price": 0.02,
-                        "status": {"status": raw, "date": "2026-11-20T10:00:00.123Z",
+                        "status": {"status": raw, "date": ago(50),
                                    "reason": {"detailedStatus": "Not Viber User"}}} for i, raw in page.items()]
             body = {"content": content, "totalElements": total, "totalPages": len(pages), "number": number,
                     "size": 2, "numberOfElements": len(content), "first": number == 0,
@@ -64,8 +76,8 @@ class TestRouteeContract(ProviderContract):
                                       query_string={"page": str(number), "size": "1000"}).respond_with_json(body)
 
     def callback_request(self, message_id: str, raw_status: str) -> CallbackRequest:
-        body = {"trackingId": message_id, "country": "GR", "price": 0.035, "createdAt": "2026-11-20T10:00:00Z",
-                "status": {"name": raw_status, "updatedDate": "2026-11-20T10:00:05Z",
+        body = {"trackingId": message_id, "country": "GR", "price": 0.035, "createdAt": ago(60),
+                "status": {"name": raw_status, "updatedDate": ago(55),
                            "reason": {"detailedStatus": "Not Viber User"}}}
         return CallbackRequest.of(json.dumps(body), query={"token": self.callback_token or ""})
 
@@ -81,7 +93,7 @@ class TestBsgContract(ProviderContract):
 
     def respond_status(self, httpserver: HTTPServer, message_id: str, raw_status: str) -> None:
         body = {"error": "0", "errorDescription": "No errors", "id": "380972920000", "reference": "r1",
-                "time_in": "2026-11-20 10:00:00", "time_sent": "2026-11-20 10:00:01", "time_dr": "2026-11-20 10:00:30",
+                "time_in": ago(60, bsg=True), "time_sent": ago(59, bsg=True), "time_dr": ago(30, bsg=True),
                 "status": raw_status, "price": "0.02", "currency": "EUR"}
         httpserver.expect_request(f"/rest/viber/{message_id}").respond_with_json(body)
 
@@ -105,8 +117,8 @@ class TestBsgContract(ProviderContract):
         offset = 0
         for page in pages:
             data = [{"id": int(i), "campaign_id": int(campaign_id), "type": "viber", "status": raw,
-                     "amount": {"value": "0.0200000", "currency": "EUR"}, "created_at": "2026-11-20 10:00:00",
-                     "sent_at": "2026-11-20 10:00:01", "delivered_at": "2026-11-20 10:00:30", "country": "UA"}
+                     "amount": {"value": "0.0200000", "currency": "EUR"}, "created_at": ago(60, bsg=True),
+                     "sent_at": ago(59, bsg=True), "delivered_at": ago(30, bsg=True), "country": "UA"}
                     for i, raw in page.items()]
             body = {"data": data, "meta": {"page": {"limit": 500, "offset": offset, "total": total}}}
             httpserver.expect_request("/api/messages", query_string={
@@ -115,7 +127,7 @@ class TestBsgContract(ProviderContract):
             offset += len(page)
 
     def callback_request(self, message_id: str, raw_status: str) -> CallbackRequest:
-        body = {"error": 0, "id": message_id, "reference": "r1", "time_in": "2026-11-20 10:00:00",
-                "time_sent": "2026-11-20 10:00:01", "time_dr": "2026-11-20 10:00:30",
+        body = {"error": 0, "id": message_id, "reference": "r1", "time_in": ago(60, bsg=True),
+                "time_sent": ago(59, bsg=True), "time_dr": ago(30, bsg=True),
                 "status": raw_status, "price": "0.02", "currency": "EUR"}
         return CallbackRequest.of(json.dumps(body), query={"token": self.callback_token or ""})
