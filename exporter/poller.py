@@ -15,7 +15,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -531,55 +531,39 @@ class Poller:
 
     def start(self) -> None:
         self._started = True
+        now = datetime.now(UTC)
         if self.store.shared:
             self.heartbeat()  # take the leases that are free before the first tick
-            self.scheduler.add_job(
-                self.heartbeat,
-                "interval",
-                seconds=HEARTBEAT,
-                id="leases",
-                name="polling leases",
-            )
-        self.scheduler.add_job(
-            self.purge,
-            "interval",
-            seconds=PURGE_INTERVAL,
-            id="purge",
-            name="retention purge",
-            next_run_time=datetime.now(UTC),
-        )
+            self._every(self.heartbeat, HEARTBEAT, "leases", "polling leases")
+        self._every(self.purge, PURGE_INTERVAL, "purge", "retention purge", first=now)
         for poller in self.pollers.values():
             self._schedule(poller)
         self.scheduler.start()
+
+    def _every(
+        self,
+        job: Callable[[], None],
+        seconds: float,
+        job_id: str,
+        name: str,
+        first: datetime | None = None,
+    ) -> None:
+        """Run ``job`` every ``seconds`` (first at ``first``, else one interval from now)."""
+        extra = {} if first is None else {"next_run_time": first}
+        self.scheduler.add_job(job, "interval", seconds=seconds, id=job_id, name=name, **extra)
 
     def _schedule(self, poller: ProviderPoller) -> None:
         poller.start()
         name, provider = poller.name, poller.instance.provider
         now = datetime.now(UTC)
-        self.scheduler.add_job(
-            poller.tick,
-            "interval",
-            seconds=poller.policy.tick,
-            id=f"poll:{name}",
-            name=f"poll {name}",
-            next_run_time=now,
-        )
-        self.scheduler.add_job(
-            poller.verify,
-            "interval",
-            seconds=provider.verify_interval or 10 * 365 * 86400.0,
-            id=f"verify:{name}",
-            name=f"verify {name}",
-            next_run_time=now,
-        )
+        self._every(poller.tick, poller.policy.tick, f"poll:{name}", f"poll {name}", now)
+        # without a verify_interval, the credentials are checked once, at start
+        verify_every = provider.verify_interval or 10 * 365 * 86400.0
+        self._every(poller.verify, verify_every, f"verify:{name}", f"verify {name}", now)
         if provider.drain_interval:
-            self.scheduler.add_job(
-                poller.drain,
-                "interval",
-                seconds=provider.drain_interval,
-                id=f"drain:{name}",
-                name=f"drain {name}",
-                next_run_time=now + timedelta(seconds=0.1),
+            first_drain = now + timedelta(seconds=0.1)
+            self._every(
+                poller.drain, provider.drain_interval, f"drain:{name}", f"drain {name}", first_drain
             )
 
     def _unschedule(self, name: str) -> None:

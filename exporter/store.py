@@ -114,9 +114,6 @@ def _state_to_row(state: MessageState) -> tuple[object, ...]:
     return tuple(row)
 
 
-_DEFAULT_ROW = _state_to_row(MessageState("", "", 0.0, 0.0, SentSource.REGISTERED))
-
-
 def _update_row(state: MessageState) -> tuple[object, ...]:
     row = _state_to_row(state)
     return (*row[2:], row[0], row[1])  # SET every column but the key, WHERE the key
@@ -133,33 +130,6 @@ def _new_state(provider: str, item: NewMessage, now: float, first_poll_in: float
         next_poll=now + first_poll_in,
         extra=item[2] if len(item) > 2 else None,
     )
-
-
-_INDEX = {column: i for i, column in enumerate(_COLUMNS)}
-_PROVIDER, _ID, _REGISTERED, _SENT, _NEXT, _EXTRA = (
-    _INDEX[c] for c in ("provider", "id", "registered_at", "sent_at", "next_poll", "extra")
-)
-
-
-def _new_row(
-    provider: str, item: NewMessage, now: float, first_poll_in: float
-) -> tuple[object, ...]:
-    """``_state_to_row(_new_state(…))`` without building the state: registration's hot path."""
-    row = list(_DEFAULT_ROW)
-    sent_at = item[1]
-    row[_PROVIDER], row[_ID], row[_REGISTERED], row[_NEXT] = (
-        provider,
-        item[0],
-        now,
-        now + first_poll_in,
-    )
-    if sent_at is not None:
-        row[_SENT], row[_SOURCE] = sent_at, int(SentSource.GIVEN)
-    else:
-        row[_SENT] = now
-    if len(item) > 2:
-        row[_EXTRA] = item[2]
-    return tuple(row)
 
 
 def _new_campaign(

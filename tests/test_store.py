@@ -67,13 +67,6 @@ def test_registration_is_idempotent_and_durable(store: Store, reopen: Reopen):
     assert again.counts() == ({("p", Status.PENDING): 2}, {"p": 2})
 
 
-def test_the_registration_fast_path_builds_the_rows_a_new_state_would():
-    from viber_exporter.store import _new_row, _new_state, _state_to_row
-
-    for item in [("a", None), ("b", 123.5), ("c", None, '{"x": 1}'), ("d", 7.0, None)]:
-        assert _new_row("p", item, 1000.0, 10.0) == _state_to_row(_new_state("p", item, 1000.0, 10.0)), item
-
-
 def test_sqlite_file_is_private_and_in_wal_mode(tmp_path: Path):
     SqliteStore(tmp_path / "private.db").close()
     assert stat.S_IMODE(os.stat(tmp_path / "private.db").st_mode) == 0o600
