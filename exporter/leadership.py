@@ -55,17 +55,12 @@ class Leadership:
         self._failing = False
         self._lock = threading.Lock()
 
-    @property
-    def shared(self) -> bool:
-        return self.store.shared
-
     def leads(self, name: str) -> bool:
         """True while this replica polls ``name``."""
-        if not self.store.shared:
-            return True
-        return name in self._held and time.monotonic() < self._valid_until
+        return not self.store.shared or name in self.held()
 
     def held(self) -> frozenset[str]:
+        """The leases held now: none once the last renewal is too old (self-fencing)."""
         return self._held if time.monotonic() < self._valid_until else frozenset()
 
     def beat(self, names: Sequence[str]) -> frozenset[str]:

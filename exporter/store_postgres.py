@@ -119,8 +119,8 @@ _STAGE = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS new_messages "
     "(LIKE messages INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 )
-_COPY = f"COPY new_messages ({', '.join(_COLUMNS)}) FROM STDIN"
 _NAMES = ", ".join(_COLUMNS)  # the column names are ours: nothing here comes from input
+_COPY = f"COPY new_messages ({_NAMES}) FROM STDIN"
 _FROM_STAGE = (
     f"INSERT INTO messages ({_NAMES}) SELECT {_NAMES} "  # noqa: S608
     "FROM new_messages ORDER BY provider, id ON CONFLICT (provider, id) DO NOTHING"

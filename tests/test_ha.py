@@ -335,3 +335,27 @@ def test_three_replicas_survive_leader_kills_and_a_database_restart(pg_url, tmp_
     # The figures are measured in bench/failover.py; here only a generous bound for a slow machine.
     assert max(result.first_polls) < 30
     assert result.db_resumed is not None and result.db_resumed < 15
+
+
+def test_a_leader_that_cannot_renew_stops_polling_before_its_lease_can_pass():
+    from viber_exporter.errors import StoreError
+    from viber_exporter.leadership import MARGIN, Leadership
+
+    class Database:
+        shared = True
+        reachable = True
+
+        def heartbeat(self, holder, names, ttl):
+            if not self.reachable:
+                raise StoreError("cannot reach the database")
+            return set(names)
+
+    database = Database()
+    leadership = Leadership(database, ttl=MARGIN + 0.5)  # ours for 0.5 s after a renewal
+    assert leadership.beat(["bsg"]) == {"bsg"} and leadership.leads("bsg")
+    database.reachable = False
+    assert leadership.beat(["bsg"]) == frozenset() and leadership.leads("bsg"), "kept until its time is up"
+    wait_for(lambda: not leadership.leads("bsg"), timeout=5)
+    assert leadership.held() == frozenset()
+    database.reachable = True
+    assert leadership.beat(["bsg"]) == {"bsg"}, "taken again once renewed"
