@@ -230,7 +230,7 @@ def _schedule(
         # max_age) so the leg's price and outcome are counted.
         end = state.sent_at + policy.max_age
         if _leg_pending(state) and now < end:
-            state.next_poll = min(now + policy.step(state.polls), end)
+            state.next_poll = min(now + wait(state, now, policy), end)
             return
         _settle(state, now)
         return
@@ -249,7 +249,19 @@ def _schedule(
         state.next_poll = end
         return
     # The last scheduled poll is at the watch's end, never before it.
-    state.next_poll = min(now + policy.step(state.polls), end)
+    state.next_poll = min(now + wait(state, now, policy), end)
+
+
+def wait(state: MessageState, now: float, policy: PollingSettings) -> float:
+    """The wait before the message's next poll: from the adaptive plan, by the age of
+    the event awaited (since sending while pending, since delivery once delivered),
+    else the fixed schedule's step for the polls done."""
+    plan = policy.plan
+    if plan is None or policy.push_first or state.status.is_final:
+        return policy.step(state.polls)
+    if state.status is Status.DELIVERED and state.delivered_at is not None:
+        return plan.wait(now - state.delivered_at, delivered=True)
+    return plan.wait(now - state.sent_at, delivered=False)
 
 
 def _settle(state: MessageState, now: float) -> None:
@@ -355,7 +367,7 @@ def call_failed(
     state.errors += 1
     state.last_poll_at = now
     if outcome not in PROVIDER_FAILURES and not provider_wide:
-        cap = policy.step(state.polls)  # never later than the schedule would have polled
+        cap = wait(state, now, policy)  # never later than the schedule would have polled
         state.next_poll = now + backoff(state.errors, MESSAGE_RETRY_BASE, cap, rng)
     return []
 
@@ -369,17 +381,20 @@ def campaign_swept(
     found: int,
     earliest: float | None,
     complete: bool,
+    final_look: float | None = None,
 ) -> None:
     """Schedule a campaign after a sweep that read (``complete``) or did not read all
     its pages. ``found``: messages of it stored so far; ``earliest``: the earliest next
-    poll among its watched messages.
+    poll among its watched messages; ``final_look``: their earliest watch end.
 
     One sweep answers for every message, so the campaign follows its own schedule
-    (``policy.step`` of its sweeps) and waits that long for a message that wants an
-    earlier poll (but at most half of ``final_look_grace``): the messages' final looks,
-    spread over their delivery times, are taken together instead of one sweep each. While late messages may still appear
-    (until ``discover_until``) it is swept even with none watched; after that, and
-    with none watched, it is settled.
+    (:func:`campaign_step` of its sweeps) and waits that long for a message that wants
+    an earlier poll. Only a final look does not wait: the sweep comes at most half of
+    ``final_look_grace`` after the earliest watch end (which would otherwise end
+    without an answer), so the final looks of messages delivered close together are
+    taken by one sweep. While late messages may still appear (until
+    ``discover_until``) it is swept even with none watched; after that, and with none
+    watched, it is settled.
     """
     campaign.last_poll_at = now
     campaign.messages = max(campaign.messages, found)
@@ -387,12 +402,13 @@ def campaign_swept(
         campaign.polls += 1
         campaign.errors = 0
         campaign.last_error = None
-    step = policy.step(campaign.polls)
+    step = campaign_step(policy, campaign.polls)
     candidates = []
     if earliest is not None:
-        # ... but well within final_look_grace of the earliest final look, which would
-        # otherwise end without an answer
-        candidates.append(min(max(earliest, now + step), earliest + policy.final_look_grace / 2))
+        due = max(earliest, now + step)
+        if final_look is not None:
+            due = min(due, max(final_look, now) + policy.final_look_grace / 2)
+        candidates.append(due)
     if now < campaign.discover_until:
         candidates.append(min(now + step, campaign.discover_until))  # one more look at the end
     if candidates:
@@ -405,6 +421,18 @@ def campaign_swept(
             "no message of this campaign appeared within not_found_grace "
             f"({policy.not_found_grace:g}s) after its registration"
         )
+
+
+def campaign_step(policy: PollingSettings, sweeps: int) -> float:
+    """The wait after a campaign's ``sweeps`` complete sweeps: the schedule's steps, then
+    (where a single message's last step repeats) doubling, up to a quarter of
+    ``max_age``. A sweep costs one call per page however many of its messages are still
+    watched, so the tail, which is mostly final looks, is swept rarely."""
+    schedule = policy.schedule
+    if sweeps < len(schedule):
+        return schedule[sweeps]
+    last = schedule[-1]
+    return max(last, min(last * 2.0 ** (sweeps - len(schedule) + 1), policy.max_age / 4))
 
 
 def campaign_failed(
@@ -424,5 +452,5 @@ def campaign_failed(
         return
     campaign.errors += 1
     if outcome not in PROVIDER_FAILURES:
-        cap = policy.step(campaign.polls)
+        cap = campaign_step(policy, campaign.polls)
         campaign.next_poll = now + backoff(campaign.errors, MESSAGE_RETRY_BASE, cap, rng)

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .configtable import ConfigTable, Problems
+from .durations import parse_duration
 from .errors import ConfigError
 from .pluginhost import ProviderType
 from .secrets import Secret
@@ -37,6 +38,7 @@ DEFAULT_SCHEDULE = (
     *("20m", "30m", "45m", "1h", "90m", "2h", "3h", "4h"),
 )
 DEFAULT_PUSH_SCHEDULE = ("30s", "2m", "10m", "1h", "4h")
+ADAPTIVE = "adaptive"  # schedule = "adaptive": planned from the learned delays
 EXTRA_LABELS = ("country",)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -243,10 +245,37 @@ def _listen(table: ConfigTable, value: str) -> tuple[str, int]:
     return match.group(1) or match.group(2) or "0.0.0.0", int(match.group(3))
 
 
+def _schedule(
+    table: ConfigTable, inherited: tuple[tuple[float, ...], bool]
+) -> tuple[tuple[float, ...], bool]:
+    """``schedule``: a list of durations, or "adaptive" (then the inherited steps, at the
+    top the fixed default, are followed until there is enough to learn from). Returns
+    (steps, adaptive)."""
+    if not table.has("schedule"):
+        table.ignore("schedule")
+        return inherited
+    if table.data["schedule"] == ADAPTIVE:
+        table.ignore("schedule")
+        return inherited[0], True
+    if isinstance(table.data["schedule"], str):
+        table.raw("schedule")
+        table.problem(
+            "schedule",
+            f'must be a list of durations or "{ADAPTIVE}", got {table.data["schedule"]!r}',
+        )
+        return inherited
+    return table.durations("schedule"), False
+
+
 def _polling(table: ConfigTable) -> PollingSettings:
+    schedule, adaptive = _schedule(
+        table, (tuple(parse_duration(s) for s in DEFAULT_SCHEDULE), False)
+    )
     settings = PollingSettings(
         tick=table.duration("tick", "5s"),
-        schedule=table.durations("schedule", DEFAULT_SCHEDULE),
+        schedule=schedule,
+        adaptive=adaptive,
+        adaptive_budget=table.number("adaptive_budget", 8.0, minimum=1.0),
         max_age=table.duration("max_age", "48h"),
         read_window=table.duration("read_window", "24h", positive=False),
         not_found_grace=table.duration("not_found_grace", "10m", positive=False),
@@ -299,11 +328,14 @@ def _provider(
         "rate_limit", (cls.default_rate_limit if cls else None) or DEFAULT_RATE_LIMIT, positive=True
     )
     timeout = table.duration("timeout", "10s")
+    schedule, adaptive = _schedule(table, (polling.schedule, polling.adaptive))
     own = PollingSettings(
         tick=table.duration("tick", polling.tick),
-        schedule=table.durations("schedule", polling.schedule)
-        if table.has("schedule")
-        else polling.schedule,
+        schedule=schedule,
+        adaptive=adaptive,
+        adaptive_budget=table.number("adaptive_budget", minimum=1.0)
+        if table.has("adaptive_budget")
+        else polling.adaptive_budget,
         max_age=polling.max_age,
         read_window=polling.read_window,
         not_found_grace=polling.not_found_grace,
@@ -315,7 +347,7 @@ def _provider(
         if table.has("push_schedule")
         else polling.push_schedule,
     )
-    table.ignore("schedule", "push_schedule")
+    table.ignore("push_schedule", "adaptive_budget")
     callback_token = table.secret("callback_token", required=False)
     if own.push_first and callback_token is None and not (cls and cls.signs_callbacks()):
         table.problem(

@@ -29,7 +29,7 @@ from .poller import Poller
 from .provider import Balance, CallbackNotSupported, InvalidCallback, Provider
 from .recorder import Recorder
 from .secrets import redact
-from .settings import Config, ProviderConfig
+from .settings import Config, PollingSettings, ProviderConfig
 from .state import MessageState
 from .store import NewCampaign, NewMessage
 from .stores import open_store
@@ -402,7 +402,7 @@ class Exporter:
             extra = json.dumps(dict(item.fields), sort_keys=True) if item.fields else None
             by_provider.setdefault(item.provider, []).append((item.id, item.sent_at, extra))
         batches = {
-            provider: (pairs, instances[provider].config.polling.step(0))
+            provider: (pairs, self.policy(provider).first_wait())
             for provider, pairs in by_provider.items()
         }
         campaign_batches = {
@@ -503,10 +503,15 @@ class Exporter:
         Reports about messages not stored yet register them, within ``max_watched``
         (WatchedSetFull otherwise, storing nothing; checked inside the store transaction).
         """
-        instance = self.instances[provider]
         self.recorder.record_reports(
-            provider, instance.config.polling, reports, max_watched=self.config.polling.max_watched
+            provider, self.policy(provider), reports, max_watched=self.config.polling.max_watched
         )
+
+    def policy(self, provider: str) -> PollingSettings:
+        """The instance's polling settings as its poller uses them (with the adaptive
+        plan, when it has one)."""
+        poller = self.poller.pollers.get(provider)
+        return poller.policy if poller is not None else self.instances[provider].config.polling
 
 
 def _report(item: Any) -> Report:

@@ -17,13 +17,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from apscheduler.executors.pool import ThreadPoolExecutor as JobExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from . import accounting
+from . import accounting, adaptive
 from .clock import Clock
 from .errorlog import ErrorLog
 from .errors import StoreError, WatchedSetFull
@@ -90,6 +91,7 @@ class ProviderPoller:
         self._rng_lock = threading.Lock()
         self.started = False
         self._store_failing = False
+        self._replan_at = -math.inf
         #: polling.max_watched, for reports drained from a feed (set by the Poller)
         self.recorder_max_watched: int | None = None
 
@@ -198,6 +200,7 @@ class ProviderPoller:
         # only makes a very long sweep hand the job back now and then.
         deadline = self.clock.monotonic() + self.max_tick
         health = self.instance.health
+        self._replan()
         self._give_up()
         if not self.instance.provider.polls:
             # push-only: its messages settle from reports (or give up); nothing is overdue
@@ -219,6 +222,34 @@ class ProviderPoller:
             self._sweep_campaigns(deadline)
         self._update_lag()
         self.error_log.flush()
+
+    def _replan(self) -> None:
+        """Renew the adaptive plan (``schedule = "adaptive"``) every REPLAN_EVERY
+        seconds from the messages in the store."""
+        settings = self.instance.config.polling
+        now = self.clock.time()
+        if not settings.adaptive or now < self._replan_at:
+            return
+        # until there is a plan, look again soon: messages polled meanwhile follow the
+        # fixed schedule
+        wait = adaptive.REPLAN_EVERY if self.policy.plan else adaptive.REPLAN_COLD
+        self._replan_at = now + wait
+        rows = self.store.recent_outcomes(self.name, adaptive.SAMPLE)
+        old = self.policy.plan
+        plan = adaptive.plan(
+            adaptive.observations(rows, now, settings.read_window),
+            budget=settings.adaptive_budget,
+            max_age=settings.max_age,
+            read_window=settings.read_window,
+            current=old,
+        )
+        if plan is None:
+            if self.policy.plan is None:
+                log.debug("provider %s: too little to learn a schedule from yet", self.name)
+            return
+        self.policy = replace(settings, plan=plan)
+        if old is None or (old.pending, old.delivered) != (plan.pending, plan.delivered):
+            log.info("provider %s: adaptive schedule %s", self.name, plan.describe())
 
     def _give_up(self) -> None:
         """End the watches whose final look found no answer within ``final_look_grace``.
@@ -373,14 +404,16 @@ class ProviderPoller:
                 )
             self.store.save_campaign(campaign)
             return True
-        watched, _ = self.store.campaign_watched(self.name, campaign.id)
+        watched, _, _ = self.store.campaign_watched(self.name, campaign.id)
         # A sweep saw every message only if it found as many as the provider says the
         # campaign has: pages can shift while they are read (an item moved to a page
         # already read), and a message missed that way is not "not found".
         consistent = not totals or len(answers) >= max(totals)
         unseen = watched - answers.keys() if consistent else set()
         self._record_sweep(campaign, answers, unseen)
-        watched, earliest = self.store.campaign_watched(self.name, campaign.id)
+        watched, earliest, final_look = self.store.campaign_watched(
+            self.name, campaign.id, policy.read_window, policy.max_age
+        )
         found = len(watched | answers.keys())
         accounting.campaign_swept(
             campaign,
@@ -388,6 +421,7 @@ class ProviderPoller:
             policy,
             found=max(found, campaign.messages),
             earliest=earliest,
+            final_look=final_look,
             complete=True,
         )
         self.store.save_campaign(campaign)

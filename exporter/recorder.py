@@ -213,7 +213,7 @@ class Recorder:
                     # the provider's own send time, when it gives one, replaces this
                     sent_at=campaign.sent_at if campaign else now,
                     sent_source=SentSource.REGISTERED,
-                    next_poll=now + policy.step(0),
+                    next_poll=now + policy.first_wait(),
                     campaign=campaign.id if campaign else None,
                 )
             elif campaign is not None and not state.watched:

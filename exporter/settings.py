@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .secrets import Secret
 
 if TYPE_CHECKING:
+    from .adaptive import SchedulePlan
     from .pluginhost import ProviderType
 
 DEFAULT_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
@@ -65,11 +66,24 @@ class PollingSettings:
     #: for its read report and gets one poll more, the final look at its watch's end
     push_first: bool = False
     push_schedule: tuple[float, ...] = (30.0, 120.0, 600.0, 3600.0, 14400.0)
+    #: ``schedule = "adaptive"``: polls planned from the learned delays (adaptive.py)
+    #: within this many expected calls per message; ``schedule`` is then the fixed
+    #: default, followed until there is enough to learn from
+    adaptive: bool = False
+    adaptive_budget: float = 8.0
+    #: the current plan of an adaptive instance (set by its poller, not configured)
+    plan: SchedulePlan | None = field(default=None, compare=False)
 
     def step(self, polls_done: int) -> float:
         """The wait before the next poll, after ``polls_done`` answered polls."""
         schedule = self.push_schedule if self.push_first else self.schedule
         return schedule[min(polls_done, len(schedule) - 1)]
+
+    def first_wait(self) -> float:
+        """The wait before a new message's first poll."""
+        if self.plan is not None and not self.push_first:
+            return self.plan.pending[0]
+        return self.step(0)
 
 
 @dataclass(frozen=True)

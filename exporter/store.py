@@ -495,6 +495,18 @@ class Store(abc.ABC):
         )
         return [row[0] for row in rows[:limit]]
 
+    def recent_outcomes(
+        self, provider: str, limit: int
+    ) -> list[tuple[float, float | None, float | None, str, float | None]]:
+        """``(sent_at, delivered_at, read_at, status, settled_at)`` of the ``limit``
+        messages sent last, what the adaptive schedule learns from (adaptive.py)."""
+        rows = self._read(
+            "SELECT sent_at, delivered_at, read_at, status, settled_at FROM messages "
+            "WHERE provider = ? ORDER BY sent_at DESC LIMIT ?",
+            (provider, limit),
+        )
+        return [tuple(row) for row in rows]
+
     def oldest_pending(self, provider: str) -> float | None:
         """The sent time of the oldest watched message still ``pending``, or None."""
         rows = self._read(
@@ -533,14 +545,23 @@ class Store(abc.ABC):
         )
         return CampaignState(*rows[0]) if rows else None
 
-    def campaign_watched(self, provider: str, campaign_id: str) -> tuple[set[str], float | None]:
-        """The ids of a campaign's watched messages, and their earliest next poll."""
+    def campaign_watched(
+        self, provider: str, campaign_id: str, read_window: float = 0.0, max_age: float = 0.0
+    ) -> tuple[set[str], float | None, float | None]:
+        """The ids of a campaign's watched messages, their earliest next poll, and their
+        earliest watch end (:func:`exporter.accounting.watch_end`, given the instance's
+        ``read_window`` and ``max_age``): when the first final look is due."""
         rows = self._read(
-            "SELECT id, next_poll FROM messages WHERE provider = ? AND campaign = ? "
-            "AND next_poll IS NOT NULL",
-            (provider, campaign_id),
+            "SELECT id, next_poll, CASE WHEN status = 'delivered' AND delivered_at IS NOT NULL "
+            "THEN delivered_at + ? ELSE sent_at + ? END FROM messages "
+            "WHERE provider = ? AND campaign = ? AND next_poll IS NOT NULL",
+            (read_window, max_age, provider, campaign_id),
         )
-        return {row[0] for row in rows}, min((row[1] for row in rows), default=None)
+        return (
+            {row[0] for row in rows},
+            min((row[1] for row in rows), default=None),
+            min((row[2] for row in rows), default=None),
+        )
 
     def campaign_counts(self) -> dict[str, int]:
         """Watched campaigns per provider, from memory."""

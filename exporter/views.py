@@ -7,6 +7,7 @@ from typing import Any
 
 from .engine import Exporter
 from .model import Status
+from .settings import PollingSettings
 from .state import MessageState, SentSource
 
 
@@ -51,6 +52,15 @@ def message_json(state: MessageState) -> dict[str, Any]:
     }
 
 
+def _schedule(configured: PollingSettings, live: PollingSettings) -> dict[str, Any]:
+    """How the instance schedules its polls: fixed, or adaptive with its current plan
+    (None until it has learned one; then the fixed steps are followed)."""
+    if not configured.adaptive:
+        return {"mode": "fixed"}
+    plan = live.plan.describe() if live.plan is not None else None
+    return {"mode": "adaptive", "budget": configured.adaptive_budget, "plan": plan}
+
+
 def providers_json(exporter: Exporter) -> list[dict[str, Any]]:
     counts, watched = exporter.counts()
     campaigns = exporter.store.campaign_counts()
@@ -74,6 +84,7 @@ def providers_json(exporter: Exporter) -> list[dict[str, Any]]:
             entry |= {
                 "up": health.up,
                 "polled_here": exporter.leadership.leads(name),
+                "schedule": _schedule(config.polling, exporter.policy(name)),
                 "last_success_at": rfc3339(health.last_success),
                 "poll_lag_seconds": round(health.lag(now), 3),
                 "paused_for_seconds": round(health.pause_remaining(), 3),

@@ -262,3 +262,32 @@ def test_a_provider_without_campaign_listings_refuses_campaigns(fake_server, mak
     with pytest.raises(RegistrationError) as info:
         exporter.register_items([{"provider": "fake", "campaign": "c1"}])
     assert "does not track campaigns" in dict(info.value.details)[0]
+
+
+def test_a_campaign_sweeps_its_tail_rarely_but_never_misses_a_final_look():
+    """Past the schedule a campaign's steps double (up to a quarter of max_age): a sweep
+    costs every page, and the tail is mostly final looks. A message that wants an
+    earlier poll waits for the campaign's step; a final look does not wait more than
+    half of final_look_grace."""
+    from viber_exporter import accounting
+    from viber_exporter.settings import PollingSettings
+    from viber_exporter.state import CampaignState
+
+    policy = PollingSettings(tick=5, schedule=(10.0, 3600.0), max_age=48 * 3600.0, read_window=86400.0,
+                             not_found_grace=600, retention=0, max_watched=10, final_look_grace=3600.0)
+    steps = [accounting.campaign_step(policy, sweeps) for sweeps in range(6)]
+    assert steps == [10.0, 3600.0, 7200.0, 14400.0, 28800.0, 43200.0], "doubling, at most max_age / 4"
+
+    def swept(earliest: float, final_look: float | None) -> float:
+        campaign = CampaignState("bsg", "7", registered_at=0.0, sent_at=0.0, discover_until=0.0,
+                                 polls=3)  # the next step: 28,800 s
+        now = 100_000.0
+        accounting.campaign_swept(campaign, now, policy, found=500, earliest=earliest,
+                                  final_look=final_look, complete=True)
+        assert campaign.next_poll is not None
+        return campaign.next_poll - now
+
+    assert swept(earliest=100_060.0, final_look=200_000.0) == 28_800.0, "an ordinary poll waits"
+    assert swept(earliest=100_060.0, final_look=110_000.0) == 10_000.0 + 1800.0, "a final look does not"
+    assert swept(earliest=100_060.0, final_look=90_000.0) == 1800.0, "an overdue one: within grace / 2"
+    assert swept(earliest=200_000.0, final_look=250_000.0) == 100_000.0, "nothing due sooner"

@@ -62,6 +62,24 @@ def test_provider_overrides_tick_and_schedule(fake_host):
     assert config.polling.tick == 5.0
 
 
+def test_the_adaptive_schedule_and_its_budget(fake_host):
+    env = {"FAKE_KEY": "abcd"}
+    config = parse_config(VALID.format(extra='schedule = "adaptive"\nadaptive_budget = 12'),
+                          fake_host.provider_types(), env)
+    own = config.providers["one"].polling
+    assert own.adaptive and own.adaptive_budget == 12.0
+    assert own.schedule == (10.0, 60.0), "until it has learned, the inherited fixed schedule"
+    assert not config.polling.adaptive and config.polling.adaptive_budget == 8.0
+    top = VALID.replace('schedule = ["10s", "1m"]', 'schedule = "adaptive"')
+    config = parse_config(top.format(extra='schedule = ["2s"]'), fake_host.provider_types(), env)
+    assert config.polling.adaptive and config.polling.schedule[:3] == (10.0, 20.0, 30.0)
+    assert not config.providers["one"].polling.adaptive, "an instance's own list wins"
+    bad = VALID.replace('schedule = ["10s", "1m"]', 'schedule = "fast"\nadaptive_budget = 0')
+    assert [key for key, _ in problems(bad.format(extra=""), fake_host, env)] == [
+        "polling.schedule", "polling.adaptive_budget"]
+    assert "adaptive" in dict(problems(bad.format(extra=""), fake_host, env))["polling.schedule"]
+
+
 def test_every_problem_is_reported_at_once_with_its_key_path(fake_host):
     text = """
 [exporter]

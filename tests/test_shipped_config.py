@@ -44,5 +44,5 @@ def test_shipped_config_sets_every_binding_key():
     assert set(document["exporter"]) >= {"listen", "state_path", "api_token", "log_level"}
     assert set(document["polling"]) == {
         "tick", "schedule", "max_age", "read_window", "not_found_grace", "retention", "max_watched",
-        "final_look_grace", "push_schedule",
+        "final_look_grace", "push_schedule", "adaptive_budget",
     }
