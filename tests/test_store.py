@@ -184,6 +184,27 @@ def test_campaigns_are_stored_swept_and_counted(store: Store, reopen: Reopen):
     assert [c.id for c in again.campaign_page(None, 10)] == ["c1"]
 
 
+def test_what_the_adaptive_schedule_and_campaign_sweeps_read(store: Store):
+    rows = [
+        MessageState("p", "old", 1.0, 100.0, SentSource.REGISTERED, status=Status.READ,
+                     delivered_at=103.0, read_at=700.0, settled_at=700.0),
+        MessageState("p", "mid", 1.0, 200.0, SentSource.PROVIDER, status=Status.DELIVERED,
+                     delivered_at=210.0, next_poll=5000.0, campaign="c"),
+        MessageState("p", "new", 1.0, 300.0, SentSource.REGISTERED, next_poll=400.0, campaign="c"),
+        MessageState("q", "other", 1.0, 900.0, SentSource.REGISTERED, next_poll=950.0),
+    ]
+    for state in rows:
+        store.apply("p" if state.provider == "p" else "q", [(state.id, lambda _, s=state: (s, []))])
+    assert store.recent_outcomes("p", 2) == [
+        (300.0, None, None, "pending", None),
+        (200.0, 210.0, None, "delivered", None),
+    ], "the last sent first, of this provider only"
+    assert store.recent_outcomes("p", 10)[-1] == (100.0, 103.0, 700.0, "read", 700.0)
+    watched, earliest, final_look = store.campaign_watched("p", "c", read_window=1000.0, max_age=2000.0)
+    assert (watched, earliest) == ({"mid", "new"}, 400.0)
+    assert final_look == 1210.0, "the delivered one's read window ends before the other's max_age"
+
+
 def test_failure_reasons_most_frequent_first(store: Store):
     store.register({"p": ([(f"m{i}", None) for i in range(4)], 1.0)}, now=0.0, max_watched=10)
 
