@@ -39,7 +39,8 @@ READ_ABSOLUTE = 60.0
 PENDING_COVER = 0.95
 #: outside the chains each step is one of these times the age (the plan tries each)
 SPARSE = (1.0, 2.0, 3.0)
-#: events a phase needs before its plan replaces the fixed schedule
+#: deliveries seen, and delivered messages followed through their read window, before
+#: a plan replaces the fixed schedule
 MIN_EVENTS = 50
 #: the most recent messages of an instance the distributions are estimated from
 SAMPLE = 20_000
@@ -123,7 +124,9 @@ class SchedulePlan:
         if i < len(ages):
             return ages[i] - age
         # past the watch's end (a final look that failed): the plan's last step
-        return ages[-1] - ages[-2] if len(ages) > 1 else ages[-1]
+        if len(ages) > 1:
+            return ages[-1] - ages[-2]
+        return ages[-1] if ages and ages[-1] > 0 else READ_ABSOLUTE
 
     def describe(self) -> dict[str, object]:
         return {

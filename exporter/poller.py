@@ -200,7 +200,12 @@ class ProviderPoller:
         # only makes a very long sweep hand the job back now and then.
         deadline = self.clock.monotonic() + self.max_tick
         health = self.instance.health
-        self._replan()
+        try:
+            self._replan()
+        except StoreError:
+            raise
+        except Exception:  # a planning bug must not stop polling: keep the current plan
+            log.exception("provider %s: could not plan the adaptive schedule", self.name)
         self._give_up()
         if not self.instance.provider.polls:
             # push-only: its messages settle from reports (or give up); nothing is overdue

@@ -224,3 +224,27 @@ def test_an_instance_learns_from_its_store_keeps_it_across_a_restart_and_takes_t
     assert any(state.next_poll - state.delivered_at == pytest.approx(age)
                for age in relearned.delivered)
     assert run.run_until_settled(tick=5, limit=2 * 3600)
+
+
+def test_a_zero_read_window_plans_no_delivered_polls():
+    """read_window = 0: a delivered message settles at once, so nothing to plan there;
+    a retry after a failed call still gets a positive wait."""
+    seen = workload()
+    plan = adaptive.plan(seen, budget=8, max_age=2 * DAY, read_window=0.0)
+    assert plan is not None and plan.delivered == ()
+    assert plan.wait(10.0, delivered=True) > 0
+
+
+def test_a_failing_plan_never_stops_polling(run, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a planning bug")
+
+    monkeypatch.setattr(adaptive, "plan", broken)
+    plans = run.send("routee", 5, fate="failed")
+    run.clock.advance(30)
+    run.tick(5)  # the first tick plans (and fails to), then polls what is due
+    assert all(run.exporter.store.get("routee", p.id).polls == 1 for p in plans)
+    assert run.run_until_settled(tick=5, limit=3600)
+    assert run.value("viber_message_status_transitions_total", provider="routee",
+                     status="failed") == len(plans)
+    assert "could not plan the adaptive schedule" in caplog.text
