@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -166,10 +167,16 @@ def test_a_rate_limiting_provider_is_not_hammered(host, tmp_path):
         run.run(20, tick=1.0)
         window = [c for c in list(run.mock.calls) if c[1] == "bsg" and c[0] >= start]
         rate = len(window) / 20.0
-        limited = sum(1 for c in window if c[2] == 429)
-        print(f"rate-limited provider: {rate:.1f} calls/s, {limited} 429s in 20 s")
+        # 429s come in bursts: the calls already in flight (at most `concurrency`) when
+        # the first came back, all at one instant; then the instance backs off. How many
+        # of the 4 were in flight is up to the threads (one run in a few dozen met 11
+        # 429s in 3 bursts), so the bound is on bursts and their size, with room.
+        bursts = Counter(c[0] for c in window if c[2] == 429)
+        print(f"rate-limited provider: {rate:.1f} calls/s, 429 bursts in 20 s: {sorted(bursts.values())}")
         assert 2 <= rate <= 5 + 1, f"{rate:.1f} calls/s against a 5/s limit"
-        assert limited <= 10, f"{limited} 429s in 20 s: the pace settled around the limit"
+        assert max(bursts.values(), default=0) <= 4, "only calls already in flight meet a 429"
+        assert len(bursts) <= 8 and sum(bursts.values()) <= 16, (
+            f"429s in 20 s: {sorted(bursts.values())}: the pace settled around the limit")
         assert run.value("viber_provider_requests_total", provider="bsg", outcome="rate_limited") >= 1
     finally:
         run.close()
