@@ -76,6 +76,21 @@ def _grouped_errors(providers: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _schedule(schedule: dict[str, Any] | None) -> str | None:
+    """The instance's schedule in a few words (the plan itself is in the providers JSON)."""
+    if schedule is None:
+        return None
+    if schedule["mode"] != "adaptive":
+        return "fixed"
+    plan = schedule["plan"]
+    if plan is None:
+        return "adaptive: still learning (fixed until then)"
+    return (
+        f"adaptive: {plan['expected_calls_per_message']:g} calls/message expected "
+        f"(budget {schedule['budget']:g}), learned from {plan['learned_from']}"
+    )
+
+
 def landing_page(exporter: Exporter, openapi: dict[str, Any], notice: str | None = None) -> str:
     providers = providers_json(exporter)
     numbers = figures(exporter.registry)
@@ -92,7 +107,7 @@ def landing_page(exporter: Exporter, openapi: dict[str, Any], notice: str | None
         rows.append(
             f"<tr>{_cell(p['name'])}{_cell(p['plugin'])}{health}{_cell(p.get('last_success_at'))}"
             f"{_cell(p['watched'], numeric=True)}{_cell(p.get('poll_lag_seconds'), numeric=True)}"
-            f"{counts}</tr>"
+            f"{_cell(_schedule(p.get('schedule')))}{counts}</tr>"
         )
         f = numbers.get(p["name"], Figures())
         reached = "".join(_cell(f"{f.transitions.get(s.value, 0):g}", numeric=True) for s in Status)
@@ -138,7 +153,7 @@ def landing_page(exporter: Exporter, openapi: dict[str, Any], notice: str | None
 <h2>Providers</h2>
 <table><tr><th rowspan="2">instance</th><th rowspan="2">plugin</th><th rowspan="2">health</th>
 <th rowspan="2">last success</th><th rowspan="2">watched</th><th rowspan="2">poll lag (s)</th>
-<th colspan="{len(Status)}">stored messages by current status</th></tr>
+<th rowspan="2">schedule</th><th colspan="{len(Status)}">stored messages by current status</th></tr>
 <tr>{status_heads}</tr>
 {"".join(rows)}</table>
 <p class="help"><b>watched</b>: messages still being polled now (not yet settled).
