@@ -256,8 +256,8 @@ def wait(state: MessageState, now: float, policy: PollingSettings) -> float:
     """The wait before the message's next poll: from the adaptive plan, by the age of
     the event awaited (since sending while pending, since delivery once delivered),
     else the fixed schedule's step for the polls done."""
-    plan = policy.plan
-    if plan is None or policy.push_first or state.status.is_final:
+    plan = policy.plan  # only ever set on a planned instance (PollingSettings.planned)
+    if plan is None or state.status.is_final:
         return policy.step(state.polls)
     if state.status is Status.DELIVERED and state.delivered_at is not None:
         return plan.wait(now - state.delivered_at, delivered=True)

@@ -76,12 +76,12 @@ def _grouped_errors(providers: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def _schedule(schedule: dict[str, Any] | None) -> str | None:
+def _schedule_summary(schedule: dict[str, Any] | None) -> str | None:
     """The instance's schedule in a few words (the plan itself is in the providers JSON)."""
     if schedule is None:
         return None
     if schedule["mode"] != "adaptive":
-        return "fixed"
+        return str(schedule["mode"]).replace("_", "-")
     plan = schedule["plan"]
     if plan is None:
         return "adaptive: still learning (fixed until then)"
@@ -107,7 +107,7 @@ def landing_page(exporter: Exporter, openapi: dict[str, Any], notice: str | None
         rows.append(
             f"<tr>{_cell(p['name'])}{_cell(p['plugin'])}{health}{_cell(p.get('last_success_at'))}"
             f"{_cell(p['watched'], numeric=True)}{_cell(p.get('poll_lag_seconds'), numeric=True)}"
-            f"{_cell(_schedule(p.get('schedule')))}{counts}</tr>"
+            f"{_cell(_schedule_summary(p.get('schedule')))}{counts}</tr>"
         )
         f = numbers.get(p["name"], Figures())
         reached = "".join(_cell(f"{f.transitions.get(s.value, 0):g}", numeric=True) for s in Status)

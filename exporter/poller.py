@@ -233,7 +233,7 @@ class ProviderPoller:
         seconds from the messages in the store."""
         settings = self.instance.config.polling
         now = self.clock.time()
-        if not settings.adaptive or now < self._replan_at:
+        if not settings.planned or now < self._replan_at:
             return
         # until there is a plan, look again soon: messages polled meanwhile follow the
         # fixed schedule

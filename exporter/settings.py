@@ -79,11 +79,15 @@ class PollingSettings:
         schedule = self.push_schedule if self.push_first else self.schedule
         return schedule[min(polls_done, len(schedule) - 1)]
 
+    @property
+    def planned(self) -> bool:
+        """Whether polls follow an adaptive plan (once learned): ``schedule = "adaptive"``
+        on an instance that is not push-first (that one polls on ``push_schedule``)."""
+        return self.adaptive and not self.push_first
+
     def first_wait(self) -> float:
         """The wait before a new message's first poll."""
-        if self.plan is not None and not self.push_first:
-            return self.plan.pending[0]
-        return self.step(0)
+        return self.plan.pending[0] if self.plan is not None else self.step(0)
 
 
 @dataclass(frozen=True)

@@ -53,8 +53,11 @@ def message_json(state: MessageState) -> dict[str, Any]:
 
 
 def _schedule(configured: PollingSettings, live: PollingSettings) -> dict[str, Any]:
-    """How the instance schedules its polls: fixed, or adaptive with its current plan
-    (None until it has learned one; then the fixed steps are followed)."""
+    """How the instance schedules its polls: push-first (``push_schedule``), fixed, or
+    adaptive with its current plan (None until it has learned one; then the fixed steps
+    are followed)."""
+    if configured.push_first:
+        return {"mode": "push_first"}
     if not configured.adaptive:
         return {"mode": "fixed"}
     plan = live.plan.describe() if live.plan is not None else None

@@ -253,3 +253,22 @@ def test_a_failing_plan_never_stops_polling(run, monkeypatch, caplog):
     assert run.value("viber_message_status_transitions_total", provider="routee",
                      status="failed") == len(plans)
     assert "could not plan the adaptive schedule" in caplog.text
+
+
+def test_a_push_first_instance_is_not_planned(builtin_host, tmp_path):
+    """push_first polls on push_schedule: an adaptive schedule there would be a plan that
+    nothing follows, so none is made (its messages are never read for one), and the
+    providers view says push_first."""
+    virtual = VirtualRun(builtin_host, tmp_path / "state.db", mix=Mix(visible_after=0.0), seed=5,
+                         polling=POLLING, routee={"push_first": True, "callback_token": "t0ken-for-tests"})
+    store = virtual.exporter.store
+    looked_at: list[str] = []
+    read = store.recent_outcomes
+    store.recent_outcomes = lambda provider, limit: looked_at.append(provider) or read(provider, limit)
+    try:
+        virtual.send("routee", 3)
+        virtual.run(120, tick=5)
+        assert "bsg" in looked_at and "routee" not in looked_at
+        assert schedule_view(virtual) == {"mode": "push_first"}
+    finally:
+        virtual.close()
