@@ -8,10 +8,11 @@ events turned into metrics (SPEC §3: a crash may lose an event, never double it
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import datetime
 
 from .backoff import backoff
-from .model import PROVIDER_FAILURES, Observation, Outcome, Status
+from .model import PRICE_CEILING, PROVIDER_FAILURES, Observation, Outcome, Status
 from .settings import PollingSettings
 from .state import (
     AnswerProblem,
@@ -68,32 +69,62 @@ def observe(
         state.last_poll_at = now
     state.errors = 0
     state.last_error = None
+    earliest = state.registered_at - policy.max_age
     if obs.sent_at is not None and state.sent_source == SentSource.REGISTERED:
-        sent = _trusted(state, "sent_at", obs.sent_at.timestamp(), now, events)
-        state.sent_at, state.sent_source = sent, SentSource.PROVIDER
+        given = obs.sent_at.timestamp()
+        if given < earliest:  # keep the registration time: a year-1 send time is no truth
+            events.append(AnswerProblem(state.provider, "time_out_of_range", "sent_at"))
+        else:
+            sent = _trusted(state, "sent_at", given, now, events)
+            state.sent_at, state.sent_source = sent, SentSource.PROVIDER
     if obs.country and not state.country:
         state.country = obs.country
+    obs = _believable_prices(state, obs, events)
     _add_cost(state, obs, events)  # first, so a status change carries the price
     _fallback(state, obs, events)
     # Delivered, then expired (Routee's expireOnDelivery: the TTL passed with no SEEN):
     # the message was delivered; it settles as delivered and is no failure.
     settled = obs.settled or (state.status is Status.DELIVERED and obs.status is Status.EXPIRED)
     if not state.status.is_final:
-        _enter(state, obs, now, events)
+        _enter(state, obs, now, earliest, events)
     if state.watched:
         _schedule(state, now, policy, events, settled=settled)
     return events
 
 
 def _trusted(
-    state: MessageState, name: str, value: float, now: float, events: list[Event]
+    state: MessageState,
+    name: str,
+    value: float,
+    now: float,
+    events: list[Event],
+    earliest: float | None = None,
 ) -> float:
     """A provider time, checked: one ahead of our clock (a wrong ``timezone``?) is
-    counted and replaced by now, an honest upper bound."""
+    counted and replaced by now, an honest upper bound; so is one before ``earliest``
+    (``max_age`` before the registration: no time of a watched message is that old)."""
     if value > now + TIME_SLACK:
         events.append(AnswerProblem(state.provider, "time_in_future", name))
         return now
+    if earliest is not None and value < earliest:
+        events.append(AnswerProblem(state.provider, "time_out_of_range", name))
+        return now
     return value
+
+
+def _believable_prices(state: MessageState, obs: Observation, events: list[Event]) -> Observation:
+    """The observation without prices over :data:`PRICE_CEILING` (each one counted):
+    a price of 1e308 is an answer problem, not money spent."""
+    legs_over = any(leg.price is not None and leg.price > PRICE_CEILING for leg in obs.fallbacks)
+    main_over = obs.price is not None and obs.price > PRICE_CEILING
+    if not (main_over or legs_over):
+        return obs
+    events.append(AnswerProblem(state.provider, "price_out_of_range", "price"))
+    legs = tuple(
+        replace(leg, price=None) if leg.price is not None and leg.price > PRICE_CEILING else leg
+        for leg in obs.fallbacks
+    )
+    return replace(obs, price=None if main_over else obs.price, fallbacks=legs)
 
 
 def _since_sent(state: MessageState, name: str, at: float, events: list[Event]) -> float:
@@ -104,7 +135,9 @@ def _since_sent(state: MessageState, name: str, at: float, events: list[Event]) 
     return max(0.0, at - state.sent_at)
 
 
-def _enter(state: MessageState, obs: Observation, now: float, events: list[Event]) -> None:
+def _enter(
+    state: MessageState, obs: Observation, now: float, earliest: float, events: list[Event]
+) -> None:
     new = obs.status
     if state.status is Status.DELIVERED and new in (Status.PENDING, Status.UNKNOWN, Status.EXPIRED):
         new = Status.DELIVERED  # never step back from delivered
@@ -117,13 +150,15 @@ def _enter(state: MessageState, obs: Observation, now: float, events: list[Event
         reason = _reason(obs, status)
         if status is Status.DELIVERED:
             given = _ts(obs.delivered_at) or _ts(obs.read_at)
-            at = _trusted(state, "delivered_at", given, now, events) if given else now
+            at = _trusted(state, "delivered_at", given, now, events, earliest) if given else now
             state.delivered_at = at
             latency = _since_sent(state, "delivered_at", at, events)
             events.append(Latency(state.provider, state.id, "delivery", latency))
         elif status is Status.READ:
             given = _ts(obs.read_at)
-            state.read_at = _trusted(state, "read_at", given, now, events) if given else now
+            state.read_at = (
+                _trusted(state, "read_at", given, now, events, earliest) if given else now
+            )
             latency = _since_sent(state, "read_at", state.read_at, events)
             events.append(Latency(state.provider, state.id, "read", latency))
         events.append(Transition(state.provider, state.id, status, reason, state.country))
@@ -166,8 +201,10 @@ def _add_cost(state: MessageState, obs: Observation, events: list[Event]) -> Non
     if obs.currency and not state.currency:
         state.currency = obs.currency
     currency = state.currency or obs.currency or UNKNOWN_CURRENCY
+    # One rule for price and counter: the stored price is the highest the provider
+    # reported, which is what the cost counter holds (a counter never decreases).
     if obs.price is not None:
-        state.price = obs.price
+        state.price = max(obs.price, state.price or 0.0)
         if obs.price > state.cost_viber:  # a counter never decreases: add only the increase
             events.append(
                 Cost(state.provider, currency, "viber", obs.price - state.cost_viber, state.country)
@@ -176,7 +213,7 @@ def _add_cost(state: MessageState, obs: Observation, events: list[Event]) -> Non
     legs = [leg for leg in obs.fallbacks if leg.sent and leg.price is not None]
     if legs:
         total = sum(leg.price or 0.0 for leg in legs)
-        state.sms_price = total
+        state.sms_price = max(total, state.sms_price or 0.0)
         if total > state.cost_sms:
             leg_currency = legs[0].currency or currency
             events.append(

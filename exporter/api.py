@@ -10,21 +10,22 @@ import base64
 import binascii
 import json
 import logging
+import time
 from typing import Any
 
 from werkzeug import Request, Response
 from werkzeug.exceptions import HTTPException
 
 from .callbacks import CallbackRequest, Headers
-from .engine import Exporter, RegistrationError
+from .engine import MAX_ITEMS, Exporter, RegistrationError
 from .errors import Refused, StoreError, WatchedSetFull
 from .model import Status
+from .parsing import JSON_ERRORS
 from .views import message_json, providers_json
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 10 * 1024 * 1024
-MAX_ITEMS = 10_000
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
@@ -61,21 +62,56 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(json.dumps(body), status, headers=headers, content_type="application/json")
 
 
+#: Set in the WSGI environ once a handler has read the request body.
+BODY_READ = "viber.body_read"
+#: Set by the server: the monotonic time by which the whole request must have arrived,
+#: and a callable telling it the body is in (its deadline no longer applies).
+DEADLINE = "viber.deadline"
+BODY_DONE = "viber.body_done"
+_CHUNK = 64 * 1024
+_CLOSE = {"Connection": "close"}
+
+
+def has_body(request: Request) -> bool:
+    return bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "")
+
+
 def read_body(request: Request) -> bytes:
+    """The request body, read in chunks within the server's deadline (408 when the
+    client is too slow) and at most ``MAX_BODY`` bytes (413)."""
+    too_big = ApiError(413, f"request body over {MAX_BODY // (1024 * 1024)} MiB", headers=_CLOSE)
     length = request.content_length
     if length is not None and length > MAX_BODY:
-        raise ApiError(413, f"request body over {MAX_BODY // (1024 * 1024)} MiB")
-    data = request.stream.read(MAX_BODY + 1)
-    if len(data) > MAX_BODY:
-        raise ApiError(413, f"request body over {MAX_BODY // (1024 * 1024)} MiB")
-    return data
+        raise too_big
+    late = ApiError(408, "the request body did not arrive in time", headers=_CLOSE)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        # The server's watchdog ends a read that is still waiting at the deadline.
+        while chunk := request.stream.read(_CHUNK):
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise too_big
+            chunks.append(chunk)
+    except OSError as e:  # the client stalled past exporter.idle_timeout, or went away
+        raise late from e
+    request.environ.get(BODY_DONE, lambda: None)()
+    if length is not None and size < length:
+        deadline = request.environ.get(DEADLINE)
+        if deadline is not None and time.monotonic() >= deadline:
+            raise late
+        raise ApiError(400, f"the body ended after {size} of {length} bytes", headers=_CLOSE)
+    request.environ[BODY_READ] = True
+    return b"".join(chunks)
 
 
 def read_json(request: Request) -> Any:
     data = read_body(request)
     try:
         return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
+    except RecursionError as e:
+        raise ApiError(400, "request body is nested too deeply") from e
+    except JSON_ERRORS as e:
         raise ApiError(400, f"request body is not valid JSON: {e}") from e
 
 
@@ -101,7 +137,9 @@ def register(exporter: Exporter, request: Request) -> Response:
     except StoreError as e:
         log.error("registration not stored: %s", e)
         raise ApiError(
-            503, "the state store could not save the registration; nothing was stored"
+            503,
+            "the state store could not save the registration; nothing was stored",
+            headers={"Retry-After": "5"},
         ) from e
     return json_response({"accepted": result.accepted, "duplicates": result.duplicates})
 
@@ -170,11 +208,11 @@ def callback(exporter: Exporter, request: Request, provider: str) -> Response:
         path=request.path,
         headers=Headers(list(request.headers.items())),
         query={key: request.args[key] for key in request.args},
-        body=read_body(request),
+        body=b"",
         remote_addr=request.remote_addr,
     )
     try:
-        reply = exporter.receive_callback(provider, pushed)
+        reply = exporter.receive_callback(provider, pushed, lambda: read_body(request))
     except Refused as e:
         raise ApiError.from_refusal(e) from e
     if reply.body is None:

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from .model import Report
+from .parsing import JSON_ERRORS
 
 
 class Headers(Mapping[str, str]):
@@ -81,7 +82,7 @@ class CallbackRequest:
 
         try:
             return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as e:
+        except JSON_ERRORS as e:
             raise InvalidCallback("body is not JSON") from e
 
     def form(self) -> dict[str, str]:

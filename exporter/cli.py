@@ -7,7 +7,7 @@ import json
 import logging
 import ssl
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -474,7 +474,7 @@ def state_copy(source: str, target: str, force: bool) -> None:
     if source == target:
         raise Failure("--from and --to are the same store")
     try:
-        source_store = open_store(source)
+        source_store = open_store(source, must_exist=True)
     except StoreError as e:
         raise Failure(f"cannot read --from: {e}") from e
     try:
@@ -487,17 +487,30 @@ def state_copy(source: str, target: str, force: bool) -> None:
             source_store,
             target_store,
             force=force,
-            progress=lambda m, c: click.echo(f"  {m} messages, {c} campaigns", err=True),
+            progress=_progress_line(),
         )
     except StoreError as e:
         raise Failure(str(e)) from e
     finally:
         source_store.close()
         target_store.close()
+        if sys.stderr.isatty():
+            click.echo(err=True)  # end the progress line
     click.echo(
         f"copied {messages} messages and {campaigns} campaigns "
         f"from {source_store.description} to {target_store.description}"
     )
+
+
+def _progress_line() -> Callable[[int, int], None]:
+    """One progress line, rewritten in place, on a terminal; nothing otherwise."""
+    if not sys.stderr.isatty():
+        return lambda messages, campaigns: None
+
+    def show(messages: int, campaigns: int) -> None:
+        click.echo(f"\r  {messages} messages, {campaigns} campaigns", err=True, nl=False)
+
+    return show
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,8 @@ import requests
 from .config import default_config_path
 
 API_TOKEN_ENV = "VIBER_EXPORTER_API_TOKEN"  # noqa: S105 (a variable name)
+#: "user:password" of an ``exporter.basic_auth_users`` entry, when no token is set
+BASIC_AUTH_ENV = "VIBER_EXPORTER_BASIC_AUTH"
 
 
 class ClientFailure(click.ClickException):
@@ -45,8 +47,9 @@ def token_hint(status: int) -> str:
     if os.environ.get(API_TOKEN_ENV):
         return f" (the token in ${API_TOKEN_ENV} is not the exporter's exporter.api_token)"
     return (
-        f" (set ${API_TOKEN_ENV} to the exporter's exporter.api_token; without a token "
-        "only loopback clients may write)"
+        f" (set ${API_TOKEN_ENV} to the exporter's exporter.api_token, or ${BASIC_AUTH_ENV} "
+        "to user:password of exporter.basic_auth_users; without a token only loopback "
+        "clients may write)"
     )
 
 
@@ -70,8 +73,11 @@ class ApiClient:
         self.url = (url or default_url(config_path)).rstrip("/")
         self.session = requests.Session()
         token = os.environ.get(API_TOKEN_ENV)
+        user, _, password = os.environ.get(BASIC_AUTH_ENV, "").partition(":")
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
+        elif user:
+            self.session.auth = (user, password)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

@@ -27,6 +27,7 @@ from .settings import (
     MetricsSettings,
     PollingSettings,
     ProviderConfig,
+    ServerLimits,
     TlsSettings,
 )
 
@@ -67,9 +68,16 @@ def load_config(
     ``failed_plugins`` (name → error) explains a table whose plugin could not load.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as e:
         raise ConfigError([("", f"cannot read {str(path)!r}: {e.strerror or e}")]) from e
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(
+            [("", f"{str(path)!r} is not UTF-8 text: byte 0x{data[e.start]:02x} on line {line}")]
+        ) from e
     return parse_config(text, provider_types, environ, path=path, failed_plugins=failed_plugins)
 
 
@@ -85,6 +93,8 @@ def parse_config(
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([("", f"not valid TOML: {e}")]) from e
+    except RecursionError as e:  # arrays nested a thousand deep
+        raise ConfigError([("", "not valid TOML: nested too deeply")]) from e
     problems = Problems()
     document = substitute_env(document, "", environ, problems)
     base_dir = path.parent if path is not None else Path(".")
@@ -156,6 +166,10 @@ def _exporter(table: ConfigTable, base_dir: Path) -> ExporterSettings:
     host, port = _listen(table, table.string("listen", "0.0.0.0:9839"))
     state = table.string("state_path", "viber-exporter.db")
     state_path = Path(state) if Path(state).is_absolute() else base_dir / state
+    if not table.has("state_url"):
+        problem = _unwritable(state_path)
+        if problem:
+            table.problem("state_path", problem)
     settings = ExporterSettings(
         listen_host=host,
         listen_port=port,
@@ -166,9 +180,43 @@ def _exporter(table: ConfigTable, base_dir: Path) -> ExporterSettings:
         tls=_tls(table, base_dir),
         basic_auth_users=_basic_auth_users(table),
         state_url=_state_url(table),
+        server=_server_limits(table),
     )
     table.finish()
     return settings
+
+
+def _server_limits(table: ConfigTable) -> ServerLimits:
+    default = ServerLimits()
+    return ServerLimits(
+        threads=table.integer("threads", default.threads, minimum=1, maximum=256),
+        max_connections=table.integer(
+            "max_connections", default.max_connections, minimum=1, maximum=100_000
+        ),
+        idle_timeout=table.duration("idle_timeout", default.idle_timeout),
+        body_timeout=table.duration("body_timeout", default.body_timeout),
+    )
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why this process could not create or write the SQLite file, or None. Its
+    directory (or the nearest one that exists) must be a writable directory: the store
+    writes its journal and lock file beside it."""
+    if path.is_dir():
+        return f"{str(path)!r} is a directory; name a file in it"
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{str(ancestor)!r} is not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return (
+            f"the directory {str(ancestor)!r} is not writable by this user "
+            "(under the shipped systemd unit, state belongs in $STATE_DIRECTORY)"
+        )
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        return f"{str(path)!r} is not readable and writable by this user"
+    return None
 
 
 def _state_url(table: ConfigTable) -> Secret | None:

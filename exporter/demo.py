@@ -42,7 +42,7 @@ def demo_config(
     text = exporter_config(
         mock_url,
         state_path,
-        exporter={"listen": f"{host}:{port}"},
+        exporter={"listen": f"[{host}]:{port}" if ":" in host else f"{host}:{port}"},
         polling={
             "tick": "1s",
             "schedule": ["1s", "2s", "3s", "5s", "10s"],
@@ -124,10 +124,14 @@ class Demo:
         # goes on with the same messages (and new ids do not collide with stored ones).
         self.world = state_path.with_name(state_path.name + ".mock.json") if state else None
         self.resumed = self.mock.simulation.load(self.world) if self.world else 0
-        self.config = demo_config(
-            self.mock_server.url, state_path, listen_host, listen_port, host.provider_types()
-        )
-        self.exporter = Exporter(self.config, host)
+        try:
+            self.config = demo_config(
+                self.mock_server.url, state_path, listen_host, listen_port, host.provider_types()
+            )
+            self.exporter = Exporter(self.config, host)
+        except BaseException:
+            self.mock_server.stop()
+            raise
         try:
             self.server = HttpServer(self.exporter, listen_host, listen_port, notice=DEMO_NOTICE)
         except OSError:

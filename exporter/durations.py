@@ -26,3 +26,13 @@ def parse_duration(value: object) -> float:
     raise ValueError(
         f"must be a duration string or a number of seconds, got {type(value).__name__}"
     )
+
+
+def format_duration(seconds: float) -> str:
+    """The largest whole unit that states ``seconds`` exactly: 172800 → ``"2d"``,
+    5400 → ``"90m"``; anything else in seconds (``"2.5s"``)."""
+    for unit in ("d", "h", "m", "s"):
+        count = seconds / _UNITS[unit]
+        if count >= 1 and count == int(count):
+            return f"{int(count)}{unit}"
+    return f"{seconds:g}s"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 
 from .callbacks import CallbackReply, CallbackRequest
 from .clock import SYSTEM_CLOCK, Clock
+from .durations import format_duration
 from .errors import Refused, StoreError, ViberExporterError, WatchedSetFull
 from .health import ProviderHealth
 from .http import ProviderHttp
@@ -37,6 +38,7 @@ from .stores import open_store
 log = logging.getLogger(__name__)
 
 FUTURE_SLACK = 3600.0  # sent_at may be at most this far ahead of our clock
+MAX_ITEMS = 10_000  # registrations per request, and reports per pushed request
 ITEM_KEYS = frozenset({"provider", "id", "campaign", "sent_at", "fields"})
 MAX_FIELDS = 16
 
@@ -218,6 +220,11 @@ class Exporter:
                 ("exporter.state_path", old_exporter.state_path, new_exporter.state_path),
                 ("exporter.state_url", old_exporter.state_url, new_exporter.state_url),
                 ("exporter.tls_*", old_exporter.tls, new_exporter.tls),
+                (
+                    "exporter.threads, max_connections, *_timeout",
+                    old_exporter.server,
+                    new_exporter.server,
+                ),
                 ("metrics", old.config.metrics, config.metrics),
             )
             if before != after
@@ -230,6 +237,7 @@ class Exporter:
                 state_path=old_exporter.state_path,
                 state_url=old_exporter.state_url,
                 tls=old_exporter.tls,
+                server=old_exporter.server,
             )
             config = replace(config, metrics=old.config.metrics, exporter=kept)
         with self._lifecycle:
@@ -358,7 +366,7 @@ class Exporter:
         sent_at = None
         if item.get("sent_at") is not None:
             try:
-                sent_at = parse_sent_at(item["sent_at"], now)
+                sent_at = parse_sent_at(item["sent_at"])
             except ValueError as e:
                 return str(e)
         return Registration(provider, str(message_id), sent_at, fields, campaign)
@@ -379,6 +387,7 @@ class Exporter:
     def register(self, items: Sequence[Registration]) -> RegistrationResult:
         """Validate the whole batch, then store it durably. Raises RegistrationError,
         WatchedSetFull or StoreError, storing nothing."""
+        now = self.clock.time()
         details = [
             (index, problem)
             for index, item in enumerate(items)
@@ -386,6 +395,7 @@ class Exporter:
                 problem := self.check_registration(
                     item.provider, item.id, item.fields, campaign=item.campaign
                 )
+                or self._sent_at_problem(item, now)
             )
         ]
         if details:
@@ -424,6 +434,22 @@ class Exporter:
             sum(new for new, _ in counts.values()), sum(dup for _, dup in counts.values())
         )
 
+    def _sent_at_problem(self, item: Registration, now: float) -> str | None:
+        """Why the item's ``sent_at`` is out of range, or None: at most ``max_age`` ago
+        (an older message's watch would be over before it began) and at most an hour
+        ahead of our clock."""
+        if item.sent_at is None:
+            return None
+        max_age = self.instances[item.provider].config.polling.max_age
+        if item.sent_at > now + FUTURE_SLACK:
+            return "sent_at is in the future (more than an hour ahead of the exporter's clock)"
+        if item.sent_at < now - max_age:
+            return (
+                f"sent_at is more than polling.max_age ({format_duration(max_age)}) ago: "
+                "its watch would be over before it began"
+            )
+        return None
+
     def _rejected(self, providers: Sequence[object]) -> None:
         """A refused batch counts once per item of a configured, enabled instance."""
         for provider in providers:
@@ -448,9 +474,18 @@ class Exporter:
         return self.store.page(provider=provider, status=status, after=after, limit=limit)
 
     # -- pushed reports ----------------------------------------------------------------
-    def receive_callback(self, provider: str, request: CallbackRequest) -> CallbackReply:
+    def receive_callback(
+        self,
+        provider: str,
+        request: CallbackRequest,
+        read_body: Callable[[], bytes] | None = None,
+    ) -> CallbackReply:
         """Authenticate, parse and apply one pushed request; raises Refused with the
-        answer the caller gets (every refusal counts as ``rejected``)."""
+        answer the caller gets (every refusal counts as ``rejected``).
+
+        With ``read_body``, ``request`` comes without its body, which is read only
+        once the request is known to be authentic: at once for a ``?token=``, after
+        reading it for a plugin that verifies a signature of the body."""
         live = self._live
         instance = live.instances.get(provider)
         config = live.config.providers.get(provider)
@@ -466,6 +501,9 @@ class Exporter:
             self.metrics.callbacks.labels(provider, "rejected").inc()
             return Refused(status, message, **kwargs)
 
+        signs = plugin.signs_callbacks()
+        if read_body is not None and signs:
+            request = replace(request, body=read_body())
         try:
             authentic = plugin.authenticate_callback(request, config.callback_token)
         except Exception:
@@ -473,6 +511,8 @@ class Exporter:
             authentic = False
         if not authentic:
             raise refuse(401, "missing or wrong callback credentials (?token= or signature)")
+        if read_body is not None and not signs:
+            request = replace(request, body=read_body())
         try:
             answer = plugin.parse_callback(request)
         except CallbackNotSupported as e:
@@ -484,6 +524,8 @@ class Exporter:
             raise refuse(400, f"callback not understood: {type(e).__name__}") from e
         reply = answer if isinstance(answer, CallbackReply) else CallbackReply(tuple(answer))
         reports = [_report(r) for r in reply.reports]
+        if len(reports) > MAX_ITEMS:
+            raise refuse(413, f"at most {MAX_ITEMS} reports per request, got {len(reports)}")
         for index, report in enumerate(reports):
             problem = plugin.check_id(report.message_id)
             if problem:
@@ -493,7 +535,11 @@ class Exporter:
         except WatchedSetFull as e:
             raise refuse(429, str(e), headers={"Retry-After": "60"}) from e
         except StoreError as e:
-            raise Refused(503, "the state store could not save the report; please retry") from e
+            raise Refused(
+                503,
+                "the state store could not save the report; please retry",
+                headers={"Retry-After": "5"},
+            ) from e
         self.metrics.callbacks.labels(provider, "accepted").inc()
         return replace(reply, reports=tuple(reports))
 
@@ -522,16 +568,19 @@ def _report(item: Any) -> Report:
     return Report(str(message_id), observation)
 
 
-def parse_sent_at(value: Any, now: float) -> float:
+def parse_sent_at(value: Any) -> float:
+    """An RFC 3339 time with a zone, as epoch seconds (its range is checked by
+    :meth:`Exporter.register`)."""
     if not isinstance(value, str):
         raise ValueError('sent_at must be an RFC 3339 time string, e.g. "2026-11-23T10:00:00Z"')
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        if parsed.tzinfo is None:
+            raise ValueError('sent_at needs a zone ("Z" or an offset like "+02:00")')
+        return parsed.timestamp()
+    except ValueError as e:
+        if "zone" in str(e):
+            raise
         raise ValueError(f"sent_at is not an RFC 3339 time: {value[:40]!r}") from None
-    if parsed.tzinfo is None:
-        raise ValueError('sent_at needs a zone ("Z" or an offset like "+02:00")')
-    timestamp = parsed.timestamp()
-    if timestamp > now + FUTURE_SLACK:
-        raise ValueError("sent_at is in the future")
-    return timestamp
+    except OverflowError:
+        raise ValueError(f"sent_at is out of range: {value[:40]!r}") from None

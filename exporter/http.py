@@ -17,6 +17,7 @@ from requests.utils import get_environ_proxies
 
 from .clock import SYSTEM_CLOCK, Clock
 from .model import FetchError, Outcome
+from .parsing import JSON_ERRORS
 from .version import __version__
 
 USER_AGENT = f"viber-exporter/{__version__}"
@@ -120,7 +121,7 @@ def json_body(response: requests.Response) -> Any:
     """The decoded JSON body, or FetchError(invalid_response) naming what was wrong."""
     try:
         return json.loads(response.content)
-    except (ValueError, UnicodeDecodeError) as e:
+    except JSON_ERRORS as e:
         kind = response.headers.get("Content-Type", "no content type")
         raise FetchError(
             Outcome.INVALID_RESPONSE,

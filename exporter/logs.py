@@ -78,6 +78,6 @@ def setup_logging(
     root.setLevel(level.upper())
     # Third-party chatter stays at warning unless we debug.
     quiet = logging.DEBUG if level == "debug" else logging.WARNING
-    for name in ("apscheduler", "urllib3", "werkzeug"):
+    for name in ("apscheduler", "urllib3", "cheroot"):
         logging.getLogger(name).setLevel(quiet)
     return handler

@@ -23,7 +23,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .model import Outcome, Status
+from .model import PRICE_CEILING, Outcome, Status
 from .provider import Balance, Provider
 from .settings import MetricsSettings
 from .state import (
@@ -54,7 +54,13 @@ REQUEST_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 REGISTRATION_OUTCOMES = ("accepted", "duplicate", "rejected", "full")
 CALLBACK_OUTCOMES = ("accepted", "rejected")
 FALLBACK_OUTCOMES = ("delivered", "read", "failed", "expired", "unknown")
-ANSWER_PROBLEMS = ("unreadable_field", "time_in_future", "time_before_sent")
+ANSWER_PROBLEMS = (
+    "unreadable_field",
+    "time_in_future",
+    "time_before_sent",
+    "time_out_of_range",
+    "price_out_of_range",
+)
 _EXEMPLAR_ID_MAX = 100  # OpenMetrics allows 128 characters for all exemplar labels together
 
 
@@ -101,6 +107,8 @@ class MoneyCounter(Collector):
         registry.register(self)
 
     def add(self, labels: Sequence[str], amount: float) -> None:
+        if not 0 <= amount <= PRICE_CEILING:  # also NaN: accounting drops these first
+            return
         key = tuple(labels)
         with self._lock:
             self._values[key] = self._values.get(key, 0) + round(amount * MICRO)
@@ -277,36 +285,41 @@ class Metrics:
             metric.labels(provider)
 
     def record(self, events: Iterable[Event]) -> None:
-        """Count events produced by a committed change."""
+        """Count events produced by a committed change: each one, even if another
+        could not be counted (the change is stored; its events must not be lost)."""
         for event in events:
-            if isinstance(event, Transition):
-                extra = self._extra(event.country)
-                self.transitions.labels(event.provider, event.status.value, *extra).inc()
-                if event.status.is_failure:
-                    reasons = self._reasons.setdefault(event.provider, BoundedLabel(MAX_REASONS))
-                    self.failures.labels(
-                        event.provider, reasons(event.reason or "unspecified"), *extra
-                    ).inc()
-                    recipient = self._recipient_reasons.get(event.provider, frozenset())
-                    side = "recipient" if event.reason in recipient else "provider"
-                    self.failures_by_side.labels(event.provider, side).inc()
-            elif isinstance(event, Latency):
-                histogram = self.delivery_latency if event.kind == "delivery" else self.read_latency
-                exemplar = {"message_id": event.message_id[:_EXEMPLAR_ID_MAX]}
-                histogram.labels(event.provider).observe(event.seconds, exemplar=exemplar)
-            elif isinstance(event, Cost):
-                extra = self._extra(event.country)
-                self.cost.add((event.provider, event.currency, event.channel, *extra), event.amount)
-            elif isinstance(event, SmsFallback):
-                self.sms_fallbacks.labels(event.provider).inc()
-            elif isinstance(event, WatchExpired):
-                self.watch_expired.labels(event.provider).inc()
-            elif isinstance(event, FallbackOutcome):
-                self.fallback_outcomes.labels(
-                    event.provider, event.channel, event.outcome.value
+            try:
+                self._count(event)
+            except Exception:
+                log.exception("could not count %s", type(event).__name__)
+
+    def _count(self, event: Event) -> None:
+        if isinstance(event, Transition):
+            extra = self._extra(event.country)
+            self.transitions.labels(event.provider, event.status.value, *extra).inc()
+            if event.status.is_failure:
+                reasons = self._reasons.setdefault(event.provider, BoundedLabel(MAX_REASONS))
+                self.failures.labels(
+                    event.provider, reasons(event.reason or "unspecified"), *extra
                 ).inc()
-            elif isinstance(event, AnswerProblem):
-                self.answer_problems.labels(event.provider, event.problem).inc()
+                recipient = self._recipient_reasons.get(event.provider, frozenset())
+                side = "recipient" if event.reason in recipient else "provider"
+                self.failures_by_side.labels(event.provider, side).inc()
+        elif isinstance(event, Latency):
+            histogram = self.delivery_latency if event.kind == "delivery" else self.read_latency
+            exemplar = {"message_id": event.message_id[:_EXEMPLAR_ID_MAX]}
+            histogram.labels(event.provider).observe(event.seconds, exemplar=exemplar)
+        elif isinstance(event, Cost):
+            extra = self._extra(event.country)
+            self.cost.add((event.provider, event.currency, event.channel, *extra), event.amount)
+        elif isinstance(event, SmsFallback):
+            self.sms_fallbacks.labels(event.provider).inc()
+        elif isinstance(event, WatchExpired):
+            self.watch_expired.labels(event.provider).inc()
+        elif isinstance(event, FallbackOutcome):
+            self.fallback_outcomes.labels(event.provider, event.channel, event.outcome.value).inc()
+        elif isinstance(event, AnswerProblem):
+            self.answer_problems.labels(event.provider, event.problem).inc()
 
     def request(self, provider: str, outcome: Outcome, seconds: float) -> None:
         self.requests.labels(provider, outcome.value).inc()

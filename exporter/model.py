@@ -120,6 +120,12 @@ class Fallback:
     sent: bool = True
 
 
+#: The most a single message may cost, in any currency's main unit (a million: far above
+#: any real price, even in currencies with small units). A provider price above it is
+#: not believed: dropped and counted in ``viber_provider_answer_problems_total``.
+PRICE_CEILING = 1_000_000.0
+
+
 def _check_time(name: str, value: datetime | None) -> None:
     if value is not None and value.tzinfo is None:
         raise ValueError(f"Observation.{name} must be timezone-aware, got {value!r}")

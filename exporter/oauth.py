@@ -19,6 +19,7 @@ import requests
 from .clock import SYSTEM_CLOCK, Clock
 from .http import ProviderHttp, json_body, retry_after_seconds
 from .model import FetchError, Outcome
+from .parsing import JSON_ERRORS
 from .secrets import Secret, redact
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,7 @@ def _description(response: requests.Response) -> str:
     """The provider's own words (``error_description``, else ``error``), secrets masked."""
     try:
         body = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
+    except JSON_ERRORS:
         return ""
     if not isinstance(body, Mapping):
         return ""

@@ -12,7 +12,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from .model import FetchError, Outcome
+from .model import PRICE_CEILING, FetchError, Outcome
+
+#: What ``json.loads`` raises on input it cannot read: bad syntax or encoding
+#: (ValueError) and nesting deeper than the interpreter's stack (RecursionError).
+JSON_ERRORS = (ValueError, RecursionError)
 
 
 def invalid(message: str) -> FetchError:
@@ -68,6 +72,8 @@ def price(value: Any, name: str = "price") -> float | None:
         raise invalid(f"{name} is not a number: {str(value)[:40]!r}") from e
     if not math.isfinite(number) or number < 0:
         raise invalid(f"{name} must be a non-negative number, got {number}")
+    if number > PRICE_CEILING:
+        raise invalid(f"{name} is over the ceiling of {PRICE_CEILING:g} per message: {number:g}")
     return number
 
 
@@ -127,7 +133,7 @@ class Lenient:
             if text.count(",") == 1 and "." not in text:
                 with contextlib.suppress(ValueError):
                     number = float(text.replace(",", "."))
-                    if math.isfinite(number) and number >= 0:
+                    if math.isfinite(number) and 0 <= number <= PRICE_CEILING:
                         return number
         return None
 

@@ -70,7 +70,7 @@ def _mask(value: Any) -> Any:
 def _body(response: requests.Response) -> Any:
     try:
         return _mask(json.loads(response.content))
-    except ValueError:
+    except (ValueError, RecursionError):
         return redact(response.text[:2000])
 
 

@@ -25,6 +25,16 @@ from .store import Store, Update
 log = logging.getLogger(__name__)
 
 
+_CLOCK_HINT = "; check the instance's timezone setting and the clocks"
+_PROBLEM_TEXT = {
+    "unreadable_field": "could not be read; the rest of the answer was used",
+    "time_in_future": "is in the future" + _CLOCK_HINT,
+    "time_before_sent": "is before the message was sent" + _CLOCK_HINT,
+    "time_out_of_range": "is more than max_age before the registration; ignored",
+    "price_out_of_range": "is over the per-message price ceiling; ignored",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class PollResult:
     """What one provider call said about one due message."""
@@ -149,22 +159,14 @@ class Recorder:
             if key in self._logged:
                 return
             self._logged.add(key)
-        if problem.problem == "unreadable_field":
-            log.warning(
-                "provider %s: could not read %s in an answer; used the rest of it (counted in "
-                "viber_provider_answer_problems_total, logged once)",
-                problem.provider,
-                problem.detail,
-            )
-        else:
-            when = "in the future" if problem.problem == "time_in_future" else "before sending"
-            log.warning(
-                "provider %s: %s is %s; check the instance's timezone setting and the clocks "
-                "(counted in viber_provider_answer_problems_total, logged once)",
-                problem.provider,
-                problem.detail,
-                when,
-            )
+        what = _PROBLEM_TEXT.get(problem.problem, "was not trusted")
+        log.warning(
+            "provider %s: %s in an answer %s (counted in "
+            "viber_provider_answer_problems_total, logged once)",
+            problem.provider,
+            problem.detail,
+            what,
+        )
 
     def _poll_update(self, result: PollResult, now: float, policy: PollingSettings) -> Update:
         def update(state: MessageState | None) -> tuple[MessageState | None, list[Event]]:

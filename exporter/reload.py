@@ -17,6 +17,7 @@ from .config import load_config
 from .engine import Exporter, ReloadOutcome
 from .errors import ConfigError, PluginError
 from .pluginhost import PluginHost
+from .secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ class Reloader:
             except (ConfigError, PluginError) as e:
                 problems = e.problems if isinstance(e, ConfigError) else [("", str(e))]
                 outcome = ReloadOutcome(problems=tuple(problems))
+            except Exception as e:  # a reload never takes the process down
+                log.exception("reload failed unexpectedly; the running configuration is kept")
+                outcome = ReloadOutcome(problems=(("", redact(f"reload failed: {e!r}")[:300]),))
             metrics = self.exporter.metrics
             if outcome.problems:
                 for key, message in outcome.problems:

@@ -30,6 +30,21 @@ class TlsSettings:
 
 
 @dataclass(frozen=True)
+class ServerLimits:
+    """The HTTP server's bounds (``[exporter]`` keys of the same names)."""
+
+    #: worker threads: requests served at once (idle connections need none)
+    threads: int = 16
+    #: open connections at most; a new one past this is closed at once
+    max_connections: int = 512
+    #: a connection with no request in progress is closed after this; also the
+    #: longest a read or write may stall
+    idle_timeout: float = 30.0
+    #: a request's headers and body must have arrived within this
+    body_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
 class ExporterSettings:
     listen_host: str
     listen_port: int
@@ -42,6 +57,7 @@ class ExporterSettings:
     basic_auth_users: Mapping[str, Secret] = field(default_factory=lambda: MappingProxyType({}))
     #: a postgresql:// URI: the shared store of several replicas (instead of state_path)
     state_url: Secret | None = None
+    server: ServerLimits = field(default_factory=ServerLimits)
 
     @property
     def listen(self) -> str:

@@ -40,7 +40,12 @@ class SignalWaiter:
             if signum == signal.SIGHUP:
                 if on_reload is not None:
                     log.info("received SIGHUP, reloading the configuration")
-                    on_reload()
+                    try:
+                        on_reload()
+                    except Exception:  # a failed reload must never stop the exporter
+                        log.exception(
+                            "reloading on SIGHUP failed; the running configuration is kept"
+                        )
                 continue
             received = signal.Signals(signum)
             log.info("received %s, stopping", received.name)

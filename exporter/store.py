@@ -23,6 +23,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import fields
@@ -33,6 +34,7 @@ from .model import Status
 from .state import CampaignState, Counted, Event, MessageState, SentSource
 
 SCHEMA_VERSION = 4
+WRITE_PROBE_EVERY = 5.0  # seconds between readiness probes after a failed write
 _COLUMNS = tuple(f.name for f in fields(MessageState))
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM messages"
 _INSERT = (
@@ -164,6 +166,8 @@ class Store(abc.ABC):
     db_errors: ClassVar[tuple[type[Exception], ...]] = ()
     #: True when several processes may share the store (leases decide who polls)
     shared: ClassVar[bool] = False
+    #: a harmless write that proves the store takes writes again (``available``)
+    probe_sql: ClassVar[str] = ""
 
     def __init__(self, description: str) -> None:
         #: where the state is, safe to show (a path, or a URL without its password)
@@ -174,6 +178,8 @@ class Store(abc.ABC):
         self.watched: Counter[str] = Counter()
         self.campaigns_watched: Counter[str] = Counter()
         self.closed = False
+        #: when the last write failed (monotonic), None after a write succeeds
+        self._write_failed: float | None = None
 
     # -- what a backend supplies ---------------------------------------------------------
     @abc.abstractmethod
@@ -193,8 +199,22 @@ class Store(abc.ABC):
     def close(self) -> None: ...
 
     def available(self) -> bool:
-        """Whether the store can be reached now (``/-/ready``)."""
-        return not self.closed
+        """Whether the store can be reached and written now (``/-/ready``): after a
+        failed write (a full disk, a read-only file), not until a probe write succeeds
+        (tried at most every ``WRITE_PROBE_EVERY`` seconds)."""
+        if self.closed:
+            return False
+        failed = self._write_failed
+        if failed is None:
+            return True
+        if time.monotonic() - failed < WRITE_PROBE_EVERY:
+            return False
+        try:
+            with self._write("a readiness probe") as db:
+                db.execute(self.probe_sql)
+        except StoreError:
+            return False
+        return True
 
     def refresh_counts(self) -> None:  # noqa: B027 - a hook: one writer needs no recount
         """Recount from the database what other writers may have changed (shared stores)."""
@@ -203,6 +223,11 @@ class Store(abc.ABC):
         """Take or keep the polling leases of these provider instances; return the ones
         ``holder`` holds now. A store of one process holds them all."""
         return set(names)
+
+    def live_replicas(self) -> list[str]:
+        """The processes that use the store now, as far as the store can tell (a SQLite
+        file is locked by its one process instead)."""
+        return []
 
     def release(self, holder: str, names: Sequence[str]) -> None:  # noqa: B027 - a hook
         """Give up leases (on a clean stop), so another replica takes over at once."""
@@ -214,7 +239,9 @@ class Store(abc.ABC):
             with self._transaction() as db:
                 yield db
         except self.db_errors as e:
+            self._write_failed = time.monotonic()
             raise StoreError(f"cannot store {what}: {e}") from e
+        self._write_failed = None
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
@@ -318,7 +345,9 @@ class Store(abc.ABC):
             except self.db_errors as e:
                 if attempt < _ATTEMPTS and self._retryable(e):
                     continue  # another writer got there first: read its result and redo
+                self._write_failed = time.monotonic()
                 raise StoreError(f"cannot store message updates: {e}") from e
+        self._write_failed = None
         with self._counts_lock:
             for message_id, new in after.items():
                 old = before.get(message_id)

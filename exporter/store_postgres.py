@@ -169,9 +169,10 @@ class PostgresStore(Store):
 
     lock_rows = " FOR UPDATE"
     db_errors = (psycopg.Error, PoolTimeout)
+    probe_sql = "UPDATE viber_schema SET version = version"
     shared = True
 
-    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+    def __init__(self, url: str, *, pool_size: int = 8, must_exist: bool = False) -> None:
         super().__init__(describe(url))
         self._recounted = 0.0
         self._recount_pause = RECOUNT_EVERY
@@ -180,6 +181,8 @@ class PostgresStore(Store):
             # One direct connection first: an unreachable server or a refused login fails
             # here at once, with libpq's own reason (the pool would only time out).
             with psycopg.connect(url, autocommit=True, connect_timeout=int(CONNECT_WAIT)) as conn:
+                if must_exist and not _holds_state(conn):
+                    raise StoreError(f"{self.description} holds no viber-exporter state")
                 self._migrate(conn)
                 self._count_rows(_Conn(conn))
         except psycopg.Error as e:
@@ -258,7 +261,7 @@ class PostgresStore(Store):
         )
 
     def available(self) -> bool:
-        if self.closed:
+        if not super().available():
             return False
         try:
             with self._pool.connection(timeout=1.0) as conn:
@@ -346,7 +349,19 @@ class PostgresStore(Store):
             )
             db.execute("DELETE FROM replicas WHERE holder = ?", (holder,))
 
+    def live_replicas(self) -> list[str]:
+        """The replicas that announced themselves within the last minute."""
+        rows = self._read(
+            "SELECT holder FROM replicas WHERE seen_at > now() - interval '1 minute' ORDER BY 1"
+        )
+        return [holder for (holder,) in rows]
+
     def leaders(self) -> dict[str, str]:
         """Provider instance → the replica holding its lease now."""
         rows = self._read("SELECT provider, holder FROM leases WHERE expires_at > now()")
         return {p: h for p, h in rows}
+
+
+def _holds_state(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT to_regclass('viber_schema') IS NOT NULL").fetchone()
+    return bool(row and row[0])

@@ -8,6 +8,7 @@ owns the file, so it holds every polling lease and its in-memory counts are exac
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 import threading
@@ -103,6 +104,32 @@ CREATE INDEX campaigns_due ON campaigns (provider, next_poll) WHERE next_poll IS
 assert MIGRATIONS[-1][0] == SCHEMA_VERSION
 
 
+class _WriterLock:
+    """One process per SQLite file: an exclusive ``flock`` on ``<file>.lock``, which
+    holds the owner's pid (so the refusal can name it). Not on the database file
+    itself: closing any descriptor of that file would drop SQLite's own locks. The
+    kernel releases it when the process ends, ``kill -9`` included."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.with_name(path.name + ".lock")
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 64, 0).decode("ascii", "replace").strip()
+            os.close(self._fd)
+            pid = f" (pid {holder})" if holder.isdigit() else ""
+            raise StoreError(
+                f"the state store {str(path)!r} is in use by another process{pid}: one "
+                "exporter per SQLite file (several replicas share exporter.state_url)"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        os.close(self._fd)  # closing the descriptor drops the flock
+
+
 def _create_private(path: Path) -> None:
     """Create the state file with mode 0600 before SQLite opens it (it holds message ids)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,20 +141,34 @@ class SqliteStore(Store):
     """The watched set in one SQLite file; one process at a time."""
 
     db_errors = (sqlite3.Error,)
+    probe_sql = f"PRAGMA user_version={SCHEMA_VERSION}"  # rewrites the header page
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, must_exist: bool = False) -> None:
+        """Open (creating unless ``must_exist``) and lock the file: a second process
+        opening it gets a StoreError naming the first one's pid."""
         super().__init__(str(path))
         self.path = path
         self._lock = threading.Lock()
+        if must_exist and not path.is_file():
+            raise StoreError(f"there is no state store at {str(path)!r}")
         try:
             _create_private(path)
+            self._writer = _WriterLock(path)
+        except OSError as e:
+            raise StoreError(f"cannot open the state store {str(path)!r}: {e}") from e
+        try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._migrate()
             self._count_rows(self._db)
-        except (sqlite3.Error, OSError) as e:
+        except (sqlite3.Error, OSError, StoreError) as e:
+            with contextlib.suppress(AttributeError, sqlite3.Error):
+                self._db.close()
+            self._writer.release()
+            if isinstance(e, StoreError):
+                raise
             raise StoreError(f"cannot open the state store {str(path)!r}: {e}") from e
 
     def _migrate(self) -> None:
@@ -147,6 +188,7 @@ class SqliteStore(Store):
         with self._lock:
             if not self.closed:
                 self._db.close()
+                self._writer.release()
                 self.closed = True
 
     @contextlib.contextmanager

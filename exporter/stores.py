@@ -30,16 +30,17 @@ def url_problem(url: str) -> str | None:
     return store_postgres.url_problem(url)
 
 
-def open_store(location: str | Path) -> Store:
-    """A store for a path (SQLite) or a ``postgresql://`` URL."""
+def open_store(location: str | Path, *, must_exist: bool = False) -> Store:
+    """A store for a path (SQLite) or a ``postgresql://`` URL; with ``must_exist``, a
+    missing one is a StoreError instead of a new, empty store."""
     if isinstance(location, str) and is_url(location):
         problem = url_problem(location)
         if problem:
             raise StoreError(f"the state URL {problem}")
         from .store_postgres import PostgresStore
 
-        return PostgresStore(location)
-    return SqliteStore(Path(location))
+        return PostgresStore(location, must_exist=must_exist)
+    return SqliteStore(Path(location), must_exist=must_exist)
 
 
 def copy_state(
@@ -49,6 +50,13 @@ def copy_state(
     ``target``; return how many of each. Refuses a target that holds anything unless
     ``force``, which replaces the rows with the same keys (a second copy changes
     nothing). ``progress(messages, campaigns)`` is called after each page."""
+    for store in (source, target):
+        users = store.live_replicas()
+        if users:
+            raise StoreError(
+                f"{store.description} is in use by {len(users)} running exporter(s) "
+                f"({', '.join(users[:3])}); stop them first"
+            )
     if not force and not target.is_empty():
         raise StoreError(
             f"the target {target.description} already holds messages; "

@@ -14,11 +14,11 @@ from .state import MessageState, SentSource
 def rfc3339(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
-    return (
-        datetime.fromtimestamp(timestamp, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+    try:
+        moment = datetime.fromtimestamp(timestamp, UTC)
+    except (OverflowError, OSError, ValueError):  # stored by a version without bounds
+        return None
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def message_json(state: MessageState) -> dict[str, Any]:

@@ -202,7 +202,7 @@ def _fallbacks(
 def _decode(response: requests.Response) -> Any:
     try:
         return json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         return None
 
 
@@ -470,7 +470,7 @@ def _one_api_answer(response: requests.Response) -> Mapping[str, Any]:
             body = json.loads(response.content)
             if isinstance(body, Mapping):
                 detail = str(body.get("message") or body.get("error") or "")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             pass
         if response.status_code == 404:
             detail = detail or "check the instance's one_api_url"

@@ -115,7 +115,7 @@ def _error_detail(response: requests.Response) -> tuple[str, str]:
     """Routee's error body ``{code, developerMessage}``, as far as it can be read."""
     try:
         body = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         return "", ""
     if not isinstance(body, dict):
         return "", ""

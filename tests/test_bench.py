@@ -25,6 +25,7 @@ SMALL = {
     "crash_soak.py": ["--kills", "2"],
     "calls_per_message.py": ["--messages", "100"],
     "failover.py": ["--kills", "1", "--replicas", "2"],
+    "attack.py": ["--idle", "30", "--stalled", "4", "--guesses", "6", "--callback-items", "12000"],
 }
 #: the same scripts again on PostgreSQL (a scratch schema of the test server)
 ON_POSTGRES = {

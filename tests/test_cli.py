@@ -272,7 +272,7 @@ def test_run_logs_what_it_really_bound_and_warns_of_an_open_write_api(tmp_path, 
         if process.poll() is None:
             process.kill()
     assert "\nprocess_start_time_seconds " in metrics and "_created" not in metrics
-    assert f"listening on http://0.0.0.0:{port} (all interfaces)" in output
+    assert f"listening on http://0.0.0.0:{port} (all IPv4 interfaces)" in output
     assert "127.0.0.1:9839" not in output
     assert "without exporter.api_token" in output and "VIBER_EXPORTER_API_TOKEN" in output
 

@@ -39,6 +39,12 @@ def test_unit_is_hardened(key, value):
     assert unit()["Service"][key] == value
 
 
+def test_unit_leaves_proc_stat_visible_for_the_process_metrics():
+    """ProcSubset=pid hides /proc/stat, and prometheus_client then drops every process_*
+    metric (process_start_time_seconds among them)."""
+    assert "ProcSubset" not in unit()["Service"]
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_systemd_analyze_verify(tmp_path):
     """Clean, with ExecStart pointing at a real script (the one of this venv)."""

@@ -295,6 +295,7 @@ def test_state_copy_moves_a_watched_set_there_and_back(tmp_path, pg_url, capsys)
 
 
 def test_state_copy_errors_are_clear_and_hide_passwords(tmp_path, capsys):
+    open_store(str(tmp_path / "a.db")).close()
     assert main(["state", "copy", "--from", str(tmp_path / "a.db"),
                  "--to", "postgresql://u:hunter2-pw@127.0.0.1:1/db?connect_timeout=1"]) == 1
     err = capsys.readouterr().err

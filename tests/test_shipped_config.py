@@ -46,3 +46,23 @@ def test_shipped_config_sets_every_binding_key():
         "tick", "schedule", "max_age", "read_window", "not_found_grace", "retention", "max_watched",
         "final_look_grace", "push_schedule", "adaptive_budget",
     }
+
+
+def test_shipped_config_keeps_its_state_in_the_units_state_directory(host, tmp_path):
+    """systemd's StateDirectory= sets $STATE_DIRECTORY: the state lands there, not in
+    the read-only /etc/viber-exporter beside the config; elsewhere beside the config."""
+    text = (ROOT / "config.toml").read_text()
+    config = parse_config(text, host.provider_types(), {**ENV, "STATE_DIRECTORY": str(tmp_path)})
+    assert config.exporter.state_path == tmp_path / "viber-exporter.db"
+    beside = parse_config(text, host.provider_types(), ENV, path=tmp_path / "config.toml")
+    assert beside.exporter.state_path.resolve() == (tmp_path / "viber-exporter.db").resolve()
+
+
+def test_a_state_path_that_cannot_be_written_is_a_config_problem(host, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "viber-exporter.db").mkdir()
+    text = (ROOT / "config.toml").read_text()
+    for directory, word in [(tmp_path / "a-file", "not a directory"), (tmp_path, "is a directory")]:
+        with pytest.raises(ConfigError) as info:
+            parse_config(text, host.provider_types(), {**ENV, "STATE_DIRECTORY": str(directory)})
+        assert "exporter.state_path" in str(info.value) and word in str(info.value)

@@ -126,7 +126,9 @@ def test_write_auth_with_api_token(make_config, serve):
     assert post(url, messages("a"), token=TOKEN).status_code == 200
     assert_error(requests.delete(f"{url}/api/v1/messages/fake/a", timeout=5), 401)
     assert requests.delete(f"{url}/api/v1/messages/fake/a", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5).status_code == 204
-    assert requests.get(f"{url}/api/v1/messages", timeout=5).status_code == 200, "reads need no token"
+    # With a token set, reads need it too (one rule for every route but health and callbacks).
+    assert_error(requests.get(f"{url}/api/v1/messages", timeout=5), 401, "Bearer")
+    assert requests.get(f"{url}/api/v1/messages", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5).status_code == 200
     # No client is exempt when a token is set, loopback or not.
     client = Client(WebApp(exporter))
     remote = client.post("/api/v1/messages", json=messages("b"), environ_overrides={"REMOTE_ADDR": "203.0.113.9"},
