@@ -552,7 +552,8 @@ def test_schemathesis_against_the_served_openapi_finds_no_5xx_and_no_undocumente
     st = Path(sys.executable).parent / "st"
     result = subprocess.run([str(st), "run", f"{child.url}/api/v1/openapi.json", "--max-time", seconds,
                              "--seed", "1", "--checks", checks, "--report-dir", str(tmp_path)],
-                            capture_output=True, text=True, timeout=int(seconds) + 120, check=False)
+                            capture_output=True, text=True, timeout=int(seconds) + 120, check=False,
+                            cwd=tmp_path)  # its cache stays out of the repository
     summary = result.stdout[-3000:]
     assert result.returncode == 0, summary
     assert " passed" in summary and "failures" not in summary.lower().split("summary")[-1], summary
