@@ -145,6 +145,10 @@ def test_random_bytes_as_the_config_on_sighup_never_kill_the_exporter(child: Chi
         before = requests.post(f"{child.url}/-/reload", timeout=10)
         assert before.status_code == 400, data[:40]
         child.process.send_signal(signal.SIGHUP)
+        checked = subprocess.run([str(SCRIPT), "check-config", "--config", str(child.config)], capture_output=True,
+                                 text=True, timeout=30, check=False, env={**os.environ, "VIBER_EXPORTER_LOAD_PLUGINS": ""})
+        assert checked.returncode == 1 and "configuration problem" in checked.stderr, checked.stderr
+        assert "Traceback" not in checked.stderr
     child.config.write_bytes(good)
     assert requests.post(f"{child.url}/-/reload", timeout=10).status_code == 200
     assert child.ready()
@@ -434,6 +438,24 @@ def test_state_copy_refuses_a_missing_source_and_a_store_in_use(child: Child, tm
     child.stop()
     done = copy(tmp_path / "s.db", tmp_path / "copy.db")
     assert done.returncode == 0 and "copied 0 messages" in done.stdout
+    assert done.stderr == "", "no progress lines when stderr is not a terminal"
+
+
+def test_state_copy_shows_one_progress_line_on_a_terminal(tmp_path: Path):
+    from viber_exporter.stores import open_store
+
+    store = open_store(str(tmp_path / "a.db"))
+    store.register({"bsg": ([(str(n), None) for n in range(4500)], 10.0)}, time.time(), 10**6)
+    store.close()
+    main_fd, terminal = os.openpty()
+    result = subprocess.run([str(SCRIPT), "state", "copy", "--from", str(tmp_path / "a.db"), "--to",
+                             str(tmp_path / "b.db")], stderr=terminal, stdout=subprocess.PIPE, text=True,
+                            timeout=60, check=False)
+    os.close(terminal)
+    shown = os.read(main_fd, 65536).decode()
+    os.close(main_fd)
+    assert result.returncode == 0 and "copied 4500 messages" in result.stdout
+    assert shown.count("\n") == 1 and shown.count("\r") >= 3 and "4500 messages" in shown
 
 
 # -- 8-9. one rule for authentication -----------------------------------------------------------
