@@ -8,6 +8,7 @@ events turned into metrics (SPEC §3: a crash may lose an event, never double it
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -35,6 +36,12 @@ NOT_FOUND_REASON = "not_found"
 MESSAGE_RETRY_BASE = 1.0
 TIME_SLACK = 300.0  # a provider time this far ahead of our clock is not believed
 SENT_SLACK = 60.0  # a delivery this long before the sent time means a clock or zone problem
+#: a provider time this long before the message's registration is not believed (year 1,
+#: 1970): a year and a month, so a provider whose clock runs a year behind still counts
+PAST_LIMIT = 400 * 86400.0
+#: the deadline poll comes this long after a pending message's validity ends, so the
+#: provider has had a moment to mark it expired
+DEADLINE_SLACK = 60.0
 
 # A status implies the ones before it: a message first seen `read` was delivered,
 # and anything the provider reports on was accepted (pending) first.
@@ -64,12 +71,17 @@ def observe(
     events: list[Event] = [
         AnswerProblem(state.provider, "unreadable_field", name) for name in obs.problems
     ]
+    events += [
+        AnswerProblem(state.provider, "inconsistent_answer", name) for name in obs.inconsistencies
+    ]
+    if obs.ttl is not None:
+        state.ttl = obs.ttl  # the provider's own validity outranks the registration's
     if polled:
         state.polls += 1
         state.last_poll_at = now
     state.errors = 0
     state.last_error = None
-    earliest = state.registered_at - policy.max_age
+    earliest = state.registered_at - PAST_LIMIT
     if obs.sent_at is not None and state.sent_source == SentSource.REGISTERED:
         given = obs.sent_at.timestamp()
         if given < earliest:  # keep the registration time: a year-1 send time is no truth
@@ -102,7 +114,7 @@ def _trusted(
 ) -> float:
     """A provider time, checked: one ahead of our clock (a wrong ``timezone``?) is
     counted and replaced by now, an honest upper bound; so is one before ``earliest``
-    (``max_age`` before the registration: no time of a watched message is that old)."""
+    (:data:`PAST_LIMIT` before the registration: no time of a watched message is that old)."""
     if value > now + TIME_SLACK:
         events.append(AnswerProblem(state.provider, "time_in_future", name))
         return now
@@ -286,7 +298,29 @@ def _schedule(
         state.next_poll = end
         return
     # The last scheduled poll is at the watch's end, never before it.
-    state.next_poll = min(now + wait(state, now, policy), end)
+    state.next_poll = before_deadline(
+        expiry_deadline(state, policy), now, min(now + wait(state, now, policy), end)
+    )
+
+
+def expiry_deadline(state: MessageState, policy: PollingSettings) -> float | None:
+    """When a pending message's validity ends (``sent_at`` + its ``ttl``: the
+    provider's, else the registration's, else the instance's), or None: no deadline
+    known, or the message is no longer pending."""
+    ttl = state.ttl if state.ttl is not None else policy.ttl
+    if ttl is None or state.status is not Status.PENDING:
+        return None
+    return state.sent_at + ttl
+
+
+def before_deadline(deadline: float | None, now: float, next_poll: float) -> float:
+    """``next_poll``, or earlier: one poll just after ``deadline`` when the schedule
+    would next look later than that (so an expiry is seen at the provider's deadline,
+    not at the schedule's next step, which late in a watch can be hours away)."""
+    if deadline is None:
+        return next_poll
+    at = deadline + DEADLINE_SLACK
+    return at if now < at < next_poll else next_poll
 
 
 def wait(state: MessageState, now: float, policy: PollingSettings) -> float:
@@ -419,10 +453,12 @@ def campaign_swept(
     earliest: float | None,
     complete: bool,
     final_look: float | None = None,
+    deadlines: Sequence[float] = (),
 ) -> None:
     """Schedule a campaign after a sweep that read (``complete``) or did not read all
     its pages. ``found``: messages of it stored so far; ``earliest``: the earliest next
-    poll among its watched messages; ``final_look``: their earliest watch end.
+    poll among its watched messages; ``final_look``: their earliest watch end;
+    ``deadlines``: the validity deadlines of its pending messages, in order.
 
     One sweep answers for every message, so the campaign follows its own schedule
     (:func:`campaign_step` of its sweeps) and waits that long for a message that wants
@@ -449,6 +485,10 @@ def campaign_swept(
     if now < campaign.discover_until:
         candidates.append(min(now + step, campaign.discover_until))  # one more look at the end
     if candidates:
+        # A sweep just after the next validity deadline of a pending message, as for
+        # one message (:func:`before_deadline`).
+        upcoming = next((d for d in deadlines if d + DEADLINE_SLACK > now), None)
+        candidates.append(before_deadline(upcoming, now, min(candidates)))
         campaign.next_poll = min(candidates)
         return
     campaign.next_poll = None

@@ -394,8 +394,9 @@ def _provider(
         push_schedule=table.durations("push_schedule", polling.push_schedule)
         if table.has("push_schedule")
         else polling.push_schedule,
+        ttl=table.duration("ttl") if table.has("ttl") else None,
     )
-    table.ignore("push_schedule", "adaptive_budget")
+    table.ignore("push_schedule", "adaptive_budget", "ttl")
     callback_token = table.secret("callback_token", required=False)
     if own.push_first and callback_token is None and not (cls and cls.signs_callbacks()):
         table.problem(

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 
 from .callbacks import CallbackReply, CallbackRequest
 from .clock import SYSTEM_CLOCK, Clock
-from .durations import format_duration
+from .durations import format_duration, parse_duration
 from .errors import Refused, StoreError, ViberExporterError, WatchedSetFull
 from .health import ProviderHealth
 from .http import ProviderHttp
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 FUTURE_SLACK = 3600.0  # sent_at may be at most this far ahead of our clock
 MAX_ITEMS = 10_000  # registrations per request, and reports per pushed request
-ITEM_KEYS = frozenset({"provider", "id", "campaign", "sent_at", "fields"})
+ITEM_KEYS = frozenset({"provider", "id", "campaign", "sent_at", "fields", "ttl"})
 MAX_FIELDS = 16
 
 
@@ -60,6 +60,8 @@ class Registration:
     sent_at: float | None = None
     fields: Mapping[str, str] = field(default_factory=dict)
     campaign: bool = False
+    #: the message's validity in seconds from sending (a campaign's: its messages')
+    ttl: float | None = None
 
 
 @dataclass(frozen=True)
@@ -363,13 +365,15 @@ class Exporter:
         problem = self.check_registration(provider, message_id, fields, campaign=campaign)
         if problem:
             return problem
-        sent_at = None
-        if item.get("sent_at") is not None:
-            try:
+        sent_at = ttl = None
+        try:
+            if item.get("sent_at") is not None:
                 sent_at = parse_sent_at(item["sent_at"])
-            except ValueError as e:
-                return str(e)
-        return Registration(provider, str(message_id), sent_at, fields, campaign)
+            if item.get("ttl") is not None:
+                ttl = parse_ttl(item["ttl"])
+        except ValueError as e:
+            return str(e)
+        return Registration(provider, str(message_id), sent_at, fields, campaign, ttl)
 
     def register_items(self, items: Sequence[Any]) -> RegistrationResult:
         """Validate raw request items (provider, id, sent_at, fields) and store them.
@@ -407,10 +411,14 @@ class Exporter:
         for item in items:
             if item.campaign:
                 discovery = instances[item.provider].config.polling.not_found_grace
-                campaigns.setdefault(item.provider, []).append((item.id, item.sent_at, discovery))
+                campaigns.setdefault(item.provider, []).append(
+                    (item.id, item.sent_at, discovery, item.ttl)
+                )
                 continue
             extra = json.dumps(dict(item.fields), sort_keys=True) if item.fields else None
-            by_provider.setdefault(item.provider, []).append((item.id, item.sent_at, extra))
+            by_provider.setdefault(item.provider, []).append(
+                (item.id, item.sent_at, extra, item.ttl)
+            )
         batches = {
             provider: (pairs, self.policy(provider).first_wait())
             for provider, pairs in by_provider.items()
@@ -566,6 +574,21 @@ def _report(item: Any) -> Report:
         return item
     message_id, observation = item
     return Report(str(message_id), observation)
+
+
+MAX_TTL = 30 * 86400.0  # a validity longer than a month is no deadline worth a poll
+
+
+def parse_ttl(value: Any) -> float:
+    """A registration's ``ttl``: a duration (``"24h"``) or seconds, positive, at most
+    30 days."""
+    try:
+        seconds = parse_duration(value)
+    except ValueError as e:
+        raise ValueError(f"ttl {e}") from None
+    if not 0 < seconds <= MAX_TTL:
+        raise ValueError("ttl must be longer than 0 and at most 30 days")
+    return seconds
 
 
 def parse_sent_at(value: Any) -> float:

@@ -60,6 +60,7 @@ ANSWER_PROBLEMS = (
     "time_before_sent",
     "time_out_of_range",
     "price_out_of_range",
+    "inconsistent_answer",
 )
 _EXEMPLAR_ID_MAX = 100  # OpenMetrics allows 128 characters for all exemplar labels together
 

@@ -126,6 +126,9 @@ class Fallback:
 PRICE_CEILING = 1_000_000.0
 
 
+_NO_FIELDS: Mapping[str, str] = MappingProxyType({})
+
+
 def _check_time(name: str, value: datetime | None) -> None:
     if value is not None and value.tzinfo is None:
         raise ValueError(f"Observation.{name} must be timezone-aware, got {value!r}")
@@ -160,6 +163,16 @@ class Observation:
     #: optional fields the plugin could not read and dropped or repaired (their names);
     #: the status was still usable, and the core counts and logs each
     problems: tuple[str, ...] = ()
+    #: (1.2) parts of the answer that contradict each other (e.g. a total that is not
+    #: the sum of its parts), by name: counted as ``inconsistent_answer`` and logged
+    inconsistencies: tuple[str, ...] = ()
+    #: (1.2) the message's validity in seconds from its send time, as the provider
+    #: states it (Routee's ``ttl``): a pending message gets one poll just after it ends
+    ttl: float | None = None
+    #: (1.2) plugin-defined registration fields this answer implies, stored with a
+    #: message that a pushed report registers (e.g. a Routee failover flow's
+    #: ``tracking = "failover"``, so its later polls ask the right endpoint)
+    fields: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.status, Status):
@@ -169,6 +182,10 @@ class Observation:
         for price in [self.price, *(leg.price for leg in self.fallbacks)]:
             if price is not None and (not math.isfinite(price) or price < 0):
                 raise ValueError(f"prices must be finite and non-negative, got {price!r}")
+        if self.ttl is not None and (not math.isfinite(self.ttl) or self.ttl <= 0):
+            raise ValueError(
+                f"Observation.ttl must be a positive number of seconds, got {self.ttl!r}"
+            )
 
 
 class Report(NamedTuple):
@@ -188,9 +205,6 @@ class Page(NamedTuple):
 
     reports: Sequence[Report]
     total: int | None = None
-
-
-_NO_FIELDS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)

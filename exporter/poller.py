@@ -409,24 +409,25 @@ class ProviderPoller:
                 )
             self.store.save_campaign(campaign)
             return True
-        watched, _, _ = self.store.campaign_watched(self.name, campaign.id)
+        watched = self.store.campaign_watched(self.name, campaign.id).ids
         # A sweep saw every message only if it found as many as the provider says the
         # campaign has: pages can shift while they are read (an item moved to a page
         # already read), and a message missed that way is not "not found".
         consistent = not totals or len(answers) >= max(totals)
         unseen = watched - answers.keys() if consistent else set()
         self._record_sweep(campaign, answers, unseen)
-        watched, earliest, final_look = self.store.campaign_watched(
-            self.name, campaign.id, policy.read_window, policy.max_age
+        after = self.store.campaign_watched(
+            self.name, campaign.id, policy.read_window, policy.max_age, default_ttl=policy.ttl
         )
-        found = len(watched | answers.keys())
+        found = len(after.ids | answers.keys())
         accounting.campaign_swept(
             campaign,
             now,
             policy,
             found=max(found, campaign.messages),
-            earliest=earliest,
-            final_look=final_look,
+            earliest=after.earliest,
+            final_look=after.final_look,
+            deadlines=after.deadlines,
             complete=True,
         )
         self.store.save_campaign(campaign)

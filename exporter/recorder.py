@@ -7,6 +7,7 @@ counted and announced to ``message_status_changed`` hooks.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -30,8 +31,9 @@ _PROBLEM_TEXT = {
     "unreadable_field": "could not be read; the rest of the answer was used",
     "time_in_future": "is in the future" + _CLOCK_HINT,
     "time_before_sent": "is before the message was sent" + _CLOCK_HINT,
-    "time_out_of_range": "is more than max_age before the registration; ignored",
+    "time_out_of_range": "is more than 400 days before the registration; ignored",
     "price_out_of_range": "is over the per-message price ceiling; ignored",
+    "inconsistent_answer": "disagrees with the rest of the answer (the parts were counted)",
 }
 
 
@@ -217,6 +219,10 @@ class Recorder:
                     sent_source=SentSource.REGISTERED,
                     next_poll=now + policy.first_wait(),
                     campaign=campaign.id if campaign else None,
+                    # what the answer says the message is (e.g. a failover flow), so
+                    # its later polls ask the right endpoint
+                    extra=json.dumps(dict(obs.fields), sort_keys=True) if obs.fields else None,
+                    ttl=campaign.ttl if campaign else None,
                 )
             elif campaign is not None and not state.watched:
                 return None, []  # settled already (a report may have settled it meanwhile)

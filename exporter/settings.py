@@ -87,6 +87,10 @@ class PollingSettings:
     #: default, followed until there is enough to learn from
     adaptive: bool = False
     adaptive_budget: float = 8.0
+    #: the instance's default validity of a message (seconds from sending): a pending
+    #: message gets one poll just after it ends, when neither the provider's answer nor
+    #: the registration gives a ``ttl`` of its own (None: no deadline poll)
+    ttl: float | None = None
     #: the current plan of an adaptive instance (set by its poller, not configured)
     plan: SchedulePlan | None = field(default=None, compare=False)
 

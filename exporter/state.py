@@ -70,6 +70,9 @@ class MessageState:
     fallback_status: str | None = None
     #: the campaign it was found in (None: registered alone): polled with its campaign
     campaign: str | None = None
+    #: its validity in seconds from ``sent_at``: the provider's, else the registration's
+    #: (None: the instance's ``ttl`` setting, if any)
+    ttl: float | None = None
 
     @property
     def watched(self) -> bool:
@@ -98,6 +101,8 @@ class CampaignState:
     last_poll_at: float | None = None
     last_error: str | None = None
     settled_at: float | None = None
+    #: the validity given at registration, for the messages found in it
+    ttl: float | None = None
 
     @property
     def watched(self) -> bool:

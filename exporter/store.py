@@ -27,13 +27,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import fields
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from .errors import StoreError, WatchedSetFull
 from .model import Status
 from .state import CampaignState, Counted, Event, MessageState, SentSource
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 WRITE_PROBE_EVERY = 5.0  # seconds between readiness probes after a failed write
 _COLUMNS = tuple(f.name for f in fields(MessageState))
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM messages"
@@ -66,8 +66,12 @@ _CHUNK = 500
 #: attempts of a write that lost a race with another replica (PostgreSQL only)
 _ATTEMPTS = 5
 
-#: A new message: (id, sent_at) or (id, sent_at, extra JSON).
-NewMessage = tuple[str, float | None] | tuple[str, float | None, str | None]
+#: A new message: (id, sent_at), (id, sent_at, extra JSON) or (id, sent_at, extra, ttl).
+NewMessage = (
+    tuple[str, float | None]
+    | tuple[str, float | None, str | None]
+    | tuple[str, float | None, str | None, float | None]
+)
 
 #: An update function: given the stored state (None if absent), return the state to
 #: store (None: leave the row alone) and the events the change produces. It may run
@@ -75,8 +79,17 @@ NewMessage = tuple[str, float | None] | tuple[str, float | None, str | None]
 #: replica), so it must not count or collect anything outside what it returns.
 Update = Callable[[MessageState | None], tuple[MessageState | None, list[Event]]]
 
-#: A new campaign: (campaign id, sent_at, how long to look for late messages).
-NewCampaign = tuple[str, float | None, float]
+#: A new campaign: (campaign id, sent_at, how long to look for late messages[, ttl]).
+NewCampaign = tuple[str, float | None, float] | tuple[str, float | None, float, float | None]
+
+
+class CampaignWatch(NamedTuple):
+    """What a sweep needs to know of a campaign's watched messages."""
+
+    ids: set[str]
+    earliest: float | None  # their earliest next poll
+    final_look: float | None  # their earliest watch end
+    deadlines: tuple[float, ...]  # the validity deadlines of those pending, in order
 
 
 class Cursor(Protocol):
@@ -131,13 +144,14 @@ def _new_state(provider: str, item: NewMessage, now: float, first_poll_in: float
         sent_source=SentSource.GIVEN if sent_at is not None else SentSource.REGISTERED,
         next_poll=now + first_poll_in,
         extra=item[2] if len(item) > 2 else None,
+        ttl=item[3] if len(item) > 3 else None,
     )
 
 
 def _new_campaign(
     provider: str, item: NewCampaign, now: float, first_poll_in: float
 ) -> CampaignState:
-    campaign_id, sent_at, discovery = item
+    campaign_id, sent_at, discovery = item[:3]
     return CampaignState(
         provider=provider,
         id=campaign_id,
@@ -145,6 +159,7 @@ def _new_campaign(
         sent_at=sent_at if sent_at is not None else now,
         discover_until=now + discovery,
         next_poll=now + first_poll_in,
+        ttl=item[3] if len(item) > 3 else None,
     )
 
 
@@ -575,21 +590,30 @@ class Store(abc.ABC):
         return CampaignState(*rows[0]) if rows else None
 
     def campaign_watched(
-        self, provider: str, campaign_id: str, read_window: float = 0.0, max_age: float = 0.0
-    ) -> tuple[set[str], float | None, float | None]:
-        """The ids of a campaign's watched messages, their earliest next poll, and their
-        earliest watch end (:func:`exporter.accounting.watch_end`, given the instance's
-        ``read_window`` and ``max_age``): when the first final look is due."""
+        self,
+        provider: str,
+        campaign_id: str,
+        read_window: float = 0.0,
+        max_age: float = 0.0,
+        *,
+        default_ttl: float | None = None,
+    ) -> CampaignWatch:
+        """A campaign's watched messages: their ids, earliest next poll, earliest watch
+        end (:func:`exporter.accounting.watch_end`, given the instance's ``read_window``
+        and ``max_age``: when the first final look is due), and the validity deadlines
+        of those still pending (``sent_at`` + their ``ttl``, else ``default_ttl``)."""
         rows = self._read(
             "SELECT id, next_poll, CASE WHEN status = 'delivered' AND delivered_at IS NOT NULL "
-            "THEN delivered_at + ? ELSE sent_at + ? END FROM messages "
+            "THEN delivered_at + ? ELSE sent_at + ? END, "
+            "CASE WHEN status = 'pending' THEN sent_at + COALESCE(ttl, ?) END FROM messages "
             "WHERE provider = ? AND campaign = ? AND next_poll IS NOT NULL",
-            (read_window, max_age, provider, campaign_id),
+            (read_window, max_age, default_ttl, provider, campaign_id),
         )
-        return (
+        return CampaignWatch(
             {row[0] for row in rows},
             min((row[1] for row in rows), default=None),
             min((row[2] for row in rows), default=None),
+            tuple(sorted({row[3] for row in rows if row[3] is not None})),
         )
 
     def campaign_counts(self) -> dict[str, int]:

@@ -101,6 +101,13 @@ CREATE TABLE replicas (
 );
 """,
     ),
+    (
+        5,
+        """
+ALTER TABLE messages ADD COLUMN ttl DOUBLE PRECISION;
+ALTER TABLE campaigns ADD COLUMN ttl DOUBLE PRECISION;
+""",
+    ),
 )
 assert MIGRATIONS[-1][0] == SCHEMA_VERSION
 #: the advisory lock the migrations run under (any constant shared by all replicas)

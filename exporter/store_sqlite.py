@@ -100,6 +100,14 @@ CREATE TABLE campaigns (
 CREATE INDEX campaigns_due ON campaigns (provider, next_poll) WHERE next_poll IS NOT NULL;
 """,
     ),
+    (
+        5,
+        """
+-- a message's validity (seconds from sent_at): one poll just after it ends
+ALTER TABLE messages ADD COLUMN ttl REAL;
+ALTER TABLE campaigns ADD COLUMN ttl REAL;
+""",
+    ),
 )
 assert MIGRATIONS[-1][0] == SCHEMA_VERSION
 

@@ -1,8 +1,8 @@
 """BSG's REST API v1 (providers.md §2): one GET per message by id or by reference.
 
-BSG quirks handled here: ``error`` and ``price`` may be numbers or numeric strings, and
-``error`` is absent from object (GET) answers; error 40 means "not found" whether the
-HTTP status is 200 or 404; times are ``YYYY-MM-DD HH:MM:SS`` without a zone
+BSG quirks handled here: ``error`` and ``price`` may be numbers or numeric strings (an
+answer without ``error`` is read by its HTTP status); error 40 means "not found" whether
+the HTTP status is 200 or 404; times are ``YYYY-MM-DD HH:MM:SS`` without a zone
 (``timezone`` setting); ``time_dr`` is the delivery time, filled for expired messages
 too, so it is a delivery time only for delivered/read, and never a read time (BSG has
 none: a read counts at the poll that first saw it, an upper bound); the response ``id``
@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import tzinfo
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
@@ -65,16 +66,34 @@ ONE_API_PAGE = 500  # the largest page[limit] the One-API accepts (15-500)
 ONE_API_TOKEN_LIFETIME = 24 * 3600.0  # BSG's JWT lives 30 days; ask again daily
 MAX_CAMPAIGN_PAGES = 10_000
 NUMERIC_ID = re.compile(r"[0-9]{1,20}")
-REFERENCE = re.compile(r"[A-Za-z0-9]{1,32}")
+# BSG's prose says a reference is letters and digits, but every one of its examples
+# (and its Node.js SDK's tests against the live API) use "ext_id_19": accept what its
+# examples use, any printable character but "/" and whitespace, and let BSG's answer
+# (error 47, "invalid reference") decide the rest.
+REFERENCE = re.compile(r"[!-.0-~]{1,32}")
 
 # BSG's error codes (providers.md §2.6) and what each says about the call.
 ERROR_OK, ERROR_NOT_FOUND = 0, 40
+# Errors 2 and 3 are "user blocked" and "not enough parameters" on one of BSG's errors
+# pages and the other way round on the other (providers.md §2.6): neither says for
+# sure that the account is blocked, so each is a per-request client error, never a
+# pause of the whole instance; a blocked account also fails the balance check.
 ERRORS: Mapping[int, tuple[Outcome, bool, str]] = {  # code → (outcome, provider-wide, meaning)
     1: (Outcome.AUTH_ERROR, True, "invalid API key"),
-    2: (Outcome.AUTH_ERROR, True, "the account is blocked"),
+    2: (
+        Outcome.CLIENT_ERROR,
+        False,
+        "user blocked, or not enough parameters (BSG's pages disagree)",
+    ),
+    3: (
+        Outcome.CLIENT_ERROR,
+        False,
+        "not enough parameters, or user blocked (BSG's pages disagree)",
+    ),
     4: (Outcome.CLIENT_ERROR, True, "no such method: check the instance's base_url"),
     5: (Outcome.SERVER_ERROR, True, "unknown error at BSG"),
     11: (Outcome.RATE_LIMITED, True, "too many requests"),
+    47: (Outcome.CLIENT_ERROR, False, "invalid reference"),
 }
 
 _PENDING = ("new", "waiting", "scheduled", "moderation", "accepted", "sending", "sent")
@@ -206,8 +225,19 @@ def _decode(response: requests.Response) -> Any:
         return None
 
 
-def _raise_for_error(response: requests.Response, body: Any) -> Mapping[str, Any]:
-    """Return the body of a successful answer; raise FetchError for anything else."""
+#: On the balance check, which takes no parameters, errors 2 and 3 can only mean that
+#: the account is blocked: a failure of the whole instance.
+ACCOUNT_ERRORS: Mapping[int, tuple[Outcome, bool, str]] = {
+    2: (Outcome.AUTH_ERROR, True, "the account is blocked"),
+    3: (Outcome.AUTH_ERROR, True, "the account is blocked"),
+}
+
+
+def _raise_for_error(
+    response: requests.Response, body: Any, *, account: bool = False
+) -> Mapping[str, Any]:
+    """Return the body of a successful answer; raise FetchError for anything else.
+    ``account``: the balance check, where errors 2 and 3 mean a blocked account."""
     code = response.status_code
     if code == 429 or code >= 500:
         retry_after = retry_after_seconds(response) if code in (429, 503) else None
@@ -226,7 +256,9 @@ def _raise_for_error(response: requests.Response, body: Any) -> Mapping[str, Any
         raise invalid(f"HTTP {code} with a body that is not a JSON object")
     error = body.get("error")
     if error is None:
-        # Object (GET) answers carry no error field (BSG's general principles, BSG's SDK).
+        # Every answer BSG documents or that was captured from it carries "error" (an
+        # integer in old samples, a string in current ones); one without it is read
+        # by its HTTP status (the v1 spec's {code, message} error bodies have none).
         if code == 404:
             raise FetchError(Outcome.NOT_FOUND, "message not found (HTTP 404)")
         if code >= 400:  # e.g. the v1 spec's {code, message} bodies
@@ -237,8 +269,9 @@ def _raise_for_error(response: requests.Response, body: Any) -> Mapping[str, Any
     description = redact(str(body.get("errorDescription") or ""))[:200]
     if number == ERROR_NOT_FOUND:
         raise FetchError(Outcome.NOT_FOUND, f"message not found (error 40, HTTP {code})")
-    if number in ERRORS:
-        outcome, wide, meaning = ERRORS[number]
+    known = {**ERRORS, **ACCOUNT_ERRORS} if account else ERRORS
+    if number in known:
+        outcome, wide, meaning = known[number]
         raise FetchError(outcome, f"error {number}: {meaning}", provider_wide=wide)
     if number != ERROR_OK:
         raise FetchError(Outcome.CLIENT_ERROR, f"error {number}: {description}")
@@ -274,7 +307,10 @@ class BsgProvider(Provider):
     def check_id(self, message_id: str) -> str | None:
         if self.settings.lookup == "reference":
             if not REFERENCE.fullmatch(message_id):
-                return 'a BSG reference is 1 to 32 letters and digits (lookup = "reference")'
+                return (
+                    "a BSG reference is 1 to 32 characters without spaces or '/', e.g. "
+                    'ext_id_19 (lookup = "reference")'
+                )
         elif not NUMERIC_ID.fullmatch(message_id):
             return (
                 'a BSG message id is digits only, as returned by /rest/viber/create (lookup = "id")'
@@ -290,7 +326,7 @@ class BsgProvider(Provider):
 
     def fetch(self, message_id: str) -> Observation:
         path = (
-            f"/rest/viber/reference/{message_id}"
+            f"/rest/viber/reference/{quote(message_id, safe='')}"
             if self.settings.lookup == "reference"
             else f"/rest/viber/{message_id}"
         )
@@ -383,7 +419,7 @@ class BsgProvider(Provider):
     def verify(self) -> Balance | None:
         """``GET /rest/common/balance``: proves the key, and gives the balance."""
         response = self._get("/rest/common/balance")
-        body = _raise_for_error(response, _decode(response))
+        body = _raise_for_error(response, _decode(response), account=True)
         amount = _number(body.get("amount"))  # a string, and negative on credit: "-4.09"
         currency = body.get("currency")
         if amount is None or not isinstance(currency, str) or not currency:

@@ -14,9 +14,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pycountry
@@ -79,6 +81,7 @@ SMS_STATUS_MAP = StatusMap(
         "Undelivered": Status.FAILED,
         "Failed": Status.FAILED,
         "Unsent": Status.FAILED,
+        "Network Error": Status.FAILED,  # in Routee's SMS callbacks and failover legs
         "Expired": Status.EXPIRED,
     }
 )
@@ -183,33 +186,62 @@ def country_code(value: str) -> str | None:
     return str(matches[0].alpha_2) if len(matches) == 1 else None
 
 
+def _status_text(item: Mapping[str, Any]) -> str | None:
+    """The status of a tracking item (``status.status``), a callback or failover leg
+    (``status.name``), or a leg of the older failover pages (``status.status``); a bare
+    string ``status`` too."""
+    value = item.get("status")
+    if isinstance(value, Mapping):
+        value = value.get("name") if value.get("name") is not None else value.get("status")
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _status_date(item: Mapping[str, Any]) -> Any:
+    """``status.date`` (tracking, older failover pages) or ``status.updatedDate``."""
+    value = item.get("status")
+    if not isinstance(value, Mapping):
+        return None
+    return value.get("updatedDate") if value.get("updatedDate") is not None else value.get("date")
+
+
 def observation(
-    item: Mapping[str, Any], currency: str | None, *, status_key: str, date_key: str
+    item: Mapping[str, Any], currency: str | None, *, ttl_unit: float = 1.0
 ) -> Observation:
-    """Normalise a tracking item (``status.status``/``status.date``) or a callback or
-    failover message (``status.name``/``status.updatedDate``)."""
-    status_field = item.get("status")
-    raw = field(item, "status", status_key) if isinstance(status_field, Mapping) else status_field
-    if not isinstance(raw, str) or not raw.strip():
-        raise invalid(f"status.{status_key} is missing")
+    """Normalise a tracking item, a callback, or the Viber leg of a failover flow.
+
+    ``ttl_unit`` is the unit of the item's ``ttl`` in seconds: seconds on Viber sends
+    and their tracking, minutes on failover flows (providers.md §1.5).
+    """
+    raw = _status_text(item)
+    if raw is None:
+        raise invalid("status is missing (status.status or status.name)")
     status = STATUS_MAP.map(raw)
     fields = Lenient()
     detailed = field(item, "status", "reason", "detailedStatus")
     reason = None
     if status.is_failure or status is Status.UNKNOWN:
         reason = snake_case(detailed if isinstance(detailed, str) and detailed.strip() else raw)
-    when = fields.time(field(item, "status", date_key), f"status.{date_key}")
+    when = fields.time(_status_date(item), "status.date")
     settled = False
-    if status is Status.EXPIRED and item.get("expiredOnDeliveryAt"):
+    expired_on_delivery = item.get("expiredOnDeliveryAt") or field(
+        item, "status", "expiredOnDeliveryAt"
+    )
+    if status is Status.EXPIRED and expired_on_delivery:
         # expireOnDelivery: delivered, then the TTL passed with no SEEN. A delivered
         # message, not a failure; the provider status stays visible.
         status, reason, settled = Status.DELIVERED, None, True
     name = item.get("country")
+    # The send time: createdAt where the answer has it (callbacks, failover legs), else
+    # the date of a pending status (QUEUED is dated when the message was queued, which
+    # for a campaign's message is when Routee sent it, not when the campaign began).
+    sent_at = fields.time(item.get("createdAt"), "createdAt")
+    if sent_at is None and status is Status.PENDING:
+        sent_at = when
     return Observation(
         status=status,
-        provider_status=raw.strip(),
+        provider_status=raw,
         reason=reason,
-        sent_at=fields.time(item.get("createdAt"), "createdAt"),
+        sent_at=sent_at,
         delivered_at=when if status is Status.DELIVERED and not settled else None,
         read_at=when if status is Status.READ else None,
         price=fields.price(item.get("price")),
@@ -217,13 +249,24 @@ def observation(
         country=country_code(name) if isinstance(name, str) and name.strip() else None,
         settled=settled,
         problems=tuple(fields.problems),
+        ttl=_ttl(item.get("ttl"), ttl_unit),
     )
+
+
+def _ttl(value: Any, unit: float) -> float | None:
+    """A positive ``ttl`` (a number or numeric string) in seconds; None otherwise."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number * unit if math.isfinite(number) and number > 0 else None
 
 
 def sms_leg(item: Mapping[str, Any], currency: str | None, fields: Lenient) -> Fallback:
     """The SMS message of a failover flow, as a fallback leg."""
-    raw = field(item, "status", "name") or field(item, "status", "status")
-    raw = raw.strip() if isinstance(raw, str) else None
+    raw = _status_text(item)
     sent = raw is not None and raw.lower() not in _SMS_NOT_SENT
     return Fallback(
         channel="sms",
@@ -232,6 +275,38 @@ def sms_leg(item: Mapping[str, Any], currency: str | None, fields: Lenient) -> F
         status=raw,
         outcome=SMS_STATUS_MAP.map(raw) if raw else None,
         sent=sent,
+    )
+
+
+def flow_observation(flow: Mapping[str, Any], currency: str | None) -> Observation:
+    """A Viber→SMS failover flow (``GET /failover/tracking/{id}``, or the failover
+    callback): the Viber leg's status, time and price, the SMS legs as fallbacks, and
+    the flow's ``totalPrice`` checked against the legs' prices (an inconsistency when
+    they disagree: the legs are counted, being what each channel cost)."""
+    messages = field(flow, "messages")
+    if not isinstance(messages, list):
+        raise invalid("the failover flow has no messages list")
+    legs = [m for m in messages if isinstance(m, Mapping)]
+    viber = next((m for m in legs if str(m.get("type") or "").lower() == "viber"), None)
+    if viber is None:
+        raise invalid("the failover flow has no Viber message")
+    main = observation(viber, currency, ttl_unit=60.0)  # failover ttl: minutes
+    fields = Lenient()
+    sms = tuple(
+        sms_leg(m, currency, fields) for m in legs if str(m.get("type") or "").lower() == "sms"
+    )
+    inconsistent: tuple[str, ...] = ()
+    total = flow.get("totalPrice")
+    if isinstance(total, int | float) and not isinstance(total, bool):
+        paid = (main.price or 0.0) + sum(leg.price or 0.0 for leg in sms)
+        if abs(paid - float(total)) > 1e-6:
+            inconsistent = ("totalPrice",)
+    return replace(
+        main,
+        fallbacks=sms,
+        problems=main.problems + tuple(fields.problems),
+        inconsistencies=inconsistent,
+        fields={"tracking": FAILOVER},
     )
 
 
@@ -315,7 +390,7 @@ class RouteeProvider(Provider):
         )
         _raise_for_error(response)
         item = _single(json_body(response), message.id)
-        return observation(item, self.currency(), status_key="status", date_key="date")
+        return observation(item, self.currency())
 
     # -- campaigns ------------------------------------------------------------------------
     def check_campaign(self, campaign_id: str) -> str | None:
@@ -342,7 +417,7 @@ class RouteeProvider(Provider):
                 if not isinstance(tracking_id, str) or self.check_id(tracking_id):
                     continue  # not an item we can key: the sweep counts as incomplete
                 try:
-                    obs = observation(item, currency, status_key="status", date_key="date")
+                    obs = observation(item, currency)
                 except FetchError:
                     continue  # an unreadable item: likewise, the others still count
                 reports.append(Report(tracking_id, obs))
@@ -362,34 +437,7 @@ class RouteeProvider(Provider):
             "GET", f"{self.settings.base_url}/failover/tracking/{tracking_id}"
         )
         _raise_for_error(response)
-        flow = json_body(response)
-        messages = field(flow, "messages")
-        if not isinstance(messages, list):
-            raise invalid("the failover answer has no messages list")
-        by_type = {str(m.get("type") or "").lower(): m for m in messages if isinstance(m, Mapping)}
-        viber = by_type.get("viber")
-        if viber is None:
-            raise invalid("the failover answer has no Viber message")
-        currency = self.currency()
-        main = observation(viber, currency, status_key="name", date_key="updatedDate")
-        fields = Lenient()
-        legs = tuple(sms_leg(m, currency, fields) for kind, m in by_type.items() if kind == "sms")
-        if not legs:
-            return main
-        return Observation(
-            status=main.status,
-            provider_status=main.provider_status,
-            reason=main.reason,
-            sent_at=main.sent_at,
-            delivered_at=main.delivered_at,
-            read_at=main.read_at,
-            price=main.price,
-            currency=main.currency,
-            fallbacks=legs,
-            country=main.country,
-            settled=main.settled,
-            problems=main.problems + tuple(fields.problems),
-        )
+        return flow_observation(json_body(response), self.currency())
 
     # -- pushed reports ---------------------------------------------------------------
     def parse_callback(self, request: CallbackRequest) -> Sequence[Report]:
@@ -404,7 +452,10 @@ class RouteeProvider(Provider):
             if not isinstance(tracking_id, str) or self.check_id(tracking_id):
                 raise InvalidCallback(f"item {index} has no valid trackingId")
             try:
-                obs = observation(item, currency, status_key="name", date_key="updatedDate")
+                # A failover flow's report (messages[], one per leg) is keyed on the
+                # flow's trackingId, the one GET /failover/tracking/{id} answers for.
+                flow = isinstance(item.get("messages"), list)
+                obs = flow_observation(item, currency) if flow else observation(item, currency)
             except FetchError as e:
                 raise InvalidCallback(f"item {index}: {e.message}") from e
             reports.append(Report(tracking_id, obs))

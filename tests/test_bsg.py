@@ -145,7 +145,8 @@ def test_ids_per_lookup_mode(bsg, builtin_host, tmp_path, provider):
     assert "digits" in provider.check_id("ext_id_19")
     by_ref = make_provider(bsg[0], builtin_host, tmp_path, lookup="reference")
     assert by_ref.check_id("extid19") is None
-    for bad in ("", "x" * 33, "ext_id_19", "a b"):
+    assert by_ref.check_id("ext_id_19") is None, "BSG's own examples use underscores"
+    for bad in ("", "x" * 33, "a/b", "a b"):
         assert "reference" in by_ref.check_id(bad)
 
 
@@ -325,7 +326,7 @@ def test_poller_run_matches_ground_truth(bsg, builtin_host, tmp_path, clock):
 
 
 def test_object_answers_without_an_error_field_are_accepted(bsg, provider):
-    """BSG's general principles: object (GET) answers carry no error field."""
+    """Every captured answer has "error", but one without it is read by its HTTP status."""
     _, fake = bsg
     body = status_body("delivered")
     del body["error"], body["errorDescription"]
@@ -334,7 +335,10 @@ def test_object_answers_without_an_error_field_are_accepted(bsg, provider):
 
 
 @pytest.mark.parametrize(("error", "outcome", "wide"), [
-    (2, Outcome.AUTH_ERROR, True), (11, Outcome.RATE_LIMITED, True), (5, Outcome.SERVER_ERROR, True),
+    # 2 and 3 swap meanings between BSG's two errors pages (blocked / not enough
+    # parameters): per request on a lookup, never a pause of the whole instance.
+    (2, Outcome.CLIENT_ERROR, False), ("3", Outcome.CLIENT_ERROR, False), (47, Outcome.CLIENT_ERROR, False),
+    (11, Outcome.RATE_LIMITED, True), (5, Outcome.SERVER_ERROR, True),
     (4, Outcome.CLIENT_ERROR, True), (1, Outcome.AUTH_ERROR, True), (7, Outcome.CLIENT_ERROR, False),
 ])
 def test_bsg_error_codes(bsg, provider, error, outcome, wide):
@@ -432,10 +436,11 @@ def test_a_wrong_timezone_shows_as_answer_problems(bsg, builtin_host, tmp_path, 
 def test_verify_reads_the_balance_and_refuses_a_blocked_account(bsg, provider):
     _, fake = bsg
     assert provider.verify() == Balance(-4.09, "EUR")
-    fake.balance = {"error": 2, "errorDescription": "User blocked"}
-    with pytest.raises(FetchError) as info:
-        provider.verify()
-    assert info.value.outcome is Outcome.AUTH_ERROR and info.value.provider_wide
+    for code in (2, "3"):  # on the balance check, which takes no parameters: blocked
+        fake.balance = {"error": code, "errorDescription": "User blocked"}
+        with pytest.raises(FetchError) as info:
+            provider.verify()
+        assert info.value.outcome is Outcome.AUTH_ERROR and info.value.provider_wide
 
 
 def test_a_test_key_is_warned_about_at_start(bsg, builtin_host, tmp_path, caplog):
@@ -450,3 +455,31 @@ def test_callbacks_in_id_mode_never_key_on_the_phone_number(provider):
         provider.parse_callback(CallbackRequest.of(json.dumps(body)))
     [(message_id, _)] = provider.parse_callback(CallbackRequest.of(json.dumps(body | {"id": "4711"})))
     assert message_id == "4711"
+
+
+def test_a_per_request_error_2_leaves_the_instance_up_and_other_messages_polled(bsg, builtin_host, tmp_path):
+    """Error 2 on one lookup fails that lookup only: the instance stays up and the other
+    messages are still answered (BSG's errors pages disagree on what 2 means)."""
+    server, fake = bsg
+    fake.by_id["1"] = {"error": 2, "errorDescription": "Not enough parameters"}
+    fake.by_id["2"] = status_body("delivered")
+    exporter = Exporter(parse_config(bsg_config(server, tmp_path / "s.db"), builtin_host.provider_types(), {}),
+                        builtin_host, registry=CollectorRegistry())
+    exporter.start()
+    try:
+        exporter.register([Registration("bsg", "1"), Registration("bsg", "2")])
+        wait_for(lambda: exporter.store.get("bsg", "2").status is Status.DELIVERED)
+        wait_for(lambda: sample(exporter, "viber_provider_requests_total", provider="bsg", outcome="client_error") >= 2)
+        assert sample(exporter, "viber_provider_up", provider="bsg") == 1
+        assert "error 2" in exporter.store.get("bsg", "1").last_error
+    finally:
+        exporter.stop()
+
+
+def test_a_reference_with_underscores_is_looked_up_as_bsg_examples_use_it(bsg, builtin_host, tmp_path):
+    server, fake = bsg
+    fake.by_reference["ext_id_19"] = status_body("read", reference="ext_id_19")
+    provider = make_provider(server, builtin_host, tmp_path, lookup="reference")
+    assert provider.check_id("ext_id_19") is None
+    assert provider.fetch("ext_id_19").status is Status.READ
+    assert "/rest/viber/reference/ext_id_19" in fake.requests

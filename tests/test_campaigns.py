@@ -291,3 +291,24 @@ def test_a_campaign_sweeps_its_tail_rarely_but_never_misses_a_final_look():
     assert swept(earliest=100_060.0, final_look=110_000.0) == 10_000.0 + 1800.0, "a final look does not"
     assert swept(earliest=100_060.0, final_look=90_000.0) == 1800.0, "an overdue one: within grace / 2"
     assert swept(earliest=200_000.0, final_look=250_000.0) == 100_000.0, "nothing due sooner"
+
+
+@pytest.mark.parametrize("provider", ["routee", "bsg"])
+def test_a_campaign_message_takes_its_send_time_from_the_provider(run, provider):
+    """A campaign the provider sends over minutes: each message's send time is when the
+    provider queued or sent it (Routee's pending status date, BSG's sent_at), not the
+    campaign's registration, so delivery latency is not inflated by its place in the queue
+    (a Routee message first seen delivered has no pending date: it keeps the registration's)."""
+    campaign, plans = run.send_campaign(provider, 30, fate="delivered")
+    start = run.clock.time()
+    for index, plan in enumerate(plans):  # sent 3 s apart, each delivered 10 min after
+        plan.created = start + 3.0 * index
+        plan.visible_at = plan.created
+        plan.delivered_at = plan.created + 600.0
+    assert run.run_until_settled(tick=5, limit=4 * 3600)
+    for plan in plans:
+        stored = run.exporter.store.get(provider, plan.id)
+        assert stored.sent_source.name == "PROVIDER", plan.id
+        assert stored.sent_at == pytest.approx(plan.created, abs=1.0)
+    latency_sum = run.value("viber_message_delivery_latency_seconds_sum", provider=provider)
+    assert latency_sum == pytest.approx(600.0 * len(plans), abs=len(plans) * 1.0)

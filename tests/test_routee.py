@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from prometheus_client import CollectorRegistry
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
@@ -461,3 +462,116 @@ def test_failover_flows_through_the_poller_count_the_fallback_once(routee, built
         assert sample(exporter, "viber_message_sms_fallbacks_total", provider="routee") == 1
     finally:
         exporter.stop()
+
+
+def iso_ago(seconds: float) -> str:
+    """A Routee time ``seconds`` before the exporter's clock (never a literal date)."""
+    from viber_exporter.clock import SYSTEM_CLOCK
+
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(SYSTEM_CLOCK.time() - seconds))
+
+
+FLOW_ID = "30830fad-21ed-49b0-89d0-bbada2fd5640"
+VIBER_LEG = "0a047b46-a4dd-4ca8-b817-a6a134dd1234"
+
+
+def documented_failover_report() -> dict[str, Any]:
+    """Routee's own failover-callback example (docs.routee.net "Failover callbacks"),
+    field for field, with its 2019 dates moved to a minute ago. Its totalPrice (0.036)
+    is not the sum of its legs (0.035 + 0.036): the example itself is inconsistent."""
+    return {
+        "trackingId": FLOW_ID,
+        "messages": [
+            {"type": "Viber", "trackingId": VIBER_LEG, "to": "+306912345678", "from": "Routeetest", "country": "GR",
+             "ttl": 10, "expireOnDelivery": False, "expiredOnDeliveryAt": None,
+             "status": {"name": "DELIVERED", "reason": {"detailedStatus": "Delivered",
+                                                        "description": "The message was delivered to its recipient."},
+                        "updatedDate": iso_ago(55)},
+             "body": {"text": "This is a test, please ignore!", "imageUrl": "https://example.com/image.png",
+                      "action": {"caption": "Go", "targetUrl": "https://www.routee.net/"}},
+             "label": "labelName", "failoverOnStatuses": ["EXPIRED", "FAILED", "UNDELIVERED"], "order": 1,
+             "inboundUrl": "https://your-server.com/inbound", "price": 0.035, "createdAt": iso_ago(56)},
+            {"type": "Sms", "messageId": "82a91dc3-e842-41eb-86e5-07d55eb51234",
+             "smsId": "1274d238-38b7-4c56-b49a-9b70d25c1234", "to": "+306912345678", "from": "Routee", "country": "GR",
+             "operator": "Vodafone", "ttl": 15,
+             "status": {"name": "Delivered", "reason": {"detailedStatus": "Delivered",
+                                                        "description": "The SMS was sent and it was delivered to its recipient."},
+                        "updatedDate": iso_ago(50)},
+             "body": "Hello from failover", "price": 0.036, "label": "labelName", "order": 2, "part": 1, "parts": 1,
+             "latency": 4, "failoverOnStatuses": ["Undelivered", "Failed"], "createdAt": iso_ago(55)},
+        ],
+        "terminationChannel": "Sms", "status": "Succeeded", "statusCode": None, "totalPrice": 0.036,
+        "originatingService": "Failover", "applicationId": "5b223c27e4b04b9cdaa71234",
+        "createdAt": iso_ago(56), "updatedAt": iso_ago(50),
+    }
+
+
+def test_the_documented_failover_callback_is_read_as_its_flow(routee, builtin_host, tmp_path):
+    """Through the real HTTP API: one message keyed on the flow's trackingId (no phantom
+    for a leg), its Viber status and price, the SMS leg as a fallback with its own price,
+    the totalPrice that disagrees with the legs counted as an answer problem; the flow
+    is registered as a failover flow, so its later polls ask /failover/tracking/."""
+    from viber_exporter.server import HttpServer
+
+    server, fake = routee
+    exporter = run_exporter(builtin_host, routee_config(server, tmp_path / "s.db", callback_token="cb-t0ken"))
+    http = HttpServer(exporter, "127.0.0.1", 0)
+    http.start()
+    try:
+        answer = requests.post(f"{http.url}/api/v1/callbacks/routee", params={"token": "cb-t0ken"},
+                               json=documented_failover_report(), timeout=10)
+        assert answer.status_code == 200 and answer.json() == {"accepted": 1}
+        stored = exporter.store.get("routee", FLOW_ID)
+        assert stored is not None and exporter.store.get("routee", VIBER_LEG) is None, "no phantom leg"
+        assert (stored.status, stored.fields) == (Status.DELIVERED, {"tracking": "failover"})
+        assert (stored.price, stored.sms_price, stored.fallback_status) == (0.035, 0.036, "delivered")
+        assert stored.ttl == 600.0, "a failover leg's ttl is in minutes"
+        assert sample(exporter, "viber_message_cost_total", provider="routee", currency="EUR", channel="viber") == 0.035
+        assert sample(exporter, "viber_message_cost_total", provider="routee", currency="EUR", channel="sms") == 0.036
+        assert sample(exporter, "viber_message_sms_fallbacks_total", provider="routee") == 1
+        assert sample(exporter, "viber_provider_answer_problems_total", provider="routee", problem="inconsistent_answer") == 1
+        assert sample(exporter, "viber_message_status_transitions_total", provider="routee", status="unknown") == 0
+        fake.flows[FLOW_ID] = documented_failover_report()
+        wait_for(lambda: any(r.path == f"/failover/tracking/{FLOW_ID}" for r, _ in server.log))
+        assert not any(r.path.startswith("/viber/tracking/") for r, _ in server.log)
+    finally:
+        http.stop()
+        exporter.stop()
+
+
+def test_the_older_failover_shapes_are_read(routee, provider):
+    """An older revision of the failover pages: the Viber leg's status as status.status
+    and status.date, and expireOnDelivery / expiredOnDeliveryAt inside status."""
+    from viber_exporter.plugins.routee import flow_observation
+
+    older = documented_failover_report()
+    viber, sms = older["messages"]
+    viber["status"] = {"status": "DELIVERED", "date": iso_ago(40)}
+    sms["status"] = {"status": "Network Error", "date": iso_ago(30)}
+    obs = flow_observation(older, "EUR")
+    assert obs.status is Status.DELIVERED and obs.delivered_at is not None
+    [leg] = obs.fallbacks
+    assert (leg.status, leg.outcome, leg.sent) == ("Network Error", Status.FAILED, True), "Routee's Network Error"
+    viber["status"] = {"status": "EXPIRED", "date": iso_ago(20), "expireOnDelivery": True,
+                       "expiredOnDeliveryAt": iso_ago(20)}
+    viber.pop("expiredOnDeliveryAt")
+    obs = flow_observation(older, "EUR")
+    assert (obs.status, obs.settled, obs.reason) == (Status.DELIVERED, True, None), "delivered, then expired"
+
+
+def test_a_flow_whose_prices_add_up_has_no_inconsistency(provider):
+    from viber_exporter.plugins.routee import flow_observation
+
+    consistent = documented_failover_report() | {"totalPrice": 0.071}
+    assert flow_observation(consistent, "EUR").inconsistencies == ()
+    without = {k: v for k, v in documented_failover_report().items() if k != "totalPrice"}
+    assert flow_observation(without, "EUR").inconsistencies == ()
+
+
+def test_a_pending_status_dates_the_send_and_ttl_is_read_in_seconds(provider):
+    from viber_exporter.plugins.routee import observation
+
+    queued = tracking(TRACKING, "QUEUED", date=iso_ago(30))
+    obs = observation(queued, "EUR")
+    assert obs.sent_at is not None and obs.ttl == 3600.0
+    assert observation(tracking(TRACKING, "DELIVERED"), "EUR").sent_at is None, "only a pending status dates the send"

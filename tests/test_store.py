@@ -200,7 +200,7 @@ def test_what_the_adaptive_schedule_and_campaign_sweeps_read(store: Store):
         (200.0, 210.0, None, "delivered", None),
     ], "the last sent first, of this provider only"
     assert store.recent_outcomes("p", 10)[-1] == (100.0, 103.0, 700.0, "read", 700.0)
-    watched, earliest, final_look = store.campaign_watched("p", "c", read_window=1000.0, max_age=2000.0)
+    watched, earliest, final_look, _ = store.campaign_watched("p", "c", read_window=1000.0, max_age=2000.0)
     assert (watched, earliest) == ({"mid", "new"}, 400.0)
     assert final_look == 1210.0, "the delivered one's read window ends before the other's max_age"
 

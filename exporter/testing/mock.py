@@ -347,7 +347,7 @@ class MockProviders:
             "applicationName": "default",
             "originatingService": "Viber",
             "direction": "Outbound",
-            "ttl": "3600",
+            "ttl": str(int(self._ttl())),  # seconds, as Viber sends state it
             "message": "Hello",
             "price": plan.price,
             "sessionMessage": False,
@@ -503,6 +503,12 @@ class MockProviders:
             return _json({"error": "invalid_token", "error_description": "expired"}, 401)
         return _json({"balance": 250.75, "currency": {"code": "EUR", "name": "Euro", "sign": "€"}})
 
+    def _ttl(self) -> float:
+        """The validity the simulated messages were sent with: the mix's expiry time,
+        else Routee's default for Viber sends (14 days)."""
+        expire_after = self.simulation.mix.expire_after
+        return expire_after if expire_after is not None else 14 * 86400.0
+
     def _routee_failover(self, request: Request, tracking_id: str) -> Response:
         refusal = self._routee_refusal(request)
         if refusal is not None:
@@ -523,6 +529,7 @@ class MockProviders:
                 "updatedDate": status["date"],
             },
             "createdAt": _iso(plan.created, 0),
+            "ttl": min(1440, max(1, round(self._ttl() / 60))),  # minutes on failover flows
         }
         messages = [message]
         leg = plan.leg(now)
@@ -540,9 +547,9 @@ class MockProviders:
         overall = {"delivered": "Succeeded"}.get(leg or "", "InProgress")
         if leg is None and plan.phase(now) in ("delivered", "read"):
             overall = "Succeeded"
-        return self._record(
-            "routee", _json({"trackingId": plan.id, "status": overall, "messages": messages})
-        )
+        total = sum(float(m.get("price") or 0) for m in messages)
+        body = {"trackingId": plan.id, "status": overall, "messages": messages, "totalPrice": total}
+        return self._record("routee", _json(body))
 
 
 def exporter_config(
