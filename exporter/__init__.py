@@ -19,7 +19,7 @@ from .version import __version__
 
 #: The plugin API's version. Minor versions only add; a major version may remove
 #: what the previous one deprecated (docs/plugins.md, "Compatibility").
-PLUGIN_API_VERSION = "1.1"
+PLUGIN_API_VERSION = "1.2"
 
 #: public name → the module that defines it
 _EXPORTS: dict[str, str] = {

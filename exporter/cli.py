@@ -259,6 +259,11 @@ def watch() -> None:
     help="A campaign id: watch every message of it (Routee campaignTrackingId). Repeatable.",
 )
 @click.option("--sent-at", help="RFC 3339 send time for all IDs, e.g. 2026-11-23T10:00:00Z.")
+@click.option(
+    "--ttl",
+    metavar="DURATION",
+    help="The messages' validity, e.g. 24h: one poll just after it ends while pending.",
+)
 @url_option
 @config_option
 def watch_add(
@@ -266,6 +271,7 @@ def watch_add(
     ids: Sequence[str],
     campaigns: Sequence[str],
     sent_at: str | None,
+    ttl: str | None,
     url: str | None,
     config_path: Path | None,
 ) -> None:
@@ -274,9 +280,11 @@ def watch_add(
     if registered alone."""
     if not ids and not campaigns:
         raise click.UsageError("give at least one ID or --campaign")
-    sent = {"sent_at": sent_at} if sent_at else {}
-    items = [{"provider": provider, "id": i, **sent} for i in ids]
-    items += [{"provider": provider, "campaign": c, **sent} for c in campaigns]
+    extra = {"sent_at": sent_at} if sent_at else {}
+    if ttl:
+        extra["ttl"] = ttl
+    items = [{"provider": provider, "id": i, **extra} for i in ids]
+    items += [{"provider": provider, "campaign": c, **extra} for c in campaigns]
     result = ApiClient(url, config_path).call("POST", "/api/v1/messages", json={"messages": items})
     click.echo(f"accepted {result['accepted']}, duplicates {result['duplicates']}")
 

@@ -49,6 +49,7 @@ def message_json(state: MessageState) -> dict[str, Any]:
         "settled_at": rfc3339(state.settled_at),
         "last_error": state.last_error,
         "campaign": state.campaign,
+        "ttl": state.ttl,
     }
 
 

@@ -261,3 +261,55 @@ def test_unreadable_optional_fields_are_counted_and_the_status_still_used():
     events = accounting.observe(state, Observation(Status.DELIVERED, problems=("time_dr",)), 10.0, POLICY)
     assert [(e.problem, e.detail) for e in events if isinstance(e, AnswerProblem)] == [("unreadable_field", "time_dr")]
     assert state.status is Status.DELIVERED
+
+
+# -- the deadline poll (a pending message's validity) ---------------------------------------
+
+LONG_STEPS = PollingSettings(
+    tick=1, schedule=(10.0, 3600.0), max_age=86400.0, read_window=100.0, not_found_grace=50.0,
+    retention=0, max_watched=10, final_look_grace=500.0,
+)
+
+
+def test_a_pending_message_gets_one_poll_just_after_its_validity_ends():
+    state = message(sent_at=0.0, next_poll=10.0)
+    accounting.observe(state, Observation(Status.PENDING, ttl=600.0), 10.0, LONG_STEPS)
+    assert state.ttl == 600.0 and state.next_poll == 600.0 + accounting.DEADLINE_SLACK, "not at 3610"
+    accounting.observe(state, Observation(Status.PENDING), 660.0, LONG_STEPS)
+    assert state.next_poll == 660.0 + 3600.0, "after the deadline: the schedule again"
+
+
+def test_the_deadline_comes_from_the_provider_else_the_registration_else_the_instance():
+    instance = PollingSettings(**{**LONG_STEPS.__dict__, "ttl": 1200.0})
+    registered = message(ttl=900.0)
+    accounting.observe(registered, Observation(Status.PENDING), 10.0, instance)
+    assert registered.next_poll == 900.0 + accounting.DEADLINE_SLACK
+    provider = message(ttl=900.0)
+    accounting.observe(provider, Observation(Status.PENDING, ttl=300.0), 10.0, instance)
+    assert provider.next_poll == 300.0 + accounting.DEADLINE_SLACK
+    default = message()
+    accounting.observe(default, Observation(Status.PENDING), 10.0, instance)
+    assert default.next_poll == 1200.0 + accounting.DEADLINE_SLACK
+    unset = message()
+    accounting.observe(unset, Observation(Status.PENDING), 10.0, LONG_STEPS)
+    assert unset.next_poll == 10.0 + 3600.0, "no ttl anywhere: today's schedule"
+
+
+def test_only_a_pending_message_waits_for_its_deadline():
+    delivered = message(ttl=600.0)
+    accounting.observe(delivered, Observation(Status.DELIVERED, delivered_at=ts(5)), 10.0, LONG_STEPS)
+    assert delivered.next_poll == 5.0 + 100.0, "its read window, never the deadline (660)"
+    sooner = message(ttl=5000.0)
+    accounting.observe(sooner, Observation(Status.PENDING), 10.0, POLICY)
+    assert sooner.next_poll == 10.0 + 30.0, "the schedule looks sooner anyway"
+
+
+def test_a_campaign_is_swept_just_after_the_next_deadline_of_a_pending_message():
+    from viber_exporter.state import CampaignState
+
+    campaign = CampaignState("p", "c", registered_at=0.0, sent_at=0.0, discover_until=0.0, polls=5)
+    accounting.campaign_swept(campaign, 100.0, LONG_STEPS, found=3, earliest=150.0, complete=True,
+                              deadlines=(10.0, 700.0, 900.0))
+    assert campaign.next_poll == 700.0 + accounting.DEADLINE_SLACK, "the first deadline still ahead"
+    accounting.campaign_swept(campaign, 100.0, LONG_STEPS, found=3, earliest=150.0, complete=True)
+    assert campaign.next_poll > 3600.0

@@ -299,7 +299,7 @@ def test_a_campaign_message_takes_its_send_time_from_the_provider(run, provider)
     provider queued or sent it (Routee's pending status date, BSG's sent_at), not the
     campaign's registration, so delivery latency is not inflated by its place in the queue
     (a Routee message first seen delivered has no pending date: it keeps the registration's)."""
-    campaign, plans = run.send_campaign(provider, 30, fate="delivered")
+    _, plans = run.send_campaign(provider, 30, fate="delivered")
     start = run.clock.time()
     for index, plan in enumerate(plans):  # sent 3 s apart, each delivered 10 min after
         plan.created = start + 3.0 * index

@@ -156,8 +156,9 @@ def test_watch_add_import_list_and_delete(make_config, serve, tmp_path, capsys, 
     exporter, url = serve(make_config(exporter={"api_token": "tok-cli"}))
     monkeypatch.setenv("VIBER_EXPORTER_API_TOKEN", "tok-cli")
     sent = datetime.fromtimestamp(clock.time() - 60, UTC).isoformat().replace("+00:00", "Z")
-    assert main(["watch", "add", "fake", "w1", "w2", "--sent-at", sent, "--url", url]) == 0
+    assert main(["watch", "add", "fake", "w1", "w2", "--sent-at", sent, "--ttl", "6h", "--url", url]) == 0
     assert "accepted 2, duplicates 0" in capsys.readouterr().out
+    assert exporter.store.get("fake", "w1").ttl == 6 * 3600.0
     csv_file = tmp_path / "ids.csv"
     csv_file.write_text("provider,id,sent_at\nfake,w2,\n" + "".join(f"fake,i{n},{sent}\n" for n in range(1500)))
     assert main(["watch", "import", str(csv_file), "--url", url]) == 0

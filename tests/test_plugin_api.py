@@ -83,7 +83,7 @@ read_window = "1h"
 
 
 def test_the_whole_plugin_api_imports_from_viber_exporter():
-    assert viber_exporter.PLUGIN_API_VERSION == "1.1"
+    assert viber_exporter.PLUGIN_API_VERSION == "1.2"
     for name in viber_exporter.__all__:
         assert getattr(viber_exporter, name) is not None, name
     with pytest.raises(AttributeError):

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from viber_exporter.engine import Registration
+from viber_exporter.engine import Registration, RegistrationError
 from viber_exporter.model import Status
 
 from .conftest import sample, wait_for
@@ -280,3 +280,71 @@ def test_a_provider_answering_garbage_backs_off_provider_wide_and_goes_down(fake
             break
         tick(0.1)
     assert health.up and exporter.store.total_watched() == 0, "recovers and settles everything"
+
+
+# -- the deadline poll -------------------------------------------------------------------------
+
+
+
+def deadline_run(builtin_host, path, strategy: str, *, ttl_source: str):
+    """A run where every message expires at its 2 h TTL while the schedule, after its
+    first steps, would not look again for 6 h: only the deadline poll sees it in time."""
+    from viber_exporter.testing.simulation import Mix
+    from viber_exporter.testing.virtualtime import VirtualRun
+
+    mix = Mix(read=0, delivered=0, failed=0, expired=1, pending=0, visible_after=0.0, expire_after=7200.0)
+    polling = {"tick": "5s", "schedule": ["10s", "6h"], "max_age": "48h", "read_window": "1h"}
+    routee = {"rate_limit": 1000, "campaign_page_size": 100}
+    bsg = {"rate_limit": 1000}
+    if strategy == "adaptive":
+        polling |= {"schedule": "adaptive", "adaptive_budget": 2}
+    if strategy == "push_first":
+        routee |= {"push_first": True, "callback_token": "t0ken", "push_schedule": ["10s", "6h"]}
+    if ttl_source == "instance":
+        bsg |= {"ttl": "2h"}
+    return VirtualRun(builtin_host, path, mix=mix, seed=3, polling=polling, routee=routee, bsg=bsg)
+
+
+@pytest.mark.parametrize(("strategy", "provider", "ttl_source"), [
+    ("fixed", "routee", "provider"),  # Routee's answers state the ttl
+    ("fixed", "bsg", "instance"),  # BSG's do not: the instance's ttl setting
+    ("adaptive", "routee", "provider"),
+    ("push_first", "routee", "provider"),
+    ("campaign", "routee", "provider"),
+])
+def test_an_expiry_is_seen_just_after_the_deadline_on_every_strategy(builtin_host, tmp_path, strategy, provider, ttl_source):
+    run = deadline_run(builtin_host, tmp_path / "s.db", strategy, ttl_source=ttl_source)
+    try:
+        start = run.clock.time()
+        if strategy == "campaign":
+            _, plans = run.send_campaign(provider, 5)
+        else:
+            plans = run.send(provider, 5)
+        while run.clock.time() - start < 7200 + 600:
+            run.tick(5)
+        expired = run.value("viber_message_status_transitions_total", provider=provider, status="expired")
+        assert expired == 5, f"{strategy}: expiries at 2 h seen within 10 min, not at the 6 h step"
+        for plan in plans:
+            stored = run.exporter.store.get(provider, plan.id)
+            assert stored.status is Status.EXPIRED and stored.last_poll_at - plan.final_at < 120
+    finally:
+        run.close()
+
+
+def test_a_registration_ttl_sets_the_deadline(builtin_host, tmp_path):
+    """A ttl given at registration (BSG's answers state none) brings the poll forward."""
+    run = deadline_run(builtin_host, tmp_path / "s.db", "fixed", ttl_source="registration")
+    try:
+        plan = run.mock.simulation.create("bsg", run.clock.time(), None)
+        run.exporter.register_items([{"provider": "bsg", "id": plan.id, "ttl": "2h"}])
+        assert run.exporter.store.get("bsg", plan.id).ttl == 7200.0
+        start = run.clock.time()
+        while run.clock.time() - start < 7200 + 600:
+            run.tick(5)
+        assert run.exporter.store.get("bsg", plan.id).status is Status.EXPIRED
+        for bad in ("0s", "forever", "90d", -5):
+            with pytest.raises(RegistrationError) as info:
+                run.exporter.register_items([{"provider": "bsg", "id": "42", "ttl": bad}])
+            assert "ttl" in info.value.details[0][1]
+    finally:
+        run.close()
