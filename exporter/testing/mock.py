@@ -548,8 +548,13 @@ class MockProviders:
         if leg is None and plan.phase(now) in ("delivered", "read"):
             overall = "Succeeded"
         total = sum(float(m.get("price") or 0) for m in messages)
-        body: dict[str, Any] = {"trackingId": plan.id, "status": overall, "messages": messages, "totalPrice": total}
-        return self._record("routee", _json(body))
+        flow: dict[str, Any] = {
+            "trackingId": plan.id,
+            "status": overall,
+            "messages": messages,
+            "totalPrice": total,
+        }
+        return self._record("routee", _json(flow))
 
 
 def exporter_config(
