@@ -293,6 +293,7 @@ class Exporter:
                 if i.health.oldest_pending_sent is not None
                 else 0.0,
                 self.leadership.leads(name),
+                i.health.last_tick,
             )
             for name, i in self.instances.items()
         ]

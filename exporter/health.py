@@ -39,7 +39,12 @@ class ProviderHealth:
     def __init__(self, clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None) -> None:
         self.up = True  # "0 after failures": nothing has failed yet
         self.last_success: float | None = None
-        self.overdue_since: float | None = None
+        #: the earliest next poll of a watched message, as the poller last read it: the
+        #: lag is computed from it at scrape time, so a tick that hangs (or a scheduler
+        #: that stopped) shows as a growing lag instead of the last value it set
+        self.next_due: float | None = None
+        #: when the poller last completed a tick (the exporter's clock)
+        self.last_tick: float | None = None
         self.oldest_pending_sent: float | None = None  # sent time of the oldest pending message
         self.recent_errors: deque[RecentError] = deque(maxlen=RECENT_ERRORS)
         self._level = 0
@@ -66,7 +71,7 @@ class ProviderHealth:
 
     def lag(self, now: float) -> float:
         """How far behind schedule the most overdue poll is (0 when keeping up)."""
-        return max(0.0, now - self.overdue_since) if self.overdue_since is not None else 0.0
+        return max(0.0, now - self.next_due) if self.next_due is not None else 0.0
 
     def note_error(self, message_id: str, outcome: Outcome, message: str) -> None:
         self.recent_errors.append(

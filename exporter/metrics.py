@@ -342,6 +342,8 @@ class ProviderSnapshot:
     oldest_pending: float = 0.0  # age of the oldest message still pending, seconds
     #: this replica polls the instance; only then does it export the store-wide gauges
     leader: bool = True
+    #: when the poller last completed a tick (None: not yet)
+    last_tick: float | None = None
 
 
 class StateCollector(Collector):
@@ -407,6 +409,11 @@ class StateCollector(Collector):
             "Campaigns still swept (their messages count in viber_messages_watched once found).",
             labels=["provider"],
         )
+        last_tick = GaugeMetricFamily(
+            "viber_poller_last_tick_timestamp_seconds",
+            "When the poller last completed a tick for this provider instance.",
+            labels=["provider"],
+        )
         leader = GaugeMetricFamily(
             "viber_exporter_leader",
             "1 on the replica that polls this provider instance, 0 on the others.",
@@ -428,6 +435,8 @@ class StateCollector(Collector):
             up.add_metric([p.name], 1.0 if p.up else 0.0)
             last_success.add_metric([p.name], p.last_success or 0.0)
             lag.add_metric([p.name], p.lag)
+            if p.last_tick is not None:
+                last_tick.add_metric([p.name], p.last_tick)
             pending.add_metric([p.name], p.oldest_pending)
             if p.balance is not None:
                 balance.add_metric([p.name, p.balance.currency], p.balance.amount)
@@ -439,7 +448,8 @@ class StateCollector(Collector):
             "viber_exporter_max_watched", "polling.max_watched: the watched set's limit."
         )
         limit.add_metric([], float(self.max_watched()))
-        yield from (watched, campaigns, messages, up, last_success, lag, pending, info, balance)
+        yield from (watched, campaigns, messages, up, last_success, lag, last_tick, pending, info)
+        yield balance
         yield leader
         yield from (build, limit)
         for p in providers:

@@ -127,6 +127,7 @@ class ProviderPoller:
         except Exception:
             log.exception("polling %s failed; will retry next tick", self.name)
         finally:
+            self.instance.health.last_tick = self.clock.time()
             self.idle.set()
 
     def verify(self) -> None:
@@ -288,10 +289,8 @@ class ProviderPoller:
     def _update_lag(self) -> None:
         if self.stopping.is_set():
             return
-        oldest = self.store.oldest_next_poll(self.name)
-        now = self.clock.time()
         health = self.instance.health
-        health.overdue_since = oldest if oldest is not None and oldest < now else None
+        health.next_due = self.store.oldest_next_poll(self.name)
         health.oldest_pending_sent = self.store.oldest_pending(self.name)
 
     def _poll(self, due: Sequence[MessageState], deadline: float) -> int:

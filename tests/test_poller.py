@@ -348,3 +348,24 @@ def test_a_registration_ttl_sets_the_deadline(builtin_host, tmp_path):
             assert "ttl" in info.value.details[0][1]
     finally:
         run.close()
+
+
+def test_a_poller_that_stops_ticking_shows_a_growing_lag_and_an_old_last_tick(fake_server, make_config, virtual_exporter):
+    """The lag is computed at scrape time from the earliest due poll the poller last
+    read: when ticks stop (a hung tick, a stopped scheduler), it grows instead of
+    keeping the 0 of the last tick, and the last tick's time stays where it was."""
+    _, api = fake_server
+    api.messages["h1"] = {"status": "QUEUED"}
+    exporter, clock, tick = virtual_exporter(make_config(polling={"schedule": ["10s"]}))
+    exporter.register([Registration("fake", "h1")])
+    tick(11.0)  # nothing due yet (the first poll is 10 s after registration)
+    tick(1.0)  # the first poll: pending, next poll 10 s later
+    assert len(api.calls) == 1
+    ticked = sample(exporter, "viber_poller_last_tick_timestamp_seconds", provider="fake")
+    assert ticked == pytest.approx(clock.time() - 1.0, abs=0.5)
+    assert sample(exporter, "viber_poll_lag_seconds", provider="fake") == 0
+    clock.advance(300.0)  # no tick runs any more
+    assert sample(exporter, "viber_poll_lag_seconds", provider="fake") == pytest.approx(291.0, abs=1.0)
+    assert sample(exporter, "viber_poller_last_tick_timestamp_seconds", provider="fake") == ticked
+    tick(1.0)  # ticking again catches up
+    assert sample(exporter, "viber_poll_lag_seconds", provider="fake") == 0
