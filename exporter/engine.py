@@ -131,7 +131,12 @@ class Exporter:
             raise ViberExporterError("; ".join(f"{key}: {message}" for key, message in problems))
         self._live = Live(config, instances)
         self.registry.register(
-            StateCollector(self.store, self.snapshots, lambda: self.config.polling.max_watched)
+            StateCollector(
+                self.store,
+                self.snapshots,
+                lambda: self.config.polling.max_watched,
+                lambda: self.ready,
+            )
         )
         self.leadership = Leadership(self.store)
         self.poller = Poller(

@@ -354,10 +354,12 @@ class StateCollector(Collector):
         store: Store,
         providers: Callable[[], Sequence[ProviderSnapshot]],
         max_watched: Callable[[], int] = lambda: 0,
+        ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self.store = store
         self.providers = providers
         self.max_watched = max_watched
+        self.ready = ready
 
     def describe(self) -> Iterable[Metric]:
         return list(self._families([]))
@@ -448,10 +450,15 @@ class StateCollector(Collector):
             "viber_exporter_max_watched", "polling.max_watched: the watched set's limit."
         )
         limit.add_metric([], float(self.max_watched()))
+        ready = GaugeMetricFamily(
+            "viber_exporter_ready",
+            "1 while /-/ready answers 200 (store reachable and writable, scheduler running).",
+        )
+        ready.add_metric([], 1.0 if providers and self.ready() else 0.0)
         yield from (watched, campaigns, messages, up, last_success, lag, last_tick, pending, info)
         yield balance
         yield leader
-        yield from (build, limit)
+        yield from (build, limit, ready)
         for p in providers:
             yield from _plugin_metrics(p)
 

@@ -2,10 +2,12 @@
 
 One Prometheus loads our rule file, the other does not (as for a Grafana-only user).
 Every dashboard query and every Grafana alert query must answer on both, every
-recording rule and alert expression on the first; and the failure-spike,
-provider-garbage and exporter-down alerts must go off. The rule file loaded here is
-the generated one with each alert's ``for`` cut to zero (the PromQL is untouched; the
-``for`` durations are covered by the promtool unit tests). Skips without a
+recording rule and alert expression on the first; and the delivery SLO's burn-rate
+(failure) alert, the provider-garbage and exporter-down alerts must go off. The scrape
+job is not called viber-exporter (as with a ServiceMonitor, which names the job after
+its Service): the rules are rendered for its selector, with each alert's ``for`` cut to
+zero (the PromQL is untouched; the ``for`` durations are covered by the promtool unit
+tests). Skips without a
 `prometheus` binary unless VIBER_EXPORTER_REQUIRE_E2E=1.
 """
 
@@ -46,7 +48,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 BURST = Mix(read=0.2, delivered=0.1, failed=0.6, expired=0.1, pending=0.0, delivery_median=0.5,
             read_median=0.5, final_median=0.5, sigma=0.3, visible_after=0.0)
 # Grafana's template variables, as Grafana would substitute them for a 5-minute view.
-SUBSTITUTIONS = {"$__rate_interval": "1m", "$__range": "5m", "$provider": ".*", "$instance": ".*"}
+SUBSTITUTIONS = {"$__rate_interval": "1m", "$__range": "5m", "$provider": ".*", "$instance": ".*", "$job": ".*",
+                 "$cluster": ".*"}
+#: the scrape job, and the rules rendered for it
+JOB = "viber-exporter-svc"
+STACK = generate.StackConfig(selector=f'job="{JOB}"')
 
 
 def prometheus_binary() -> str:
@@ -59,8 +65,8 @@ def prometheus_binary() -> str:
 
 
 def quick_rules(path: Path) -> Path:
-    """The generated rule file with every alert's ``for`` set to 0s."""
-    rules = yaml.safe_load((generate.ROOT / "prometheus" / "viber-exporter.rules.yml").read_text())
+    """The rules rendered for this job, with every alert's ``for`` set to 0s."""
+    rules = generate.prometheus_rules(STACK)
     for group in rules["groups"]:
         for rule in group["rules"]:
             if "alert" in rule:
@@ -87,7 +93,7 @@ global:
   scrape_interval: 1s
   evaluation_interval: 1s
 {rule_files}scrape_configs:
-  - job_name: {generate.JOB}
+  - job_name: {JOB}
     static_configs:
       - targets: ["127.0.0.1:{target_port}"]
 """)
@@ -158,7 +164,7 @@ def dashboard_exprs() -> list[tuple[str, str]]:
 
 
 def grafana_exprs() -> dict[str, str]:
-    data = yaml.safe_load((generate.ROOT / "provisioning" / "alerting" / "viber-exporter.yaml").read_text())
+    data = generate.grafana_alerts(STACK)
     return {r["title"]: next(d for d in r["data"] if d["refId"] == "A")["model"]["expr"]
             for g in data["groups"] for r in g["rules"]}
 
@@ -180,11 +186,12 @@ def send(stack: Stack, rounds: int, per_round: int) -> None:
 # a balance trend, a stalled or refused backlog): they must still parse everywhere.
 NEEDS_HISTORY = {"ViberCostSpike", "ViberBalanceLow", "ViberDeliveriesStalled", "ViberPollingStalled",
                  "ViberRegistrationsRefused", "ViberExporterAbsent"}
+FAILURE_ALERT = "ViberDeliveryErrorBudgetBurn"
 
 
 def test_every_query_answers_with_and_without_the_rule_file_and_the_alerts_go_off(stack):
-    wait_for(lambda: instant(stack.with_rules, f'viber_exporter_build_info{{job="{generate.JOB}"}}'), timeout=30)
-    wait_for(lambda: instant(stack.without_rules, f'viber_exporter_build_info{{job="{generate.JOB}"}}'), timeout=30)
+    wait_for(lambda: instant(stack.with_rules, f'viber_exporter_build_info{{job="{JOB}"}}'), timeout=30)
+    wait_for(lambda: instant(stack.without_rules, f'viber_exporter_build_info{{job="{JOB}"}}'), timeout=30)
     time.sleep(1.5)  # counters must be seen at 0 first: a value reached at the first scrape is no increase
 
     # First the providers answer HTTP 200 with an error page: garbage, then down.
@@ -197,9 +204,10 @@ def test_every_query_answers_with_and_without_the_rule_file_and_the_alerts_go_of
     wait_for(lambda: instant(stack.without_rules, grafana_exprs()["ViberProviderGarbage"]), timeout=30, interval=1)
     wait_for(lambda: alert_state(stack.with_rules, "ViberProviderDown") & {"pending", "firing"}, timeout=60, interval=1)
 
-    # Then they recover, and a burst comes: 60 % failures, two fifths on the provider's side.
+    # Then they recover, and a burst comes: 60 % failures, two fifths on the provider's side
+    # (enough messages for the SLO alert's volume floor of 50 in the hour).
     stack.mock.faults = Faults()
-    send(stack, rounds=12, per_round=5)
+    send(stack, rounds=24, per_round=5)
     wait_for(lambda: stack.exporter.store.total_watched() == 0, timeout=120)
 
     def dashboards_answer(prometheus: str) -> bool:
@@ -214,12 +222,15 @@ def test_every_query_answers_with_and_without_the_rule_file_and_the_alerts_go_of
     for record in generate.RECORDING_RULES:
         assert instant(stack.with_rules, record), record
     for alert in generate.ALERTS:
-        instant(stack.with_rules, alert.expr)
+        instant(stack.with_rules, generate.render(alert.expr, STACK))
         if alert.name not in NEEDS_HISTORY:
-            assert instant(stack.with_rules, alert.value), alert.name
-    wait_for(lambda: alert_state(stack.with_rules, "ViberFailureSpike") & {"pending", "firing"}, timeout=30, interval=1)
+            assert instant(stack.with_rules, generate.render(alert.value, STACK)), alert.name
+    wait_for(lambda: alert_state(stack.with_rules, FAILURE_ALERT) & {"pending", "firing"}, timeout=30, interval=1)
+    firing = requests.get(f"{stack.with_rules}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
+    labels = next(a["labels"] for a in firing if a["labels"]["alertname"] == FAILURE_ALERT)
+    assert labels["job"] == JOB, "the alert says where it comes from"
     # the Grafana twin needs no recording rule
-    wait_for(lambda: instant(stack.without_rules, grafana_exprs()["ViberFailureSpike"]), timeout=30, interval=1)
+    wait_for(lambda: instant(stack.without_rules, grafana_exprs()[FAILURE_ALERT]), timeout=30, interval=1)
 
     # The exporter dies: it pages as down, and its frozen counters page nothing else.
     stack.server.stop()
@@ -227,5 +238,5 @@ def test_every_query_answers_with_and_without_the_rule_file_and_the_alerts_go_of
     wait_for(lambda: alert_state(stack.with_rules, "ViberExporterDown") & {"pending", "firing"}, timeout=30, interval=1)
     wait_for(lambda: instant(stack.without_rules, grafana_exprs()["ViberExporterDown"]), timeout=30, interval=1)
     time.sleep(3)
-    for name in ("ViberFailureSpike", "ViberProviderGarbage", "ViberProviderDown", "ViberPollingStalled"):
+    for name in (FAILURE_ALERT, "ViberProviderGarbage", "ViberProviderDown", "ViberPollingStalled", "ViberPollerStuck"):
         assert not alert_state(stack.with_rules, name), f"{name} still active from a dead exporter's series"
