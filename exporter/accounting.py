@@ -165,15 +165,17 @@ def _enter(
             at = _trusted(state, "delivered_at", given, now, events, earliest) if given else now
             state.delivered_at = at
             latency = _since_sent(state, "delivered_at", at, events)
-            events.append(Latency(state.provider, state.id, "delivery", latency))
+            events.append(Latency(state.provider, state.id, "delivery", latency, state.labels))
         elif status is Status.READ:
             given = _ts(obs.read_at)
             state.read_at = (
                 _trusted(state, "read_at", given, now, events, earliest) if given else now
             )
             latency = _since_sent(state, "read_at", state.read_at, events)
-            events.append(Latency(state.provider, state.id, "read", latency))
-        events.append(Transition(state.provider, state.id, status, reason, state.country))
+            events.append(Latency(state.provider, state.id, "read", latency, state.labels))
+        events.append(
+            Transition(state.provider, state.id, status, reason, state.country, state.labels)
+        )
     if new is not state.status:
         reason = _reason(obs, new)
         old, state.status, state.reason = state.status, new, reason
@@ -219,7 +221,14 @@ def _add_cost(state: MessageState, obs: Observation, events: list[Event]) -> Non
         state.price = max(obs.price, state.price or 0.0)
         if obs.price > state.cost_viber:  # a counter never decreases: add only the increase
             events.append(
-                Cost(state.provider, currency, "viber", obs.price - state.cost_viber, state.country)
+                Cost(
+                    state.provider,
+                    currency,
+                    "viber",
+                    obs.price - state.cost_viber,
+                    state.country,
+                    state.labels,
+                )
             )
             state.cost_viber = obs.price
     legs = [leg for leg in obs.fallbacks if leg.sent and leg.price is not None]
@@ -235,6 +244,7 @@ def _add_cost(state: MessageState, obs: Observation, events: list[Event]) -> Non
                     legs[0].channel,
                     total - state.cost_sms,
                     state.country,
+                    state.labels,
                 )
             )
             state.cost_sms = total
@@ -253,12 +263,12 @@ def _fallback(state: MessageState, obs: Observation, events: list[Event]) -> Non
         return
     if not state.counted & Counted.SMS_FALLBACK:
         state.counted |= Counted.SMS_FALLBACK
-        events.append(SmsFallback(state.provider))
+        events.append(SmsFallback(state.provider, state.labels))
     final = leg.outcome is not None and leg.outcome is not Status.PENDING
     if final and not state.counted & Counted.FALLBACK_OUTCOME:
         state.counted |= Counted.FALLBACK_OUTCOME
         assert leg.outcome is not None
-        events.append(FallbackOutcome(state.provider, leg.channel, leg.outcome))
+        events.append(FallbackOutcome(state.provider, leg.channel, leg.outcome, state.labels))
 
 
 def _leg_pending(state: MessageState) -> bool:
@@ -343,7 +353,7 @@ def _settle(state: MessageState, now: float) -> None:
 def _expire_watch(state: MessageState, now: float, events: list[Event]) -> None:
     if not state.counted & Counted.WATCH_EXPIRED:
         state.counted |= Counted.WATCH_EXPIRED
-        events.append(WatchExpired(state.provider))
+        events.append(WatchExpired(state.provider, state.labels))
     _settle(state, now)
 
 
@@ -399,7 +409,12 @@ def not_found(state: MessageState, now: float, policy: PollingSettings) -> list[
             state.counted |= flag
             events.append(
                 Transition(
-                    state.provider, state.id, Status.UNKNOWN, NOT_FOUND_REASON, state.country
+                    state.provider,
+                    state.id,
+                    Status.UNKNOWN,
+                    NOT_FOUND_REASON,
+                    state.country,
+                    state.labels,
                 )
             )
         old, state.status, state.reason = state.status, Status.UNKNOWN, NOT_FOUND_REASON

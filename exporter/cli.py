@@ -17,6 +17,7 @@ import click
 from .client import ApiClient, ClientFailure
 from .config import DEFAULT_CONCURRENCY, DEFAULT_RATE_LIMIT, default_config_path, load_config
 from .errors import ConfigError, PluginError, StoreError, ViberExporterError
+from .labels import SERIES_CEILING, outcome_series
 from .logs import setup_logging
 from .pluginhost import PluginHost
 from .provider import Provider
@@ -162,6 +163,20 @@ def check_config(config_path: Path | None) -> None:
         for name, p in config.providers.items()
     )
     click.echo(f"configuration OK: {len(config.providers)} provider instance(s): {providers}")
+    metrics = config.metrics
+    if metrics.labels.declared:
+        per_instance = outcome_series(
+            metrics.labels, len(metrics.latency_buckets), "country" in metrics.extra_labels
+        )
+        declared = ", ".join(
+            f"{label.name} ({label.limit} values{' listed' if label.values else ''})"
+            for label in metrics.labels.declared
+        )
+        click.echo(
+            f"message labels: {declared}; at most {metrics.labels.combinations():,} combinations: "
+            f"worst case {per_instance:,} series of the outcome metrics per provider instance, "
+            f"{per_instance * len(config.providers):,} in all (ceiling {SERIES_CEILING:,} per instance)"
+        )
 
 
 @cli.command(short_help="List the provider plugins (built-in and installed) as JSON.")
@@ -264,6 +279,13 @@ def watch() -> None:
     metavar="DURATION",
     help="The messages' validity, e.g. 24h: one poll just after it ends while pending.",
 )
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A message label declared in [metrics.labels.NAME], for all IDs. Repeatable.",
+)
 @url_option
 @config_option
 def watch_add(
@@ -272,6 +294,7 @@ def watch_add(
     campaigns: Sequence[str],
     sent_at: str | None,
     ttl: str | None,
+    labels: Sequence[str],
     url: str | None,
     config_path: Path | None,
 ) -> None:
@@ -280,34 +303,84 @@ def watch_add(
     if registered alone."""
     if not ids and not campaigns:
         raise click.UsageError("give at least one ID or --campaign")
-    extra = {"sent_at": sent_at} if sent_at else {}
+    extra: dict[str, Any] = {"sent_at": sent_at} if sent_at else {}
     if ttl:
         extra["ttl"] = ttl
+    if labels:
+        extra["labels"] = _label_options(labels)
     items = [{"provider": provider, "id": i, **extra} for i in ids]
     items += [{"provider": provider, "campaign": c, **extra} for c in campaigns]
     result = ApiClient(url, config_path).call("POST", "/api/v1/messages", json={"messages": items})
     click.echo(f"accepted {result['accepted']}, duplicates {result['duplicates']}")
 
 
-Row = tuple[int, dict[str, str]]  # (line number in the file, registration item)
+def _label_options(options: Sequence[str]) -> dict[str, str]:
+    labels = {}
+    for option in options:
+        name, equals, value = option.partition("=")
+        if not equals or not name.strip():
+            raise click.BadParameter(f"{option!r} is not NAME=VALUE", param_hint="--label")
+        labels[name.strip()] = value
+    return labels
+
+
+Row = tuple[int, dict[str, Any]]  # (line number in the file, registration item)
+#: the columns an import file's header may name; label.NAME columns too
+IMPORT_COLUMNS = ("provider", "id", "sent_at", "ttl", "labels")
 
 
 def _csv_rows(path: Path, refused: list[tuple[int, str]]) -> Iterator[Row]:
-    """The rows of an import file; a row of the wrong shape goes to ``refused``."""
+    """The rows of an import file; a row of the wrong shape goes to ``refused``.
+
+    Without a header the columns are provider,id[,sent_at]; a header (a first line
+    starting "provider,id") may name sent_at, ttl, labels (NAME=VALUE;NAME=VALUE) and
+    label.NAME columns, in any order after provider and id."""
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
+        header: list[str] | None = None
         for row in reader:
             line = reader.line_num
-            if not row or (
-                line == 1 and [c.strip().lower() for c in row[:2]] == ["provider", "id"]
-            ):
+            if not row:
                 continue
-            if len(row) < 2 or len(row) > 3:
-                refused.append((line, f"expected provider,id[,sent_at], got {len(row)} columns"))
+            if line == 1 and [c.strip().lower() for c in row[:2]] == ["provider", "id"]:
+                header = [c.strip() for c in row]
+                unknown = [
+                    c
+                    for c in header
+                    if c.lower() not in IMPORT_COLUMNS and not c.startswith("label.")
+                ]
+                if unknown:
+                    raise Failure(f"{path}:1: unknown column(s): {', '.join(unknown)}")
                 continue
-            item = {"provider": row[0].strip(), "id": row[1].strip()}
-            if len(row) == 3 and row[2].strip():
-                item["sent_at"] = row[2].strip()
+            if header is None:
+                if len(row) < 2 or len(row) > 3:
+                    refused.append(
+                        (line, f"expected provider,id[,sent_at], got {len(row)} columns")
+                    )
+                    continue
+                header_row = ["provider", "id", "sent_at"][: len(row)]
+            elif len(row) != len(header):
+                refused.append(
+                    (line, f"expected {len(header)} columns as the header, got {len(row)}")
+                )
+                continue
+            else:
+                header_row = header
+            item: dict[str, Any] = {}
+            labels: dict[str, str] = {}
+            for name, value in zip(header_row, row, strict=True):
+                value = value.strip()
+                if name.startswith("label."):
+                    if value:
+                        labels[name.removeprefix("label.")] = value
+                elif name.lower() == "labels":
+                    for pair in filter(None, value.split(";")):
+                        key, _, text = pair.partition("=")
+                        labels[key.strip()] = text.strip()
+                elif value or name.lower() in ("provider", "id"):
+                    item[name.lower()] = value
+            if labels:
+                item["labels"] = labels
             yield line, item
 
 
@@ -351,8 +424,8 @@ class Importer:
 @url_option
 @config_option
 def watch_import(file: Path, url: str | None, config_path: Path | None) -> None:
-    """Register every row of a CSV file (columns: provider,id[,sent_at]; a first line
-    "provider,id,..." is a header).
+    """Register every row of a CSV file (columns: provider,id[,sent_at]; or a header line
+    "provider,id,..." naming any of sent_at, ttl, labels (NAME=VALUE;…) and label.NAME).
 
     Valid rows are stored even when others are not: each refused row is reported as
     FILE:LINE with the reason, the summary says exactly how many rows were stored, and
@@ -377,7 +450,7 @@ def watch_import(file: Path, url: str | None, config_path: Path | None) -> None:
         raise Failure(f"{len(importer.refused)} row(s) refused, listed above")
 
 
-LIST_COLUMNS = ("PROVIDER", "ID", "STATUS", "REASON", "POLLS", "NEXT_POLL")
+LIST_COLUMNS = ("PROVIDER", "ID", "STATUS", "REASON", "POLLS", "NEXT_POLL", "LABELS")
 
 
 @watch.command("list", short_help="List stored messages, tab-separated.")
@@ -396,7 +469,7 @@ def watch_list(
     config_path: Path | None,
 ) -> None:
     """List stored messages, tab-separated, after a header line: provider, message id,
-    status, reason, polls so far, next poll (RFC 3339, "-" once settled)."""
+    status, reason, polls so far, next poll (RFC 3339, "-" once settled), labels."""
     client = ApiClient(url, config_path)
     params: dict[str, str] = {"limit": "1000"}
     if provider:
@@ -415,6 +488,7 @@ def watch_list(
                 m["reason"] or "-",
                 str(m["polls"]),
                 m["next_poll_at"] or "-",
+                ",".join(f"{k}={v}" for k, v in (m.get("labels") or {}).items()) or "-",
             ]
             click.echo("\t".join(fields))
         if not page["next"]:

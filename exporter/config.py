@@ -18,6 +18,19 @@ from typing import Any
 from .configtable import ConfigTable, Problems
 from .durations import parse_duration
 from .errors import ConfigError
+from .labels import (
+    DEFAULT_MAX_COMBINATIONS,
+    DEFAULT_MAX_VALUES,
+    MAX_DECLARED,
+    MAX_MAX_VALUES,
+    NAME,
+    OTHER,
+    RESERVED,
+    SERIES_CEILING,
+    DeclaredLabel,
+    LabelSettings,
+    outcome_series,
+)
 from .pluginhost import ProviderType
 from .secrets import Secret
 from .settings import (
@@ -350,9 +363,55 @@ def _metrics(table: ConfigTable) -> MetricsSettings:
         table.problem(
             "latency_buckets", "must be a non-empty list of increasing positive numbers of seconds"
         )
-    settings = MetricsSettings(buckets, table.string_list("extra_labels", [], choices=EXTRA_LABELS))
+    extra = table.string_list("extra_labels", [], choices=EXTRA_LABELS)
+    labels = _labels(table)
+    series = outcome_series(labels, len(buckets), "country" in extra)
+    if series > SERIES_CEILING:
+        table.problem(
+            "labels",
+            f"the declared labels could make {series:,} series of the outcome metrics per "
+            f"provider instance, over the ceiling of {SERIES_CEILING:,}: declare fewer "
+            "labels or values, or lower max_label_combinations",
+        )
+    settings = MetricsSettings(buckets, extra, labels)
     table.finish()
     return settings
+
+
+def _labels(metrics: ConfigTable) -> LabelSettings:
+    """``[metrics.labels.NAME]`` tables (``values``, ``max_values``) and
+    ``metrics.max_label_combinations``."""
+    combinations = metrics.integer(
+        "max_label_combinations", DEFAULT_MAX_COMBINATIONS, minimum=1, maximum=100_000
+    )
+    tables = metrics.child("labels")
+    declared = []
+    for name in tables.data:
+        table = tables.child(name)
+        if not NAME.fullmatch(name) or name.startswith("__"):
+            tables.problem(
+                name, "a label name is letters, digits and '_', not starting with a digit or '__'"
+            )
+        elif name in RESERVED:
+            tables.problem(
+                name, f"the exporter's own metrics use the label {name!r}: choose another name"
+            )
+        values = None
+        if table.has("values"):
+            listed = table.string_list("values", [])
+            values = tuple(dict.fromkeys(listed))
+            if OTHER in values or "" in values:
+                table.problem("values", f'"{OTHER}" and "" are the exporter\'s own values')
+            if len(values) > MAX_MAX_VALUES:
+                table.problem("values", f"at most {MAX_MAX_VALUES} values")
+        max_values = table.integer(
+            "max_values", DEFAULT_MAX_VALUES, minimum=1, maximum=MAX_MAX_VALUES
+        )
+        table.finish()
+        declared.append(DeclaredLabel(name, values, max_values))
+    if len(declared) > MAX_DECLARED:
+        metrics.problem("labels", f"at most {MAX_DECLARED} labels, got {len(declared)}")
+    return LabelSettings(tuple(declared[:MAX_DECLARED]), combinations)
 
 
 def _provider(

@@ -16,6 +16,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
+from . import labels as labels_module
 from .callbacks import CallbackReply, CallbackRequest
 from .clock import SYSTEM_CLOCK, Clock
 from .durations import format_duration, parse_duration
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 
 FUTURE_SLACK = 3600.0  # sent_at may be at most this far ahead of our clock
 MAX_ITEMS = 10_000  # registrations per request, and reports per pushed request
-ITEM_KEYS = frozenset({"provider", "id", "campaign", "sent_at", "fields", "ttl"})
+ITEM_KEYS = frozenset({"provider", "id", "campaign", "sent_at", "fields", "ttl", "labels"})
 MAX_FIELDS = 16
 
 
@@ -62,6 +63,8 @@ class Registration:
     campaign: bool = False
     #: the message's validity in seconds from sending (a campaign's: its messages')
     ttl: float | None = None
+    #: declared message labels, as given (a campaign's apply to its messages)
+    labels: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,12 @@ class Exporter:
         state_url = config.exporter.state_url
         self.store = open_store(state_url.reveal() if state_url else config.exporter.state_path)
         self.metrics = Metrics(self.registry, config.metrics)
+        #: the declared labels' kept values, as the store holds them (None: none declared)
+        self.label_bounds = (
+            labels_module.Bounds(config.metrics.labels, self.store.label_values())
+            if config.metrics.labels.declared
+            else None
+        )
         self.status_hook = host.status_hook(
             lambda: self.metrics.hook_dropped.labels("message_status_changed").inc()
         )
@@ -136,6 +145,7 @@ class Exporter:
                 self.snapshots,
                 lambda: self.config.polling.max_watched,
                 lambda: self.ready,
+                config.metrics.labels.names,
             )
         )
         self.leadership = Leadership(self.store)
@@ -200,6 +210,8 @@ class Exporter:
         for name, instance in instances.items():
             self.metrics.add_provider(name, instance.provider.recipient_reasons)
             self.metrics.seed_reasons(name, self.store.failure_reasons(name, MAX_REASONS))
+        if self.label_bounds is not None:
+            self._label_series()
 
     @staticmethod
     def _close_new(
@@ -379,7 +391,11 @@ class Exporter:
                 ttl = parse_ttl(item["ttl"])
         except ValueError as e:
             return str(e)
-        return Registration(provider, str(message_id), sent_at, fields, campaign, ttl)
+        labels = item.get("labels")
+        problem = labels_module.problem(self.config.metrics.labels, labels)
+        if problem:
+            return problem
+        return Registration(provider, str(message_id), sent_at, fields, campaign, ttl, labels)
 
     def register_items(self, items: Sequence[Any]) -> RegistrationResult:
         """Validate raw request items (provider, id, sent_at, fields) and store them.
@@ -398,6 +414,7 @@ class Exporter:
         """Validate the whole batch, then store it durably. Raises RegistrationError,
         WatchedSetFull or StoreError, storing nothing."""
         now = self.clock.time()
+        label_settings = self.config.metrics.labels
         details = [
             (index, problem)
             for index, item in enumerate(items)
@@ -406,6 +423,7 @@ class Exporter:
                     item.provider, item.id, item.fields, campaign=item.campaign
                 )
                 or self._sent_at_problem(item, now)
+                or labels_module.problem(label_settings, item.labels)
             )
         ]
         if details:
@@ -418,12 +436,12 @@ class Exporter:
             if item.campaign:
                 discovery = instances[item.provider].config.polling.not_found_grace
                 campaigns.setdefault(item.provider, []).append(
-                    (item.id, item.sent_at, discovery, item.ttl)
+                    NewCampaign(item.id, item.sent_at, discovery, item.ttl, item.labels)
                 )
                 continue
             extra = json.dumps(dict(item.fields), sort_keys=True) if item.fields else None
             by_provider.setdefault(item.provider, []).append(
-                (item.id, item.sent_at, extra, item.ttl)
+                NewMessage(item.id, item.sent_at, extra, item.ttl, item.labels)
             )
         batches = {
             provider: (pairs, self.policy(provider).first_wait())
@@ -435,7 +453,11 @@ class Exporter:
         }
         try:
             counts = self.store.register(
-                batches, self.clock.time(), self.config.polling.max_watched, campaign_batches
+                batches,
+                self.clock.time(),
+                self.config.polling.max_watched,
+                campaign_batches,
+                self.label_bounds,
             )
         except WatchedSetFull:
             for item in items:
@@ -444,6 +466,8 @@ class Exporter:
         for provider, (new, dup) in counts.items():
             self.metrics.registrations.labels(provider, "accepted").inc(new)
             self.metrics.registrations.labels(provider, "duplicate").inc(dup)
+        if self.label_bounds is not None:
+            self._label_series()
         return RegistrationResult(
             sum(new for new, _ in counts.values()), sum(dup for _, dup in counts.values())
         )
@@ -463,6 +487,12 @@ class Exporter:
                 "its watch would be over before it began"
             )
         return None
+
+    def _label_series(self) -> None:
+        """The series of every label combination the store holds, at 0 until counted."""
+        self.metrics.add_label_combinations(
+            {(provider, stored) for provider, _, stored in self.store.labelled_counts()}
+        )
 
     def _rejected(self, providers: Sequence[object]) -> None:
         """A refused batch counts once per item of a configured, enabled instance."""

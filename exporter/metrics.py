@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -23,6 +23,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from . import labels as labels_module
 from .model import PRICE_CEILING, Outcome, Status
 from .provider import Balance, Provider
 from .settings import MetricsSettings
@@ -62,6 +63,7 @@ ANSWER_PROBLEMS = (
     "price_out_of_range",
     "inconsistent_answer",
 )
+LABEL_CACHE = 10_000  # stored label sets remembered decoded (bounded: combinations are)
 _EXEMPLAR_ID_MAX = 100  # OpenMetrics allows 128 characters for all exemplar labels together
 
 
@@ -134,59 +136,65 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry, settings: MetricsSettings) -> None:
         self.country_label = "country" in settings.extra_labels
+        #: the declared message labels, after every other label of the outcome metrics
+        self.label_names = settings.labels.names
+        declared = list(self.label_names)
         extra = ["country"] if self.country_label else []
+        extra_declared = [*extra, *declared]
         self._countries = BoundedLabel(MAX_COUNTRIES)
+        self._label_cache: dict[str | None, tuple[str, ...]] = {}
+        self._combinations: set[tuple[str, str]] = set()
         self._reasons: dict[str, BoundedLabel] = {}
         self._recipient_reasons: dict[str, frozenset[str]] = {}
         self.transitions = Counter(
             "viber_message_status_transitions",
             "Messages that entered each status.",
-            ["provider", "status", *extra],
+            ["provider", "status", *extra_declared],
             registry=registry,
         )
         self.failures = Counter(
             "viber_message_failures",
             "Messages that ended failed or expired, by reason.",
-            ["provider", "reason", *extra],
+            ["provider", "reason", *extra_declared],
             registry=registry,
         )
         self.delivery_latency = Histogram(
             "viber_message_delivery_latency_seconds",
             "Time from sent to delivered.",
-            ["provider"],
+            ["provider", *declared],
             buckets=settings.latency_buckets,
             registry=registry,
         )
         self.read_latency = Histogram(
             "viber_message_read_latency_seconds",
             "Time from sent to read.",
-            ["provider"],
+            ["provider", *declared],
             buckets=settings.latency_buckets,
             registry=registry,
         )
         self.cost = MoneyCounter(
             "viber_message_cost",
             "Money spent on messages, in the currency's main unit.",
-            ["provider", "currency", "channel", *extra],
+            ["provider", "currency", "channel", *extra_declared],
             registry,
         )
         self.sms_fallbacks = Counter(
             "viber_message_sms_fallbacks",
             "Messages the provider re-sent as SMS.",
-            ["provider"],
+            ["provider", *declared],
             registry=registry,
         )
         self.failures_by_side = Counter(
             "viber_message_failures_by_side",
             "Messages that ended failed or expired, by whose side the reason is on: "
             "recipient (not a Viber user, opted out, out of reach) or provider.",
-            ["provider", "side"],
+            ["provider", "side", *declared],
             registry=registry,
         )
         self.fallback_outcomes = Counter(
             "viber_message_fallback_outcomes",
             "Fallback legs (e.g. SMS re-sends) by their final status.",
-            ["provider", "channel", "outcome"],
+            ["provider", "channel", "outcome", *declared],
             registry=registry,
         )
         self.answer_problems = Counter(
@@ -199,7 +207,7 @@ class Metrics:
         self.watch_expired = Counter(
             "viber_message_watch_expired",
             "Messages that reached max_age without a final status.",
-            ["provider"],
+            ["provider", *declared],
             registry=registry,
         )
         self.requests = Counter(
@@ -253,19 +261,33 @@ class Metrics:
             return []
         return [self._countries(country.upper()) if country else ""]
 
+    def labels_of(self, stored: str | None) -> tuple[str, ...]:
+        """A message's declared label values (stored bounded), in declaration order."""
+        if not self.label_names:
+            return ()
+        cached = self._label_cache.get(stored)
+        if cached is None:
+            cached = labels_module.decode(stored, self.label_names)
+            if len(self._label_cache) < LABEL_CACHE:
+                self._label_cache[stored] = cached
+        return cached
+
     def seed_reasons(self, provider: str, reasons: Iterable[str]) -> None:
         """Give the reasons already stored their label again after a restart (most frequent first)."""
         self._reasons.setdefault(provider, BoundedLabel(MAX_REASONS)).seed(reasons)
 
     def add_provider(self, provider: str, recipient_reasons: frozenset[str] = frozenset()) -> None:
-        """Create every provider × status/outcome series at 0, so rate() works from the start."""
+        """Create every provider × status/outcome series at 0, so rate() works from the
+        start (with every declared label empty: a labelled combination's series appear
+        with its first event, as a counter's first increase)."""
         extra = self._extra(None)
+        empty = self.labels_of(None)
         self._reasons.setdefault(provider, BoundedLabel(MAX_REASONS))
         self._recipient_reasons[provider] = recipient_reasons
         for side in ("recipient", "provider"):
-            self.failures_by_side.labels(provider, side)
+            self.failures_by_side.labels(provider, side, *empty)
         for status in Status:
-            self.transitions.labels(provider, status.value, *extra)
+            self.transitions.labels(provider, status.value, *extra, *empty)
         for outcome in Outcome:
             self.requests.labels(provider, outcome.value)
         for registration in REGISTRATION_OUTCOMES:
@@ -273,17 +295,43 @@ class Metrics:
         for callback in CALLBACK_OUTCOMES:
             self.callbacks.labels(provider, callback)
         for leg_outcome in FALLBACK_OUTCOMES:
-            self.fallback_outcomes.labels(provider, "sms", leg_outcome)
+            self.fallback_outcomes.labels(provider, "sms", leg_outcome, *empty)
         for problem in ANSWER_PROBLEMS:
             self.answer_problems.labels(provider, problem)
         for metric in (
             self.delivery_latency,
             self.read_latency,
-            self.request_duration,
             self.sms_fallbacks,
             self.watch_expired,
         ):
-            metric.labels(provider)
+            metric.labels(provider, *empty)
+        self.request_duration.labels(provider)
+
+    def add_label_combinations(self, combinations: Iterable[tuple[str, str]]) -> None:
+        """Create the series of new (provider, stored labels) combinations at 0 when their
+        first message is registered, so ``rate()`` sees their first events (a series that
+        appears with a value hides its first increase)."""
+        if not self.label_names:
+            return
+        for provider, stored in combinations:
+            if (provider, stored) in self._combinations:
+                continue
+            self._combinations.add((provider, stored))
+            labels = self.labels_of(stored)
+            extra = self._extra(None)
+            for status in Status:
+                self.transitions.labels(provider, status.value, *extra, *labels)
+            for side in ("recipient", "provider"):
+                self.failures_by_side.labels(provider, side, *labels)
+            for leg_outcome in FALLBACK_OUTCOMES:
+                self.fallback_outcomes.labels(provider, "sms", leg_outcome, *labels)
+            for metric in (
+                self.delivery_latency,
+                self.read_latency,
+                self.sms_fallbacks,
+                self.watch_expired,
+            ):
+                metric.labels(provider, *labels)
 
     def record(self, events: Iterable[Event]) -> None:
         """Count events produced by a committed change: each one, even if another
@@ -295,32 +343,38 @@ class Metrics:
                 log.exception("could not count %s", type(event).__name__)
 
     def _count(self, event: Event) -> None:
+        if isinstance(event, AnswerProblem):
+            self.answer_problems.labels(event.provider, event.problem).inc()
+            return
+        labels = self.labels_of(getattr(event, "labels", None))
         if isinstance(event, Transition):
             extra = self._extra(event.country)
-            self.transitions.labels(event.provider, event.status.value, *extra).inc()
+            self.transitions.labels(event.provider, event.status.value, *extra, *labels).inc()
             if event.status.is_failure:
                 reasons = self._reasons.setdefault(event.provider, BoundedLabel(MAX_REASONS))
                 self.failures.labels(
-                    event.provider, reasons(event.reason or "unspecified"), *extra
+                    event.provider, reasons(event.reason or "unspecified"), *extra, *labels
                 ).inc()
                 recipient = self._recipient_reasons.get(event.provider, frozenset())
                 side = "recipient" if event.reason in recipient else "provider"
-                self.failures_by_side.labels(event.provider, side).inc()
+                self.failures_by_side.labels(event.provider, side, *labels).inc()
         elif isinstance(event, Latency):
             histogram = self.delivery_latency if event.kind == "delivery" else self.read_latency
             exemplar = {"message_id": event.message_id[:_EXEMPLAR_ID_MAX]}
-            histogram.labels(event.provider).observe(event.seconds, exemplar=exemplar)
+            histogram.labels(event.provider, *labels).observe(event.seconds, exemplar=exemplar)
         elif isinstance(event, Cost):
             extra = self._extra(event.country)
-            self.cost.add((event.provider, event.currency, event.channel, *extra), event.amount)
+            self.cost.add(
+                (event.provider, event.currency, event.channel, *extra, *labels), event.amount
+            )
         elif isinstance(event, SmsFallback):
-            self.sms_fallbacks.labels(event.provider).inc()
+            self.sms_fallbacks.labels(event.provider, *labels).inc()
         elif isinstance(event, WatchExpired):
-            self.watch_expired.labels(event.provider).inc()
+            self.watch_expired.labels(event.provider, *labels).inc()
         elif isinstance(event, FallbackOutcome):
-            self.fallback_outcomes.labels(event.provider, event.channel, event.outcome.value).inc()
-        elif isinstance(event, AnswerProblem):
-            self.answer_problems.labels(event.provider, event.problem).inc()
+            self.fallback_outcomes.labels(
+                event.provider, event.channel, event.outcome.value, *labels
+            ).inc()
 
     def request(self, provider: str, outcome: Outcome, seconds: float) -> None:
         self.requests.labels(provider, outcome.value).inc()
@@ -355,11 +409,34 @@ class StateCollector(Collector):
         providers: Callable[[], Sequence[ProviderSnapshot]],
         max_watched: Callable[[], int] = lambda: 0,
         ready: Callable[[], bool] = lambda: True,
+        label_names: Sequence[str] = (),
     ) -> None:
         self.store = store
         self.providers = providers
         self.max_watched = max_watched
         self.ready = ready
+        self.label_names = tuple(label_names)
+
+    def _messages(
+        self,
+        family: GaugeMetricFamily,
+        provider: str,
+        counts: Mapping[tuple[str, Status], int],
+        labelled: Mapping[tuple[str, Status, str], int],
+    ) -> None:
+        """``viber_messages`` of one provider: by status, and by the declared labels (the
+        messages without labels under empty values)."""
+        empty = ("",) * len(self.label_names)
+        totals = {(status, empty): counts.get((provider, status), 0) for status in Status}
+        for (name, status, stored), count in labelled.items():
+            if name != provider:
+                continue
+            values = labels_module.decode(stored, self.label_names)
+            totals[(status, empty)] -= count
+            totals[(status, values)] = totals.get((status, values), 0) + count
+        for (status, values), count in totals.items():
+            if count or values == empty:
+                family.add_metric([provider, status.value, *values], count)
 
     def describe(self) -> Iterable[Metric]:
         return list(self._families([]))
@@ -374,7 +451,7 @@ class StateCollector(Collector):
         messages = GaugeMetricFamily(
             "viber_messages",
             "Messages held in the state store, by current status.",
-            labels=["provider", "status"],
+            labels=["provider", "status", *self.label_names],
         )
         up = GaugeMetricFamily(
             "viber_provider_up",
@@ -422,6 +499,7 @@ class StateCollector(Collector):
             labels=["provider"],
         )
         counts, watched_counts = self.store.counts()
+        labelled = self.store.labelled_counts() if self.label_names else {}
         campaign_counts = self.store.campaign_counts()
         for p in providers:
             leader.add_metric([p.name], 1.0 if p.leader else 0.0)
@@ -432,8 +510,7 @@ class StateCollector(Collector):
                 continue
             watched.add_metric([p.name], watched_counts.get(p.name, 0))
             campaigns.add_metric([p.name], campaign_counts.get(p.name, 0))
-            for status in Status:
-                messages.add_metric([p.name, status.value], counts.get((p.name, status), 0))
+            self._messages(messages, p.name, counts, labelled)
             up.add_metric([p.name], 1.0 if p.up else 0.0)
             last_success.add_metric([p.name], p.last_success or 0.0)
             lag.add_metric([p.name], p.lag)

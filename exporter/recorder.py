@@ -223,6 +223,9 @@ class Recorder:
                     # its later polls ask the right endpoint
                     extra=json.dumps(dict(obs.fields), sort_keys=True) if obs.fields else None,
                     ttl=campaign.ttl if campaign else None,
+                    # a campaign's labels apply to its messages; a pushed report of a
+                    # message nobody registered has none
+                    labels=campaign.labels if campaign else None,
                 )
             elif campaign is not None and not state.watched:
                 return None, []  # settled already (a report may have settled it meanwhile)

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from .labels import LabelSettings
 from .secrets import Secret
 
 if TYPE_CHECKING:
@@ -114,6 +115,8 @@ class PollingSettings:
 class MetricsSettings:
     latency_buckets: tuple[float, ...] = tuple(float(b) for b in DEFAULT_BUCKETS)
     extra_labels: tuple[str, ...] = ()
+    #: the declared message labels (``[metrics.labels.NAME]``)
+    labels: LabelSettings = field(default_factory=LabelSettings)
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,8 @@ class MessageState:
     #: its validity in seconds from ``sent_at``: the provider's, else the registration's
     #: (None: the instance's ``ttl`` setting, if any)
     ttl: float | None = None
+    #: its message labels as registered, already bounded (a JSON object; None: none)
+    labels: str | None = None
 
     @property
     def watched(self) -> bool:
@@ -103,6 +105,8 @@ class CampaignState:
     settled_at: float | None = None
     #: the validity given at registration, for the messages found in it
     ttl: float | None = None
+    #: the labels given at registration (bounded, JSON), for the messages found in it
+    labels: str | None = None
 
     @property
     def watched(self) -> bool:
@@ -121,6 +125,7 @@ class Transition:
     status: Status
     reason: str | None
     country: str | None
+    labels: str | None = None  # the message's stored labels (JSON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,7 @@ class Latency:
     message_id: str
     kind: str  # "delivery" or "read"
     seconds: float
+    labels: str | None = None  # the message's stored labels (JSON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,16 +144,19 @@ class Cost:
     channel: str
     amount: float
     country: str | None
+    labels: str | None = None  # the message's stored labels (JSON)
 
 
 @dataclass(frozen=True, slots=True)
 class SmsFallback:
     provider: str
+    labels: str | None = None  # the message's stored labels (JSON)
 
 
 @dataclass(frozen=True, slots=True)
 class WatchExpired:
     provider: str
+    labels: str | None = None  # the message's stored labels (JSON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +166,7 @@ class FallbackOutcome:
     provider: str
     channel: str
     outcome: Status
+    labels: str | None = None  # the message's stored labels (JSON)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,11 +29,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from typing import Any, ClassVar, NamedTuple, Protocol
 
+from . import labels as labels_module
 from .errors import StoreError, WatchedSetFull
+from .labels import Bounds
 from .model import Status
 from .state import CampaignState, Counted, Event, MessageState, SentSource
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 WRITE_PROBE_EVERY = 5.0  # seconds between readiness probes after a failed write
 _COLUMNS = tuple(f.name for f in fields(MessageState))
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM messages"
@@ -52,6 +54,7 @@ _CAMPAIGN_INSERT = (
     f"VALUES ({', '.join('?' for _ in _CAMPAIGN_COLUMNS)})"
 )
 _IGNORE = " ON CONFLICT (provider, id) DO NOTHING"
+_LABEL_IGNORE = " ON CONFLICT (name, value) DO NOTHING"
 
 
 def _replace(columns: Sequence[str]) -> str:
@@ -66,12 +69,16 @@ _CHUNK = 500
 #: attempts of a write that lost a race with another replica (PostgreSQL only)
 _ATTEMPTS = 5
 
-#: A new message: (id, sent_at), (id, sent_at, extra JSON) or (id, sent_at, extra, ttl).
-NewMessage = (
-    tuple[str, float | None]
-    | tuple[str, float | None, str | None]
-    | tuple[str, float | None, str | None, float | None]
-)
+
+class NewMessage(NamedTuple):
+    """A message to register. Plain ``(id, sent_at)`` tuples are taken too."""
+
+    id: str
+    sent_at: float | None = None
+    extra: str | None = None  # plugin-defined registration fields (JSON)
+    ttl: float | None = None
+    labels: Mapping[str, str] | None = None  # as given: bounded when stored
+
 
 #: An update function: given the stored state (None if absent), return the state to
 #: store (None: leave the row alone) and the events the change produces. It may run
@@ -79,8 +86,13 @@ NewMessage = (
 #: replica), so it must not count or collect anything outside what it returns.
 Update = Callable[[MessageState | None], tuple[MessageState | None, list[Event]]]
 
-#: A new campaign: (campaign id, sent_at, how long to look for late messages[, ttl]).
-NewCampaign = tuple[str, float | None, float] | tuple[str, float | None, float, float | None]
+
+class NewCampaign(NamedTuple):
+    id: str
+    sent_at: float | None
+    discovery: float  # how long to look for late messages
+    ttl: float | None = None
+    labels: Mapping[str, str] | None = None  # as given: bounded when stored
 
 
 class CampaignWatch(NamedTuple):
@@ -134,32 +146,34 @@ def _update_row(state: MessageState) -> tuple[object, ...]:
     return (*row[2:], row[0], row[1])  # SET every column but the key, WHERE the key
 
 
-def _new_state(provider: str, item: NewMessage, now: float, first_poll_in: float) -> MessageState:
-    message_id, sent_at = item[0], item[1]
+def _new_state(
+    provider: str, item: NewMessage, now: float, first_poll_in: float, labels: str | None
+) -> MessageState:
     return MessageState(
         provider=provider,
-        id=message_id,
+        id=item.id,
         registered_at=now,
-        sent_at=sent_at if sent_at is not None else now,
-        sent_source=SentSource.GIVEN if sent_at is not None else SentSource.REGISTERED,
+        sent_at=item.sent_at if item.sent_at is not None else now,
+        sent_source=SentSource.GIVEN if item.sent_at is not None else SentSource.REGISTERED,
         next_poll=now + first_poll_in,
-        extra=item[2] if len(item) > 2 else None,
-        ttl=item[3] if len(item) > 3 else None,
+        extra=item.extra,
+        ttl=item.ttl,
+        labels=labels,
     )
 
 
 def _new_campaign(
-    provider: str, item: NewCampaign, now: float, first_poll_in: float
+    provider: str, item: NewCampaign, now: float, first_poll_in: float, labels: str | None
 ) -> CampaignState:
-    campaign_id, sent_at, discovery = item[:3]
     return CampaignState(
         provider=provider,
-        id=campaign_id,
+        id=item.id,
         registered_at=now,
-        sent_at=sent_at if sent_at is not None else now,
-        discover_until=now + discovery,
+        sent_at=item.sent_at if item.sent_at is not None else now,
+        discover_until=now + item.discovery,
         next_poll=now + first_poll_in,
-        ttl=item[3] if len(item) > 3 else None,
+        ttl=item.ttl,
+        labels=labels,
     )
 
 
@@ -190,6 +204,7 @@ class Store(abc.ABC):
         # Counts have their own lock so a scrape never waits behind a slow commit.
         self._counts_lock = threading.Lock()
         self.status_counts: Counter[tuple[str, Status]] = Counter()
+        self.label_counts: Counter[tuple[str, Status, str]] = Counter()
         self.watched: Counter[str] = Counter()
         self.campaigns_watched: Counter[str] = Counter()
         self.closed = False
@@ -273,24 +288,36 @@ class Store(abc.ABC):
         campaigns = db.execute(
             "SELECT provider, COUNT(*) FROM campaigns WHERE next_poll IS NOT NULL GROUP BY 1"
         ).fetchall()
+        labelled = db.execute(
+            "SELECT provider, status, labels, COUNT(*) FROM messages WHERE labels IS NOT NULL "
+            "GROUP BY 1, 2, 3"
+        ).fetchall()
         status_counts: Counter[tuple[str, Status]] = Counter()
         watched: Counter[str] = Counter()
         for provider, status, is_watched, count in rows:
             status_counts[(provider, Status(status))] += count
             if is_watched:
                 watched[provider] += count
+        label_counts: Counter[tuple[str, Status, str]] = Counter(
+            {
+                (provider, Status(status), labels): count
+                for provider, status, labels, count in labelled
+            }
+        )
         with self._counts_lock:
             self.status_counts = status_counts
+            self.label_counts = label_counts
             self.watched = watched
             self.campaigns_watched = Counter(dict(campaigns))
 
     # -- writes ------------------------------------------------------------------------
     def register(
         self,
-        batches: Mapping[str, tuple[Sequence[NewMessage], float]],
+        batches: Mapping[str, tuple[Sequence[NewMessage | tuple[str, float | None]], float]],
         now: float,
         max_watched: int,
         campaigns: Mapping[str, tuple[Sequence[NewCampaign], float]] | None = None,
+        bounds: Bounds | None = None,
     ) -> dict[str, tuple[int, int]]:
         """Store new messages (and campaigns) in one transaction, durable before this
         returns.
@@ -300,16 +327,26 @@ class Store(abc.ABC):
         discovery)``. Returns ``(accepted, duplicates)`` per provider, messages and
         campaigns together. Raises WatchedSetFull, storing nothing, when the new
         messages would not fit (a campaign's messages are checked as they are found).
+        Labels are bounded by ``bounds`` inside the transaction (the kept values are
+        the store's), and stored bounded.
         """
         result: dict[str, tuple[int, int]] = {}
         new_campaigns: Counter[str] = Counter()
+        labelled: Counter[tuple[str, str]] = Counter()
+        kept: dict[str, set[str]] = {}
         with self._write("registrations") as db:
+            label_of = self._labeller(db, bounds, kept)
             for provider, (items, first_poll_in) in batches.items():
-                rows = [
-                    _state_to_row(_new_state(provider, item, now, first_poll_in)) for item in items
+                states = [
+                    _new_state(provider, new, now, first_poll_in, label_of(new.labels))
+                    for new in (NewMessage(*item) for item in items)
                 ]
-                accepted = self._insert_new(db, rows)
-                result[provider] = (accepted, len(rows) - accepted)
+                accepted = self._insert_new(db, [_state_to_row(state) for state in states])
+                result[provider] = (accepted, len(states) - accepted)
+                if accepted == len(states):
+                    labelled.update((provider, st.labels) for st in states if st.labels)
+                elif any(st.labels for st in states):  # which ones were new: read them back
+                    labelled.update(self._new_labels(db, provider, states, now))
             new_total = sum(accepted for accepted, _ in result.values())
             if self.total_watched() + new_total > max_watched:
                 raise WatchedSetFull(
@@ -317,20 +354,92 @@ class Store(abc.ABC):
                 )
             for provider, (wanted, first_poll_in) in (campaigns or {}).items():
                 rows = [
-                    _campaign_row(_new_campaign(provider, item, now, first_poll_in))
+                    _campaign_row(
+                        _new_campaign(provider, item, now, first_poll_in, label_of(item.labels))
+                    )
                     for item in wanted
                 ]
                 accepted = db.executemany(_CAMPAIGN_INSERT + _IGNORE, rows).rowcount
                 new_campaigns[provider] += accepted
                 before = result.get(provider, (0, 0))
                 result[provider] = (before[0] + accepted, before[1] + len(rows) - accepted)
+        if bounds is not None:
+            bounds.commit(kept)  # only what the database now holds
         with self._counts_lock:
             for provider, (accepted, _) in result.items():
                 messages = accepted - new_campaigns[provider]
                 self.watched[provider] += messages
                 self.status_counts[(provider, Status.PENDING)] += messages
+            for (provider, labels), count in labelled.items():
+                self.label_counts[(provider, Status.PENDING, labels)] += count
             self.campaigns_watched.update(new_campaigns)
         return result
+
+    def _labeller(
+        self, db: Db, bounds: Bounds | None, kept: dict[str, set[str]]
+    ) -> Callable[[Mapping[str, str] | None], str | None]:
+        """Labels as stored: bounded against the kept values the database holds (new
+        ones are added within this transaction, and listed in ``kept``)."""
+        if bounds is None:
+            return lambda labels: None
+
+        def keep(name: str, value: str, limit: int) -> bool:
+            if (
+                db.execute(
+                    "SELECT 1 FROM label_values WHERE name = ? AND value = ?", (name, value)
+                ).fetchone()
+                is None
+            ):
+                self._lock_label_values(db)
+                count = db.execute(
+                    "SELECT COUNT(*) FROM label_values WHERE name = ?", (name,)
+                ).fetchone()[0]
+                if count >= limit:
+                    return False
+                db.execute(
+                    "INSERT INTO label_values (name, value) VALUES (?, ?)" + _LABEL_IGNORE,
+                    (name, value),
+                )
+            kept.setdefault(name, set()).add(value)
+            return True
+
+        return lambda labels: labels_module.encode(bounds.bound(labels or {}, keep, kept))
+
+    def _lock_label_values(self, db: Db) -> None:  # noqa: B027 - a hook
+        """Serialise the writers that add kept label values (a shared store's replicas)."""
+
+    def _new_labels(
+        self, db: Db, provider: str, states: Sequence[MessageState], now: float
+    ) -> Counter[tuple[str, str]]:
+        """The labels of the rows this registration created (duplicates kept theirs)."""
+        wanted = {st.id: st.labels for st in states if st.labels}
+        found: Counter[tuple[str, str]] = Counter()
+        ids = sorted(wanted)
+        for chunk in _chunks(ids):
+            marks = ", ".join("?" for _ in chunk)
+            for (message_id,) in db.execute(
+                f"SELECT id FROM messages WHERE provider = ? AND registered_at = ? "
+                f"AND id IN ({marks})",
+                (provider, now, *chunk),
+            ).fetchall():
+                found[(provider, str(wanted[message_id]))] += 1
+        return found
+
+    def import_label_values(self, kept: Mapping[str, Sequence[str]]) -> None:
+        """Add kept label values (``state copy``); those already kept stay."""
+        rows = [(name, value) for name, values in kept.items() for value in values]
+        if rows:
+            with self._write("the label values") as db:
+                db.executemany(
+                    "INSERT INTO label_values (name, value) VALUES (?, ?)" + _LABEL_IGNORE, rows
+                )
+
+    def label_values(self) -> dict[str, list[str]]:
+        """The kept values of every label (and the kept combinations, under ``*``)."""
+        kept: dict[str, list[str]] = {}
+        for name, value in self._read("SELECT name, value FROM label_values"):
+            kept.setdefault(name, []).append(value)
+        return kept
 
     def _insert_new(self, db: Db, rows: Sequence[tuple[object, ...]]) -> int:
         """Insert message rows, skipping ids already stored; return how many were new."""
@@ -370,8 +479,12 @@ class Store(abc.ABC):
                     status, watched = old
                     self.status_counts[(provider, status)] -= 1
                     self.watched[provider] -= watched
+                    if new.labels:  # a message's labels never change
+                        self.label_counts[(provider, status, new.labels)] -= 1
                 self.status_counts[(provider, new.status)] += 1
                 self.watched[provider] += new.watched
+                if new.labels:
+                    self.label_counts[(provider, new.status, new.labels)] += 1
         return events
 
     def _apply(
@@ -420,8 +533,8 @@ class Store(abc.ABC):
     def delete(self, provider: str, message_id: str) -> bool:
         with self._write("the deletion") as db:
             row = db.execute(
-                "SELECT status, next_poll IS NOT NULL FROM messages WHERE provider = ? AND id = ?"
-                f"{self.lock_rows}",
+                "SELECT status, next_poll IS NOT NULL, labels FROM messages "
+                f"WHERE provider = ? AND id = ?{self.lock_rows}",
                 (provider, message_id),
             ).fetchone()
             if row is not None:
@@ -433,14 +546,16 @@ class Store(abc.ABC):
         with self._counts_lock:
             self.status_counts[(provider, Status(row[0]))] -= 1
             self.watched[provider] -= bool(row[1])
+            if row[2]:
+                self.label_counts[(provider, Status(row[0]), row[2])] -= 1
         return True
 
     def purge_settled(self, settled_before: float) -> int:
         """Forget messages settled before the given time (``polling.retention``)."""
         with self._write("the retention purge") as db:
             doomed = db.execute(
-                "SELECT provider, status, COUNT(*) FROM messages WHERE settled_at < ? "
-                "AND next_poll IS NULL GROUP BY 1, 2",
+                "SELECT provider, status, labels, COUNT(*) FROM messages WHERE settled_at < ? "
+                "AND next_poll IS NULL GROUP BY 1, 2, 3",
                 (settled_before,),
             ).fetchall()
             if not doomed:
@@ -454,9 +569,11 @@ class Store(abc.ABC):
                 (settled_before,),
             )
         with self._counts_lock:
-            for provider, status, count in doomed:
+            for provider, status, labels, count in doomed:
                 self.status_counts[(provider, Status(status))] -= count
-        return sum(count for _, _, count in doomed)
+                if labels:
+                    self.label_counts[(provider, Status(status), labels)] -= count
+        return sum(count for *_, count in doomed)
 
     def save_campaign(self, state: CampaignState) -> None:
         """Store a campaign's state after a sweep (durable before this returns)."""
@@ -662,6 +779,12 @@ class Store(abc.ABC):
         """Messages per (provider, status) and watched per provider, from memory."""
         with self._counts_lock:
             return dict(self.status_counts), dict(self.watched)
+
+    def labelled_counts(self) -> dict[tuple[str, Status, str], int]:
+        """Messages with labels per (provider, status, stored labels), from memory; the
+        rest of ``counts()`` has none."""
+        with self._counts_lock:
+            return {key: count for key, count in self.label_counts.items() if count}
 
     def total_watched(self) -> int:
         with self._counts_lock:

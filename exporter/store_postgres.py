@@ -108,10 +108,24 @@ ALTER TABLE messages ADD COLUMN ttl DOUBLE PRECISION;
 ALTER TABLE campaigns ADD COLUMN ttl DOUBLE PRECISION;
 """,
     ),
+    (
+        6,
+        """
+ALTER TABLE messages ADD COLUMN labels TEXT;
+ALTER TABLE campaigns ADD COLUMN labels TEXT;
+CREATE TABLE label_values (
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (name, value)
+);
+""",
+    ),
 )
 assert MIGRATIONS[-1][0] == SCHEMA_VERSION
 #: the advisory lock the migrations run under (any constant shared by all replicas)
 MIGRATION_LOCK = 0x76_69_62_65_72  # "viber"
+#: the advisory lock of the writers that add kept label values
+LABEL_LOCK = 0x6C_61_62_65_6C  # "label"
 #: seconds to wait for a connection before a request answers 503
 CONNECT_WAIT = 3.0
 #: seconds between recounts of the messages other replicas changed, at least; a
@@ -260,6 +274,10 @@ class PostgresStore(Store):
             inserted = cursor.execute(_FROM_STAGE).rowcount
             cursor.execute("DELETE FROM new_messages")  # a second batch in this transaction
         return inserted
+
+    def _lock_label_values(self, db: Db) -> None:
+        # Two replicas adding the last kept value of a label at once would both see room.
+        db.execute("SELECT pg_advisory_xact_lock(?)", (LABEL_LOCK,))
 
     def _retryable(self, error: Exception) -> bool:
         return isinstance(

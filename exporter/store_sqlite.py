@@ -108,6 +108,19 @@ ALTER TABLE messages ADD COLUMN ttl REAL;
 ALTER TABLE campaigns ADD COLUMN ttl REAL;
 """,
     ),
+    (
+        6,
+        """
+-- message labels, bounded at registration (JSON), and the values each label keeps
+ALTER TABLE messages ADD COLUMN labels TEXT;
+ALTER TABLE campaigns ADD COLUMN labels TEXT;
+CREATE TABLE label_values (
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (name, value)
+) WITHOUT ROWID;
+""",
+    ),
 )
 assert MIGRATIONS[-1][0] == SCHEMA_VERSION
 

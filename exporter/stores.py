@@ -62,6 +62,7 @@ def copy_state(
             f"the target {target.description} already holds messages; "
             "use --force to copy over them (rows with the same keys are replaced)"
         )
+    target.import_label_values(source.label_values())  # the kept label values, as they are
     messages = campaigns = 0
     after: tuple[str, str] | None = None
     while page := source.page(after=after, limit=COPY_PAGE):

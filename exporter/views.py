@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +51,7 @@ def message_json(state: MessageState) -> dict[str, Any]:
         "last_error": state.last_error,
         "campaign": state.campaign,
         "ttl": state.ttl,
+        "labels": json.loads(state.labels) if state.labels else {},
     }
 
 

@@ -15,11 +15,13 @@ from typing import TypeVar
 import viber_rules as rules
 from grafana_foundation_sdk.builders.common import GraphThresholdsStyleConfig
 from grafana_foundation_sdk.builders.dashboard import (
+    AdHocVariable,
     AnnotationQuery,
     DashboardLink,
     DatasourceVariable,
     QueryVariable,
     Row,
+    TextBoxVariable,
     ThresholdsConfig,
 )
 from grafana_foundation_sdk.builders.dashboard import Dashboard as DashboardBuilder
@@ -206,6 +208,11 @@ def dashboard() -> DashboardBuilder:
         .with_variable(variable("job", "Job", 'label_values(viber_exporter_build_info{cluster=~"$cluster"}, job)'))
         .with_variable(variable("instance", "Exporter", 'label_values(viber_exporter_build_info{cluster=~"$cluster", job=~"$job"}, instance)'))
         .with_variable(variable("provider", "Provider", f"label_values(viber_provider_info{{{SCOPE}}}, provider)"))
+        # Message labels ([metrics.labels.NAME]): filter every query by any of them, and
+        # break the "By message label" row down by one
+        .with_variable(AdHocVariable("filters").label("Label filters").datasource(DS))
+        .with_variable(TextBoxVariable("breakdown").label("Break down by").default_value("provider")
+                       .current(VariableOption(selected=True, text="provider", value="provider")))
         .with_row(GRID.row("Overview"))
         .with_panel(stat(
             "Messages in the store by status", "short",
@@ -274,6 +281,23 @@ def dashboard() -> DashboardBuilder:
                            description="Messages re-sent as SMS, and how those SMS ended, per second.", width=6))
         .with_panel(series("Watch expiries", "ops", query(f"sum by (provider) (rate(viber_message_watch_expired_total{{{P}}}[$__rate_interval]))", "{{provider}}"), width=6,
                            description="Messages that reached max_age without a final status, per second."))
+        .with_row(GRID.row("By message label"))
+        .with_panel(series(
+            "Delivery success by $breakdown (10 min)", "percentunit",
+            query(f'sum by ($breakdown) (increase({TRANSITIONS}{{{P}, status="delivered"}}[10m])) / sum by ($breakdown) (increase({TRANSITIONS}{{{P}, {SETTLED}}}[10m]))', "{{$breakdown}}"),
+            description="Delivered among settled, per value of the label named in \"Break down by\" (a declared message label such as kind, or provider).",
+            width=8,
+        ))
+        .with_panel(series(
+            "Provider-side failures by $breakdown", "ops",
+            query(f'sum by ($breakdown) (rate(viber_message_failures_by_side_total{{{P}, side="provider"}}[$__rate_interval]))', "{{$breakdown}}"),
+            width=8,
+        ))
+        .with_panel(series(
+            "Delivery latency p95 by $breakdown", "s",
+            query(f"histogram_quantile(0.95, sum by ($breakdown, le) (rate(viber_message_delivery_latency_seconds_bucket{{{P}}}[$__rate_interval])))", "{{$breakdown}}"),
+            width=8,
+        ))
         .with_row(GRID.row("Provider health"))
         .with_panel(states("Provider up", query(f"max by (provider) (viber_provider_up{{{P}}})", "{{provider}}"),
                            mapping=up_mapping, width=8, runbook="ViberProviderDown"))

@@ -78,6 +78,8 @@ def config_libsonnet() -> str:
         "deliveryObjective": d.delivery_objective,
         "latencyObjective": d.latency_objective,
         "latencyThreshold": d.latency_threshold,
+        "messageLabels": list(d.message_labels),
+        "sloLabels": _Raw("std.join('', [', ' + label for label in self.messageLabels])"),
     }
     body = to_jsonnet(config, 1)
     return (

@@ -39,6 +39,10 @@ class StackConfig:
     #: the latency SLO's threshold, as the ``le`` label of a latency bucket (a bucket
     #: boundary of metrics.latency_buckets, as the exporter writes it)
     latency_threshold: str = "300.0"
+    #: declared message labels (``[metrics.labels.NAME]``) the SLOs are computed and
+    #: alerted per: each combination's budget burns on its own (the SLO rules' series
+    #: multiply by the combinations in use, at most metrics.max_label_combinations + 1)
+    message_labels: tuple[str, ...] = ()
 
     def values(self) -> dict[str, str]:
         """Each placeholder's text for this configuration."""
@@ -48,6 +52,7 @@ class StackConfig:
             "deliveryObjective": self.delivery_objective,
             "latencyObjective": self.latency_objective,
             "latencyThreshold": self.latency_threshold,
+            "sloLabels": "".join(f", {label}" for label in self.message_labels),
         }
 
 
@@ -59,6 +64,7 @@ JSONNET_FIELDS = {
     "deliveryObjective": "deliveryObjective",
     "latencyObjective": "latencyObjective",
     "latencyThreshold": "latencyThreshold",
+    "sloLabels": "sloLabels",
 }
 _PLACEHOLDER = re.compile(r"<<([A-Za-z]+)>>")
 
@@ -164,7 +170,9 @@ class Slo:
 
 
 def _rate(expr: str, window: str) -> str:
-    return f"sum {by('provider')} ({live(f'rate({expr}[{window}])')})"
+    """A per-second rate for an SLO, per provider instance and per declared message
+    label the SLOs are kept for (``message_labels``)."""
+    return f"sum by ({AGG}, provider{ph('sloLabels')}) ({live(f'rate({expr}[{window}])')})"
 
 
 SLOS = (

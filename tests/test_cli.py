@@ -182,7 +182,7 @@ def test_watch_add_import_list_and_delete(make_config, serve, tmp_path, capsys, 
 
     assert main(["watch", "list", "--provider", "fake", "--url", url]) == 0
     listed = capsys.readouterr().out.splitlines()
-    assert listed[0] == "PROVIDER\tID\tSTATUS\tREASON\tPOLLS\tNEXT_POLL"
+    assert listed[0] == "PROVIDER\tID\tSTATUS\tREASON\tPOLLS\tNEXT_POLL\tLABELS"
     assert len(listed) == 1 + 1502 + 1497 and listed[1].startswith("fake\ti0\tpending")
     assert main(["watch", "list", "--no-header", "--status", "read", "--url", url]) == 0
     assert capsys.readouterr().out == ""

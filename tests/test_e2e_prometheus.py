@@ -49,7 +49,7 @@ BURST = Mix(read=0.2, delivered=0.1, failed=0.6, expired=0.1, pending=0.0, deliv
             read_median=0.5, final_median=0.5, sigma=0.3, visible_after=0.0)
 # Grafana's template variables, as Grafana would substitute them for a 5-minute view.
 SUBSTITUTIONS = {"$__rate_interval": "1m", "$__range": "5m", "$provider": ".*", "$instance": ".*", "$job": ".*",
-                 "$cluster": ".*"}
+                 "$cluster": ".*", "$breakdown": "kind"}
 #: the scrape job, and the rules rendered for it
 JOB = "viber-exporter-svc"
 STACK = generate.StackConfig(selector=f'job="{JOB}"')
@@ -118,6 +118,7 @@ def stack(tmp_path) -> Iterator[Stack]:
     host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})
     text = exporter_config(mock_server.url, tmp_path / "state.db", polling={"tick": "200ms", "schedule": ["300ms"], "read_window": "2s"},
                            routee={"rate_limit": 500}, bsg={"rate_limit": 500})
+    text += '[metrics.labels.kind]\nvalues = ["otp", "marketing"]\n'  # a declared message label
     exporter = Exporter(parse_config(text, host.provider_types(), {}), host)
     server = HttpServer(exporter, "127.0.0.1", 0)
     exporter.start()
@@ -152,6 +153,10 @@ def instant(prometheus: str, expr: str) -> list[dict[str, Any]]:
     return answer["data"]["result"]
 
 
+def instant_sum(prometheus: str, expr: str) -> float:
+    return sum(float(r["value"][1]) for r in instant(prometheus, f"sum({expr})"))
+
+
 def substitute(expr: str) -> str:
     for variable, value in SUBSTITUTIONS.items():
         expr = expr.replace(variable, value)
@@ -178,7 +183,8 @@ def send(stack: Stack, rounds: int, per_round: int) -> None:
     for _ in range(rounds):  # the burst arrives over a few seconds, as real traffic would
         for provider in ("routee", "bsg"):
             plans = [stack.mock.simulation.create(provider, SYSTEM_CLOCK.time()) for _ in range(per_round)]
-            stack.exporter.register([Registration(provider, p.id, sent_at=p.created) for p in plans])
+            stack.exporter.register([Registration(provider, p.id, sent_at=p.created, labels={"kind": KINDS[n % 2]})
+                                     for n, p in enumerate(plans)])
         time.sleep(0.4)
 
 
@@ -187,6 +193,7 @@ def send(stack: Stack, rounds: int, per_round: int) -> None:
 NEEDS_HISTORY = {"ViberCostSpike", "ViberBalanceLow", "ViberDeliveriesStalled", "ViberPollingStalled",
                  "ViberRegistrationsRefused", "ViberExporterAbsent"}
 FAILURE_ALERT = "ViberDeliveryErrorBudgetBurn"
+KINDS = ("otp", "marketing")
 
 
 def test_every_query_answers_with_and_without_the_rule_file_and_the_alerts_go_off(stack):
@@ -231,6 +238,12 @@ def test_every_query_answers_with_and_without_the_rule_file_and_the_alerts_go_of
     assert labels["job"] == JOB, "the alert says where it comes from"
     # the Grafana twin needs no recording rule
     wait_for(lambda: instant(stack.without_rules, grafana_exprs()[FAILURE_ALERT]), timeout=30, interval=1)
+    # Every message counted once, under the label it was registered with.
+    settled = {kind: sum(float(r["value"][1]) for r in instant(
+        stack.with_rules, f'sum by (provider) (viber_message_status_transitions_total{{job="{JOB}", kind="{kind}", status="pending"}})'))
+        for kind in KINDS}
+    assert settled["otp"] > 0 and settled["marketing"] > 0
+    assert sum(settled.values()) == instant_sum(stack.with_rules, f'viber_message_status_transitions_total{{job="{JOB}", status="pending"}}')
 
     # The exporter dies: it pages as down, and its frozen counters page nothing else.
     stack.server.stop()

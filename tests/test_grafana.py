@@ -93,7 +93,9 @@ def test_dashboard_is_provisioning_safe_with_variables_and_panels():
                    "Watched backlog", "Registrations and callbacks by outcome", "Dropped hook events", "Exporter CPU",
                    "Exporter memory and open files"):
         assert wanted in titles, wanted
-    assert [r["title"] for r in data["panels"] if r["type"] == "row"] == ["Overview", "Alerts", "Messages", "Provider health", "Exporter health"]
+    assert [r["title"] for r in data["panels"] if r["type"] == "row"] == ["Overview", "Alerts", "Messages", "By message label",
+                                                                            "Provider health", "Exporter health"]
+    assert variables["filters"]["type"] == "adhoc" and variables["breakdown"]["query"] == "provider"
     for panel in panels:
         for target in panel.get("targets", []):
             if "viber_" in target["expr"] or "process_" in target["expr"] or "up{" in target["expr"]:
@@ -320,3 +322,39 @@ def test_the_example_alertmanager_config_and_its_inhibitions_are_valid():
         assert alert in named, alert
     for alert in re.findall(r"Viber[A-Za-z]+", named):
         assert alert in ALERT_NAMES or alert in ("ViberDelivery", "ViberLatency"), alert
+
+
+@pytest.mark.e2e
+def test_the_slo_alerts_burn_per_declared_message_label(tmp_path):
+    """With message_labels, each label combination's budget burns on its own: a spike
+    of failed one-time passcodes pages for kind="otp" while marketing stays quiet."""
+    tool = promtool()
+    sys.path.insert(0, str(GRAFANA))
+    import generate
+
+    config = generate.StackConfig(message_labels=("kind",))
+    rules = generate.prometheus_rules(config)
+    assert "by (cluster, namespace, job, provider, kind)" in json.dumps(rules)
+    (tmp_path / "rules.yml").write_text(generate.dump_yaml(rules, "rendered for a test"))
+    labels = 'job="viber-exporter", instance="exp:9839", provider="bsg"'
+    series = [{"series": f"up{{{labels.rsplit(', ', 1)[0]}}}", "values": "1x100"}]
+    for kind, failed in (("otp", "0+0.05x60 3+10x40"), ("marketing", "0+0.05x100")):
+        delivered = "0+9.95x60 597+0x40" if kind == "otp" else "0+9.95x100"
+        series += [
+            {"series": f'viber_message_status_transitions_total{{{labels}, status="delivered", kind="{kind}"}}', "values": delivered},
+            {"series": f'viber_message_status_transitions_total{{{labels}, status="failed", kind="{kind}"}}', "values": failed},
+            {"series": f'viber_message_status_transitions_total{{{labels}, status="expired", kind="{kind}"}}', "values": "0x100"},
+            {"series": f'viber_message_failures_by_side_total{{{labels}, side="provider", kind="{kind}"}}', "values": failed},
+            {"series": f'viber_message_failures_by_side_total{{{labels}, side="recipient", kind="{kind}"}}', "values": "0x100"},
+        ]
+    runbook = "https://github.com/viber-exporter/viber-exporter/blob/main/docs/runbooks.md#viberdeliveryerrorbudgetburn"
+    test = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": series,
+        "alert_rule_test": [{"eval_time": "75m", "alertname": "ViberDeliveryErrorBudgetBurn", "exp_alerts": [{
+            "exp_labels": {"severity": "critical", "job": "viber-exporter", "provider": "bsg", "kind": "otp"},
+            "exp_annotations": {"summary": "bsg burns its delivery success error budget fast", "runbook_url": runbook,
+                                "description": "24.11% of the messages of bsg in the last hour failed on the provider's or the sender's side (recipient reasons such as not_viber_user are not counted): at this rate the 30-day error budget of the delivery success SLO (0.99) is gone in about two days."}}]}],
+    }]}
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(test, sort_keys=False, width=1000))
+    result = subprocess.run([tool, "test", "rules", "test.yml"], capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -43,13 +43,16 @@ class VirtualRun:
         routee: Mapping[str, Any] | None = None,
         bsg: Mapping[str, Any] | None = None,
         start: float = 1_800_000_000.0,
+        extra: str = "",
     ) -> None:
+        """``extra``: more TOML after the generated configuration (e.g. label tables)."""
         self.clock = ManualClock(start)
         self.host = host
         self.mock = MockProviders(mix, seed=seed, clock=self.clock.time)
         self.server = BackgroundServer(self.mock, "127.0.0.1", 0, name="mock")
         self.server.start()
         text = exporter_config(self.server.url, state_path, polling=polling, routee=routee, bsg=bsg)
+        text += extra
         self.config = parse_config(text, host.provider_types(), environ={})
         self.exporter = self._exporter()
         self.registered: set[tuple[str, str]] = set()

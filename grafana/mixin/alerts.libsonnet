@@ -7,83 +7,83 @@
         "rules": [
           {
             "record": "viber:slo_delivery_events:rate5m",
-            "expr": ("sum by (%(aggregation)s, provider) ((rate(viber_message_status_transitions_total{%(selector)s, status=~\"delivered|failed|expired\"}[5m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1)) - sum by (%(aggregation)s, provider) ((rate(viber_message_failures_by_side_total{%(selector)s, side=\"recipient\"}[5m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))" % $._config),
+            "expr": ("sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_status_transitions_total{%(selector)s, status=~\"delivered|failed|expired\"}[5m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1)) - sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_failures_by_side_total{%(selector)s, side=\"recipient\"}[5m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))" % $._config),
           },
           {
             "record": "viber:slo_delivery_errors:ratio_rate5m",
-            "expr": ("(sum by (%(aggregation)s, provider) ((rate(viber_message_failures_by_side_total{%(selector)s, side=\"provider\"}[5m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))) / viber:slo_delivery_events:rate5m" % $._config),
+            "expr": ("(sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_failures_by_side_total{%(selector)s, side=\"provider\"}[5m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))) / viber:slo_delivery_events:rate5m" % $._config),
           },
           {
             "record": "viber:slo_delivery_events:rate30m",
-            "expr": ("sum by (%(aggregation)s, provider) ((rate(viber_message_status_transitions_total{%(selector)s, status=~\"delivered|failed|expired\"}[30m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1)) - sum by (%(aggregation)s, provider) ((rate(viber_message_failures_by_side_total{%(selector)s, side=\"recipient\"}[30m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))" % $._config),
+            "expr": ("sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_status_transitions_total{%(selector)s, status=~\"delivered|failed|expired\"}[30m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1)) - sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_failures_by_side_total{%(selector)s, side=\"recipient\"}[30m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))" % $._config),
           },
           {
             "record": "viber:slo_delivery_errors:ratio_rate30m",
-            "expr": ("(sum by (%(aggregation)s, provider) ((rate(viber_message_failures_by_side_total{%(selector)s, side=\"provider\"}[30m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))) / viber:slo_delivery_events:rate30m" % $._config),
+            "expr": ("(sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_failures_by_side_total{%(selector)s, side=\"provider\"}[30m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))) / viber:slo_delivery_events:rate30m" % $._config),
           },
           {
             "record": "viber:slo_delivery_events:rate1h",
-            "expr": ("sum by (%(aggregation)s, provider) ((rate(viber_message_status_transitions_total{%(selector)s, status=~\"delivered|failed|expired\"}[1h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1)) - sum by (%(aggregation)s, provider) ((rate(viber_message_failures_by_side_total{%(selector)s, side=\"recipient\"}[1h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))" % $._config),
+            "expr": ("sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_status_transitions_total{%(selector)s, status=~\"delivered|failed|expired\"}[1h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1)) - sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_failures_by_side_total{%(selector)s, side=\"recipient\"}[1h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))" % $._config),
           },
           {
             "record": "viber:slo_delivery_errors:ratio_rate1h",
-            "expr": ("(sum by (%(aggregation)s, provider) ((rate(viber_message_failures_by_side_total{%(selector)s, side=\"provider\"}[1h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))) / viber:slo_delivery_events:rate1h" % $._config),
+            "expr": ("(sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_failures_by_side_total{%(selector)s, side=\"provider\"}[1h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))) / viber:slo_delivery_events:rate1h" % $._config),
           },
           {
             "record": "viber:slo_delivery_events:rate6h",
-            "expr": ("sum by (%(aggregation)s, provider) ((rate(viber_message_status_transitions_total{%(selector)s, status=~\"delivered|failed|expired\"}[6h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1)) - sum by (%(aggregation)s, provider) ((rate(viber_message_failures_by_side_total{%(selector)s, side=\"recipient\"}[6h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))" % $._config),
+            "expr": ("sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_status_transitions_total{%(selector)s, status=~\"delivered|failed|expired\"}[6h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1)) - sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_failures_by_side_total{%(selector)s, side=\"recipient\"}[6h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))" % $._config),
           },
           {
             "record": "viber:slo_delivery_errors:ratio_rate6h",
-            "expr": ("(sum by (%(aggregation)s, provider) ((rate(viber_message_failures_by_side_total{%(selector)s, side=\"provider\"}[6h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))) / viber:slo_delivery_events:rate6h" % $._config),
+            "expr": ("(sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_failures_by_side_total{%(selector)s, side=\"provider\"}[6h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))) / viber:slo_delivery_events:rate6h" % $._config),
           },
           {
             "record": "viber:slo_delivery_events:rate3d",
-            "expr": ("sum by (%(aggregation)s, provider) ((rate(viber_message_status_transitions_total{%(selector)s, status=~\"delivered|failed|expired\"}[3d]) and on (%(aggregation)s, instance) up{%(selector)s} == 1)) - sum by (%(aggregation)s, provider) ((rate(viber_message_failures_by_side_total{%(selector)s, side=\"recipient\"}[3d]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))" % $._config),
+            "expr": ("sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_status_transitions_total{%(selector)s, status=~\"delivered|failed|expired\"}[3d]) and on (%(aggregation)s, instance) up{%(selector)s} == 1)) - sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_failures_by_side_total{%(selector)s, side=\"recipient\"}[3d]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))" % $._config),
           },
           {
             "record": "viber:slo_delivery_errors:ratio_rate3d",
-            "expr": ("(sum by (%(aggregation)s, provider) ((rate(viber_message_failures_by_side_total{%(selector)s, side=\"provider\"}[3d]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))) / viber:slo_delivery_events:rate3d" % $._config),
+            "expr": ("(sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_failures_by_side_total{%(selector)s, side=\"provider\"}[3d]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))) / viber:slo_delivery_events:rate3d" % $._config),
           },
           {
             "record": "viber:slo_latency_events:rate5m",
-            "expr": ("sum by (%(aggregation)s, provider) ((rate(viber_message_delivery_latency_seconds_count{%(selector)s}[5m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))" % $._config),
+            "expr": ("sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_delivery_latency_seconds_count{%(selector)s}[5m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))" % $._config),
           },
           {
             "record": "viber:slo_latency_errors:ratio_rate5m",
-            "expr": ("(sum by (%(aggregation)s, provider) ((rate(viber_message_delivery_latency_seconds_count{%(selector)s}[5m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1)) - sum by (%(aggregation)s, provider) ((rate(viber_message_delivery_latency_seconds_bucket{%(selector)s, le=\"%(latencyThreshold)s\"}[5m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))) / viber:slo_latency_events:rate5m" % $._config),
+            "expr": ("(sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_delivery_latency_seconds_count{%(selector)s}[5m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1)) - sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_delivery_latency_seconds_bucket{%(selector)s, le=\"%(latencyThreshold)s\"}[5m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))) / viber:slo_latency_events:rate5m" % $._config),
           },
           {
             "record": "viber:slo_latency_events:rate30m",
-            "expr": ("sum by (%(aggregation)s, provider) ((rate(viber_message_delivery_latency_seconds_count{%(selector)s}[30m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))" % $._config),
+            "expr": ("sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_delivery_latency_seconds_count{%(selector)s}[30m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))" % $._config),
           },
           {
             "record": "viber:slo_latency_errors:ratio_rate30m",
-            "expr": ("(sum by (%(aggregation)s, provider) ((rate(viber_message_delivery_latency_seconds_count{%(selector)s}[30m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1)) - sum by (%(aggregation)s, provider) ((rate(viber_message_delivery_latency_seconds_bucket{%(selector)s, le=\"%(latencyThreshold)s\"}[30m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))) / viber:slo_latency_events:rate30m" % $._config),
+            "expr": ("(sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_delivery_latency_seconds_count{%(selector)s}[30m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1)) - sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_delivery_latency_seconds_bucket{%(selector)s, le=\"%(latencyThreshold)s\"}[30m]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))) / viber:slo_latency_events:rate30m" % $._config),
           },
           {
             "record": "viber:slo_latency_events:rate1h",
-            "expr": ("sum by (%(aggregation)s, provider) ((rate(viber_message_delivery_latency_seconds_count{%(selector)s}[1h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))" % $._config),
+            "expr": ("sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_delivery_latency_seconds_count{%(selector)s}[1h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))" % $._config),
           },
           {
             "record": "viber:slo_latency_errors:ratio_rate1h",
-            "expr": ("(sum by (%(aggregation)s, provider) ((rate(viber_message_delivery_latency_seconds_count{%(selector)s}[1h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1)) - sum by (%(aggregation)s, provider) ((rate(viber_message_delivery_latency_seconds_bucket{%(selector)s, le=\"%(latencyThreshold)s\"}[1h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))) / viber:slo_latency_events:rate1h" % $._config),
+            "expr": ("(sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_delivery_latency_seconds_count{%(selector)s}[1h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1)) - sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_delivery_latency_seconds_bucket{%(selector)s, le=\"%(latencyThreshold)s\"}[1h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))) / viber:slo_latency_events:rate1h" % $._config),
           },
           {
             "record": "viber:slo_latency_events:rate6h",
-            "expr": ("sum by (%(aggregation)s, provider) ((rate(viber_message_delivery_latency_seconds_count{%(selector)s}[6h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))" % $._config),
+            "expr": ("sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_delivery_latency_seconds_count{%(selector)s}[6h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))" % $._config),
           },
           {
             "record": "viber:slo_latency_errors:ratio_rate6h",
-            "expr": ("(sum by (%(aggregation)s, provider) ((rate(viber_message_delivery_latency_seconds_count{%(selector)s}[6h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1)) - sum by (%(aggregation)s, provider) ((rate(viber_message_delivery_latency_seconds_bucket{%(selector)s, le=\"%(latencyThreshold)s\"}[6h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))) / viber:slo_latency_events:rate6h" % $._config),
+            "expr": ("(sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_delivery_latency_seconds_count{%(selector)s}[6h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1)) - sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_delivery_latency_seconds_bucket{%(selector)s, le=\"%(latencyThreshold)s\"}[6h]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))) / viber:slo_latency_events:rate6h" % $._config),
           },
           {
             "record": "viber:slo_latency_events:rate3d",
-            "expr": ("sum by (%(aggregation)s, provider) ((rate(viber_message_delivery_latency_seconds_count{%(selector)s}[3d]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))" % $._config),
+            "expr": ("sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_delivery_latency_seconds_count{%(selector)s}[3d]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))" % $._config),
           },
           {
             "record": "viber:slo_latency_errors:ratio_rate3d",
-            "expr": ("(sum by (%(aggregation)s, provider) ((rate(viber_message_delivery_latency_seconds_count{%(selector)s}[3d]) and on (%(aggregation)s, instance) up{%(selector)s} == 1)) - sum by (%(aggregation)s, provider) ((rate(viber_message_delivery_latency_seconds_bucket{%(selector)s, le=\"%(latencyThreshold)s\"}[3d]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))) / viber:slo_latency_events:rate3d" % $._config),
+            "expr": ("(sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_delivery_latency_seconds_count{%(selector)s}[3d]) and on (%(aggregation)s, instance) up{%(selector)s} == 1)) - sum by (%(aggregation)s, provider%(sloLabels)s) ((rate(viber_message_delivery_latency_seconds_bucket{%(selector)s, le=\"%(latencyThreshold)s\"}[3d]) and on (%(aggregation)s, instance) up{%(selector)s} == 1))) / viber:slo_latency_events:rate3d" % $._config),
           },
           {
             "alert": "ViberDeliveryErrorBudgetBurn",

@@ -16,5 +16,7 @@
     "deliveryObjective": "0.99",
     "latencyObjective": "0.99",
     "latencyThreshold": "300.0",
+    "messageLabels": [],
+    "sloLabels": std.join('', [', ' + label for label in self.messageLabels]),
   },
 }
