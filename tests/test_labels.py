@@ -114,8 +114,8 @@ def test_an_undeclared_label_or_a_long_value_is_a_400_naming_it_and_nothing_is_s
     assert exporter.store.total_watched() == 0
 
 
-def test_later_values_become_other_by_the_bound_the_same_after_a_restart(labelled, fake_host, fake_server):
-    _, api = fake_server
+@pytest.mark.usefixtures("fake_server")
+def test_later_values_become_other_by_the_bound_the_same_after_a_restart(labelled, fake_host):
     first = Exporter(labelled, fake_host, registry=CollectorRegistry())
     first.register([Registration("fake", f"t{n}", labels={"template": name}) for n, name in enumerate(("a", "b", "c"))])
     assert [first.get_message("fake", f"t{n}").labels for n in range(2)] == [
