@@ -16,7 +16,8 @@ from typing import Any
 
 import requests
 
-from viber_exporter.store import Store
+from viber_exporter.labels import Bounds, DeclaredLabel, LabelSettings
+from viber_exporter.store import NewMessage, Store
 
 
 def machine() -> str:
@@ -101,12 +102,33 @@ def mock_process(latency: float = 0.0) -> Iterator[str]:
         process.wait(timeout=10)
 
 
-def fill(store: Store, provider: str, count: int, next_poll_in: float, now: float | None = None, batch: int = 50_000) -> None:
-    """Put ``count`` watched messages in the store (ids 1…count), in large transactions."""
+#: the labels case of the scrape and memory benchmarks: 5 declared labels of 20 values
+LABELS_CASE = "".join(f"[metrics.labels.l{k}]\nmax_values = 20\n" for k in range(5))
+LABELS_SETTINGS = LabelSettings(tuple(DeclaredLabel(f"l{k}", max_values=20) for k in range(5)))
+
+
+def labels_case(n: int) -> dict[str, str]:
+    """Message ``n``'s labels in the labels case: each of the 5 labels takes one of 20
+    values, spread so that every combination turns up (the combination bound decides)."""
+    return {f"l{k}": f"v{(n // 20**k) % 20}" for k in range(5)}
+
+
+def fill(
+    store: Store,
+    provider: str,
+    count: int,
+    next_poll_in: float,
+    now: float | None = None,
+    batch: int = 50_000,
+    bounds: Bounds | None = None,
+) -> None:
+    """Put ``count`` watched messages in the store (ids 1…count), in large transactions;
+    with ``bounds``, each carries ``labels_case(n)``, bounded as a registration is."""
     now = time.time() if now is None else now
     for start in range(1, count + 1, batch):
-        ids = [(str(n), None) for n in range(start, min(start + batch, count + 1))]
-        store.register({provider: (ids, next_poll_in)}, now, max_watched=10**9)
+        numbers = range(start, min(start + batch, count + 1))
+        items = [NewMessage(str(n), None, labels=labels_case(n) if bounds else None) for n in numbers]
+        store.register({provider: (items, next_poll_in)}, now, max_watched=10**9, bounds=bounds)
 
 
 def median_ms(samples: list[float]) -> float:

@@ -2,6 +2,7 @@
 
     python bench/memory.py                         # 1,000,000 watched
     python bench/memory.py --messages 20000        # CI size
+    python bench/memory.py --labels                # the labels case: 5 labels of 20 values
 
 The store is filled first; the exporter then starts on it (counting the store into its
 gauges), polls a due slice of the messages against a mock provider, and is scraped.
@@ -19,8 +20,10 @@ import time
 from pathlib import Path
 
 import requests
-from common import fill, header, mock_process, verdict
+from common import LABELS_CASE, LABELS_SETTINGS, fill, header, labels_case, mock_process, verdict
 
+from viber_exporter.labels import Bounds
+from viber_exporter.store import NewMessage
 from viber_exporter.store_sqlite import SqliteStore
 from viber_exporter.testing.mock import BSG_API_KEY
 
@@ -36,14 +39,20 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--run", type=float, default=20.0, help="seconds the exporter runs")
+    parser.add_argument("--labels", action="store_true",
+                        help="5 declared labels of 20 values, the messages spread over every combination")
     args = parser.parse_args()
-    header("memory", f"peak RSS (VmHWM) of `viber-exporter run` with {args.messages} watched messages, running "
+    case = " in the labels case (5 declared labels of 20 values)" if args.labels else ""
+    header("memory", f"peak RSS (VmHWM) of `viber-exporter run` with {args.messages} watched messages{case}, running "
            f"{args.run:g} s: start-up count of the store, ticks polling 5,000 due messages against the mock, scrapes")
     with tempfile.TemporaryDirectory() as tmp, mock_process() as mock_url:
         state = Path(tmp) / "mem.db"
         store = SqliteStore(state)
-        fill(store, "bsg", args.messages - 5000, next_poll_in=86400)
-        store.register({"bsg": ([(f"9{n:08d}", None) for n in range(5000)], 0.0)}, time.time(), max_watched=10**9)
+        labels = LABELS_CASE if args.labels else ""
+        bounds = Bounds(LABELS_SETTINGS, {}) if args.labels else None
+        fill(store, "bsg", args.messages - 5000, next_poll_in=86400, bounds=bounds)
+        due = [NewMessage(f"9{n:08d}", labels=labels_case(n) if args.labels else None) for n in range(5000)]
+        store.register({"bsg": (due, 0.0)}, time.time(), max_watched=10**9, bounds=bounds)
         store.close()
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -62,24 +71,28 @@ api_key = "{BSG_API_KEY}"
 base_url = "{mock_url}"
 concurrency = 16
 rate_limit = 1000
-""")
+{labels}""")
         process = subprocess.Popen(["viber-exporter", "run", "--config", str(config)],
                                    env={**os.environ, "VIBER_EXPORTER_LOAD_PLUGINS": ""})
         try:
             deadline = time.monotonic() + args.run
-            scrapes = 0
+            scrapes, text = 0, ""
             while time.monotonic() < deadline:
                 try:
-                    requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+                    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
                     scrapes += 1
                 except requests.RequestException:
                     pass
                 time.sleep(0.5)
             peak = peak_rss_mb(process.pid)
+            if args.labels:
+                assert any(line.startswith("viber_messages{") and 'l0="v' in line for line in text.splitlines()), \
+                    "the scrape shows the labels"
         finally:
             process.terminate()
             process.wait(timeout=15)
-    print(f"peak RSS {peak:.0f} MB with {args.messages} watched ({scrapes} scrapes) [target ≤ 300 MB: {verdict(peak <= 300)}]")
+    print(f"peak RSS {peak:.0f} MB with {args.messages} watched{case} ({scrapes} scrapes) "
+          f"[target ≤ 300 MB: {verdict(peak <= 300)}]")
     return 0
 
 

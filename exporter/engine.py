@@ -146,6 +146,7 @@ class Exporter:
                 lambda: self.config.polling.max_watched,
                 lambda: self.ready,
                 config.metrics.labels.names,
+                self.metrics.messages,
             )
         )
         self.leadership = Leadership(self.store)
@@ -467,7 +468,7 @@ class Exporter:
             self.metrics.registrations.labels(provider, "accepted").inc(new)
             self.metrics.registrations.labels(provider, "duplicate").inc(dup)
         if self.label_bounds is not None:
-            self._label_series()
+            self._label_series(campaigns=bool(campaign_batches))
         return RegistrationResult(
             sum(new for new, _ in counts.values()), sum(dup for _, dup in counts.values())
         )
@@ -488,11 +489,13 @@ class Exporter:
             )
         return None
 
-    def _label_series(self) -> None:
-        """The series of every label combination the store holds, at 0 until counted."""
-        self.metrics.add_label_combinations(
-            {(provider, stored) for provider, _, stored in self.store.labelled_counts()}
-        )
+    def _label_series(self, campaigns: bool = True) -> None:
+        """The series of every label combination the store holds, at 0 until counted:
+        its messages', and its watched campaigns' (their messages are found later)."""
+        combinations = {(provider, stored) for provider, _, stored in self.store.labelled_counts()}
+        if campaigns:
+            combinations |= self.store.campaign_labels()
+        self.metrics.add_label_combinations(combinations)
 
     def _rejected(self, providers: Sequence[object]) -> None:
         """A refused batch counts once per item of a configured, enabled instance."""

@@ -46,6 +46,8 @@ def figures(registry: CollectorRegistry) -> dict[str, Figures]:
     """Since the exporter started: transitions by status, cost by currency and channel,
     and the delivery and read latency histograms, per provider instance."""
     found: dict[str, Figures] = defaultdict(Figures)
+    # a provider's series are summed: with declared labels (or countries) it has several
+    buckets: dict[tuple[str, str], dict[float, float]] = defaultdict(lambda: defaultdict(float))
     for family in registry.collect():
         for s in family.samples:
             provider = s.labels.get("provider")
@@ -63,9 +65,11 @@ def figures(registry: CollectorRegistry) -> dict[str, Figures]:
                 latency = getattr(f, kind)
                 base = f"viber_message_{kind}_latency_seconds"
                 if s.name == f"{base}_count":
-                    latency.count = s.value
+                    latency.count += s.value
                 elif s.name == f"{base}_sum":
-                    latency.total = s.value
+                    latency.total += s.value
                 elif s.name == f"{base}_bucket":
-                    latency.buckets.append((float(s.labels["le"]), s.value))
+                    buckets[provider, kind][float(s.labels["le"])] += s.value
+    for (provider, kind), cumulative in buckets.items():
+        getattr(found[provider], kind).buckets = sorted(cumulative.items())
     return dict(found)

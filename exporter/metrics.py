@@ -1,9 +1,11 @@
 """Every binding metric of SPEC §4.
 
-Counters and histograms are prometheus_client objects fed by events after each
-commit. Gauges come from :class:`StateCollector`, which reads only in-memory state
-(the store's counts and each provider's health), so a scrape never touches the
-database or the network and costs the same with 10 or 1,000,000 messages.
+Counters and histograms are fed by events after each commit: the outcome families
+(which carry the declared message labels, so they can hold tens of thousands of series)
+are :mod:`.exposition`'s cached families, the others prometheus_client objects. Gauges
+come from :class:`StateCollector`, which reads only in-memory state (the store's counts
+and each provider's health), so a scrape never touches the database or the network and
+costs the same with 10 or 1,000,000 messages.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from . import labels as labels_module
+from .exposition import CachedCounter, CachedFamily, CachedGauge, CachedHistogram
 from .model import PRICE_CEILING, Outcome, Status
 from .provider import Balance, Provider
 from .settings import MetricsSettings
@@ -93,42 +96,9 @@ class BoundedLabel:
         return OTHER
 
 
+#: money is counted in integer millionths of the currency's main unit, so a sum of
+#: prices reads as the prices do (0.012 + 0.02 is 0.032, not 0.032000000000000001)
 MICRO = 1_000_000
-
-
-class MoneyCounter(Collector):
-    """A counter of money kept in integer millionths of the currency's main unit, so a
-    sum of prices reads as the prices do (0.012 + 0.02 is 0.032, not
-    0.032000000000000001), however many are added."""
-
-    def __init__(
-        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
-    ) -> None:
-        self.name, self.documentation, self.labelnames = name, documentation, list(labelnames)
-        self._values: dict[tuple[str, ...], int] = {}
-        self._lock = threading.Lock()
-        registry.register(self)
-
-    def add(self, labels: Sequence[str], amount: float) -> None:
-        if not 0 <= amount <= PRICE_CEILING:  # also NaN: accounting drops these first
-            return
-        key = tuple(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0) + round(amount * MICRO)
-
-    def _family(self) -> CounterMetricFamily:
-        return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-
-    def describe(self) -> Iterable[Metric]:
-        return [self._family()]
-
-    def collect(self) -> Iterable[Metric]:
-        family = self._family()
-        with self._lock:
-            values = sorted(self._values.items())
-        for labels, micro in values:
-            family.add_metric(list(labels), micro / MICRO)
-        return [family]
 
 
 class Metrics:
@@ -146,52 +116,53 @@ class Metrics:
         self._combinations: set[tuple[str, str]] = set()
         self._reasons: dict[str, BoundedLabel] = {}
         self._recipient_reasons: dict[str, frozenset[str]] = {}
-        self.transitions = Counter(
+        self.transitions = CachedCounter(
             "viber_message_status_transitions",
             "Messages that entered each status.",
             ["provider", "status", *extra_declared],
             registry=registry,
         )
-        self.failures = Counter(
+        self.failures = CachedCounter(
             "viber_message_failures",
             "Messages that ended failed or expired, by reason.",
             ["provider", "reason", *extra_declared],
             registry=registry,
         )
-        self.delivery_latency = Histogram(
+        self.delivery_latency = CachedHistogram(
             "viber_message_delivery_latency_seconds",
             "Time from sent to delivered.",
             ["provider", *declared],
             buckets=settings.latency_buckets,
             registry=registry,
         )
-        self.read_latency = Histogram(
+        self.read_latency = CachedHistogram(
             "viber_message_read_latency_seconds",
             "Time from sent to read.",
             ["provider", *declared],
             buckets=settings.latency_buckets,
             registry=registry,
         )
-        self.cost = MoneyCounter(
+        self.cost = CachedCounter(
             "viber_message_cost",
             "Money spent on messages, in the currency's main unit.",
             ["provider", "currency", "channel", *extra_declared],
             registry,
+            scale=MICRO,
         )
-        self.sms_fallbacks = Counter(
+        self.sms_fallbacks = CachedCounter(
             "viber_message_sms_fallbacks",
             "Messages the provider re-sent as SMS.",
             ["provider", *declared],
             registry=registry,
         )
-        self.failures_by_side = Counter(
+        self.failures_by_side = CachedCounter(
             "viber_message_failures_by_side",
             "Messages that ended failed or expired, by whose side the reason is on: "
             "recipient (not a Viber user, opted out, out of reach) or provider.",
             ["provider", "side", *declared],
             registry=registry,
         )
-        self.fallback_outcomes = Counter(
+        self.fallback_outcomes = CachedCounter(
             "viber_message_fallback_outcomes",
             "Fallback legs (e.g. SMS re-sends) by their final status.",
             ["provider", "channel", "outcome", *declared],
@@ -204,11 +175,30 @@ class Metrics:
             ["provider", "problem"],
             registry=registry,
         )
-        self.watch_expired = Counter(
+        self.watch_expired = CachedCounter(
             "viber_message_watch_expired",
             "Messages that reached max_age without a final status.",
             ["provider", *declared],
             registry=registry,
+        )
+        #: viber_messages: StateCollector sets it on every scrape and yields it
+        self.messages = CachedGauge(
+            "viber_messages",
+            "Messages held in the state store, by current status.",
+            ["provider", "status", *declared],
+        )
+        #: rendered from their text cache by exposition.render
+        self.cached: tuple[CachedFamily, ...] = (
+            self.transitions,
+            self.failures,
+            self.delivery_latency,
+            self.read_latency,
+            self.cost,
+            self.sms_fallbacks,
+            self.failures_by_side,
+            self.fallback_outcomes,
+            self.watch_expired,
+            self.messages,
         )
         self.requests = Counter(
             "viber_provider_requests",
@@ -364,9 +354,10 @@ class Metrics:
             histogram.labels(event.provider, *labels).observe(event.seconds, exemplar=exemplar)
         elif isinstance(event, Cost):
             extra = self._extra(event.country)
-            self.cost.add(
-                (event.provider, event.currency, event.channel, *extra, *labels), event.amount
-            )
+            if 0 <= event.amount <= PRICE_CEILING:  # also NaN: accounting drops these first
+                self.cost.labels(
+                    event.provider, event.currency, event.channel, *extra, *labels
+                ).inc(event.amount)
         elif isinstance(event, SmsFallback):
             self.sms_fallbacks.labels(event.provider, *labels).inc()
         elif isinstance(event, WatchExpired):
@@ -410,16 +401,23 @@ class StateCollector(Collector):
         max_watched: Callable[[], int] = lambda: 0,
         ready: Callable[[], bool] = lambda: True,
         label_names: Sequence[str] = (),
+        messages: CachedGauge | None = None,
     ) -> None:
         self.store = store
         self.providers = providers
         self.max_watched = max_watched
         self.ready = ready
         self.label_names = tuple(label_names)
+        #: viber_messages, kept as text between scrapes (with labels: thousands of series)
+        self.messages = messages or CachedGauge(
+            "viber_messages",
+            "Messages held in the state store, by current status.",
+            ["provider", "status", *self.label_names],
+        )
 
     def _messages(
         self,
-        family: GaugeMetricFamily,
+        totals: dict[tuple[str, ...], float],
         provider: str,
         counts: Mapping[tuple[str, Status], int],
         labelled: Mapping[tuple[str, Status, str], int],
@@ -427,32 +425,30 @@ class StateCollector(Collector):
         """``viber_messages`` of one provider: by status, and by the declared labels (the
         messages without labels under empty values)."""
         empty = ("",) * len(self.label_names)
-        totals = {(status, empty): counts.get((provider, status), 0) for status in Status}
+        mine = {(status, empty): counts.get((provider, status), 0) for status in Status}
         for (name, status, stored), count in labelled.items():
             if name != provider:
                 continue
             values = labels_module.decode(stored, self.label_names)
-            totals[(status, empty)] -= count
-            totals[(status, values)] = totals.get((status, values), 0) + count
-        for (status, values), count in totals.items():
+            mine[(status, empty)] -= count
+            mine[(status, values)] = mine.get((status, values), 0) + count
+        for (status, values), count in mine.items():
             if count or values == empty:
-                family.add_metric([provider, status.value, *values], count)
+                totals[(provider, status.value, *values)] = count
 
     def describe(self) -> Iterable[Metric]:
-        return list(self._families([]))
+        return list(self._families([], describe=True))
 
     def collect(self) -> Iterable[Metric]:
         return list(self._families(self.providers()))
 
-    def _families(self, providers: Sequence[ProviderSnapshot]) -> Iterable[Metric]:
+    def _families(
+        self, providers: Sequence[ProviderSnapshot], describe: bool = False
+    ) -> Iterable[Metric]:
         watched = GaugeMetricFamily(
             "viber_messages_watched", "Messages still being polled.", labels=["provider"]
         )
-        messages = GaugeMetricFamily(
-            "viber_messages",
-            "Messages held in the state store, by current status.",
-            labels=["provider", "status", *self.label_names],
-        )
+        messages: dict[tuple[str, ...], float] = {}
         up = GaugeMetricFamily(
             "viber_provider_up",
             "1 while the provider answers authorised calls, 0 after failures.",
@@ -532,7 +528,11 @@ class StateCollector(Collector):
             "1 while /-/ready answers 200 (store reachable and writable, scheduler running).",
         )
         ready.add_metric([], 1.0 if providers and self.ready() else 0.0)
-        yield from (watched, campaigns, messages, up, last_success, lag, last_tick, pending, info)
+        if not describe:
+            self.messages.replace(messages)
+        yield from (watched, campaigns)
+        yield from self.messages.describe() if describe else self.messages.collect()
+        yield from (up, last_success, lag, last_tick, pending, info)
         yield balance
         yield leader
         yield from (build, limit, ready)

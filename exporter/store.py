@@ -316,7 +316,7 @@ class Store(abc.ABC):
         batches: Mapping[str, tuple[Sequence[NewMessage | tuple[str, float | None]], float]],
         now: float,
         max_watched: int,
-        campaigns: Mapping[str, tuple[Sequence[NewCampaign], float]] | None = None,
+        campaigns: Mapping[str, tuple[Sequence[NewCampaign | tuple[Any, ...]], float]] | None = None,
         bounds: Bounds | None = None,
     ) -> dict[str, tuple[int, int]]:
         """Store new messages (and campaigns) in one transaction, durable before this
@@ -357,7 +357,7 @@ class Store(abc.ABC):
                     _campaign_row(
                         _new_campaign(provider, item, now, first_poll_in, label_of(item.labels))
                     )
-                    for item in wanted
+                    for item in (NewCampaign(*given) for given in wanted)
                 ]
                 accepted = db.executemany(_CAMPAIGN_INSERT + _IGNORE, rows).rowcount
                 new_campaigns[provider] += accepted
@@ -382,6 +382,9 @@ class Store(abc.ABC):
         ones are added within this transaction, and listed in ``kept``)."""
         if bounds is None:
             return lambda labels: None
+        #: names found full in this transaction: no other writer can add to them before
+        #: it ends (the lock is held), so their unknown values need no more queries
+        full: set[str] = set()
 
         def keep(name: str, value: str, limit: int) -> bool:
             if (
@@ -390,11 +393,14 @@ class Store(abc.ABC):
                 ).fetchone()
                 is None
             ):
+                if name in full:
+                    return False
                 self._lock_label_values(db)
                 count = db.execute(
                     "SELECT COUNT(*) FROM label_values WHERE name = ?", (name,)
                 ).fetchone()[0]
                 if count >= limit:
+                    full.add(name)
                     return False
                 db.execute(
                     "INSERT INTO label_values (name, value) VALUES (?, ?)" + _LABEL_IGNORE,
@@ -433,6 +439,17 @@ class Store(abc.ABC):
                 db.executemany(
                     "INSERT INTO label_values (name, value) VALUES (?, ?)" + _LABEL_IGNORE, rows
                 )
+
+    def campaign_labels(self) -> set[tuple[str, str]]:
+        """The (provider, stored labels) of the watched campaigns that have labels: the
+        combinations their messages will have once found."""
+        return {
+            (provider, labels)
+            for provider, labels in self._read(
+                "SELECT DISTINCT provider, labels FROM campaigns "
+                "WHERE labels IS NOT NULL AND next_poll IS NOT NULL"
+            )
+        }
 
     def label_values(self) -> dict[str, list[str]]:
         """The kept values of every label (and the kept combinations, under ``*``)."""

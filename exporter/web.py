@@ -19,12 +19,11 @@ from importlib import resources
 from typing import Any
 
 import bcrypt
-from prometheus_client.exposition import choose_encoder
 from werkzeug import Request, Response
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
-from . import api
+from . import api, exposition
 from .api import BODY_READ, ApiError, has_body, json_response
 from .engine import Exporter
 from .errors import StoreError
@@ -303,8 +302,10 @@ class WebApp:
         return json_response(body)
 
     def metrics(self, request: Request) -> Response:
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return Response(encoder(self.exporter.registry), content_type=content_type)
+        body, content_type = exposition.render(
+            self.exporter.registry, self.exporter.metrics.cached, request.headers.get("Accept", "")
+        )
+        return Response(body, content_type=content_type)
 
     def authorise_token(self, request: Request, token: Secret) -> None:
         """A write needs the bearer ``api_token`` (no client exempt: a proxy makes every

@@ -21,7 +21,7 @@ SMALL = {
     "scrape_cost.py": ["--sizes", "100,2000", "--samples", "5"],
     "tick_cost.py": ["--messages", "5000", "--due", "200", "--samples", "10"],
     "registration.py": ["--messages", "2000"],
-    "memory.py": ["--messages", "8000", "--run", "2"],
+    "memory.py": ["--messages", "8000", "--run", "2", "--labels"],
     "crash_soak.py": ["--kills", "2"],
     "calls_per_message.py": ["--messages", "100"],
     "failover.py": ["--kills", "1", "--replicas", "2"],

@@ -139,6 +139,9 @@ def test_a_campaigns_labels_apply_to_its_messages(builtin_host, tmp_path):
     try:
         campaign, plans = run.mock.simulation.create_campaign("routee", run.clock.time(), 20, "delivered")
         run.exporter.register_items([{"provider": "routee", "campaign": campaign, "labels": {"kind": "marketing"}}])
+        assert run.exporter.registry.get_sample_value(
+            "viber_message_status_transitions_total", {"provider": "routee", "status": "delivered", "kind": "marketing"}
+        ) == 0, "the campaign's combination exists at 0 before its messages are found"
         run.registered.update(("routee", p.id) for p in plans)
         assert run.run_until_settled(tick=5, limit=3600)
         assert run.value("viber_message_status_transitions_total", provider="routee", status="delivered", kind="marketing") == 20
@@ -148,17 +151,13 @@ def test_a_campaigns_labels_apply_to_its_messages(builtin_host, tmp_path):
 
 
 def test_a_pushed_report_for_an_unregistered_message_gets_no_labels(labelled, run_exporter):
-    from viber_exporter.callbacks import CallbackRequest
-
-    config = labelled
-    exporter = run_exporter(config)
-    exporter.ingest_reports("fake", [])
     from viber_exporter.model import Observation, Report, Status
 
+    exporter = run_exporter(labelled)
+    # the path a callback takes once parsed (tests/test_plugin_api.py drives it over HTTP)
     exporter.ingest_reports("fake", [Report("pushed1", Observation(Status.DELIVERED))])
     assert exporter.get_message("fake", "pushed1").labels is None
     assert sample(exporter, "viber_message_status_transitions_total", provider="fake", status="delivered", kind="", template="") == 1
-    assert CallbackRequest  # the same path a callback takes (tests/test_plugin_api.py drives it over HTTP)
 
 
 def test_watch_add_import_and_list_carry_labels(labelled, serve, tmp_path, capsys):

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import random
+import threading
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
+from viber_exporter import exposition
+from viber_exporter import labels as labels_module
 from viber_exporter.engine import Registration
+from viber_exporter.exposition import CachedCounter
+from viber_exporter.figures import figures
+from viber_exporter.labels import DeclaredLabel, LabelSettings
 from viber_exporter.metrics import MAX_REASONS, Metrics
 from viber_exporter.model import Outcome, Status
 from viber_exporter.settings import MetricsSettings
-from viber_exporter.state import Cost, Transition
+from viber_exporter.state import (
+    Cost,
+    FallbackOutcome,
+    Latency,
+    SmsFallback,
+    Transition,
+    WatchExpired,
+)
 
 from .conftest import sample, wait_for
 
@@ -153,3 +171,136 @@ def test_cost_sums_print_as_the_prices_do():
     for price in prices:
         float_sum += price
     assert repr(float_sum) != "3.799", "the float sum drifts, so the test means something"
+
+
+def _labelled_metrics() -> tuple[CollectorRegistry, Metrics]:
+    settings = MetricsSettings(
+        extra_labels=("country",),
+        labels=LabelSettings((DeclaredLabel("kind"), DeclaredLabel("template", max_values=1000))),
+    )
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, settings)
+    metrics.add_provider("p", frozenset({"not_viber_user"}))
+    return registry, metrics
+
+
+def _random_events(rng: random.Random, count: int) -> list:
+    # label values a scrape must escape: quotes, backslashes, newlines, non-ASCII
+    values = ["otp", "", 'say "hi"', "back\\slash", "two\nlines", "καλημέρα", "other"]
+    events = []
+    for n in range(count):
+        stored = labels_module.encode({"kind": rng.choice(values), "template": rng.choice(values)})
+        provider, message = "p", f"m{n}"
+        country = rng.choice([None, "GR", "de"])
+        kind = rng.randrange(7)
+        if kind == 0:
+            events.append(Transition(provider, message, rng.choice(list(Status)), rng.choice([None, "not_viber_user", "x"]),
+                                     country, stored))
+        elif kind == 1:
+            events.append(Latency(provider, message, rng.choice(["delivery", "read"]), rng.uniform(0, 5000), stored))
+        elif kind == 2:
+            events.append(Cost(provider, rng.choice(["EUR", "USD"]), rng.choice(["viber", "sms"]),
+                               rng.choice([0.012, 0.02, 0.0333]), country, stored))
+        elif kind == 3:
+            events.append(SmsFallback(provider, stored))
+        elif kind == 4:
+            events.append(WatchExpired(provider, stored))
+        elif kind == 5:
+            events.append(FallbackOutcome(provider, "sms", rng.choice([Status.DELIVERED, Status.FAILED]), stored))
+        else:
+            events.append(Transition(provider, message, Status.FAILED, "x", country, stored))
+    return events
+
+
+def _parsed(text: str, openmetrics: bool) -> dict:
+    parse = openmetrics_families if openmetrics else text_string_to_metric_families
+    result = {}
+    for family in parse(text):
+        samples = {(s.name, frozenset(s.labels.items())): (s.value, s.exemplar and (s.exemplar.labels, s.exemplar.value))
+                   for s in family.samples}
+        assert len(samples) == len(family.samples), f"{family.name}: a series twice"
+        result[family.name] = (family.type, family.documentation, samples)
+    return result
+
+
+def test_a_scrape_says_exactly_what_prometheus_client_would_in_both_formats():
+    """/metrics renders the outcome families from a per-series text cache; after every
+    batch of events the scrape parses to the very families, samples, values and
+    exemplars prometheus_client's own encoders write from the same registry."""
+    registry, metrics = _labelled_metrics()
+    rng = random.Random(5)
+    for _ in range(6):
+        metrics.add_label_combinations([("p", labels_module.encode({"kind": "otp", "template": str(rng.random())}))])
+        metrics.record(_random_events(rng, 300))
+        metrics.messages.replace({("p", "pending", "otp", ""): rng.randrange(9), ("p", "read", "", ""): 1})
+        for accept, encode, openmetrics in (
+            ("", generate_latest, False),
+            ("application/openmetrics-text; version=1.0.0", generate_openmetrics, True),
+        ):
+            body, content_type = exposition.render(registry, metrics.cached, accept)
+            assert content_type.startswith("application/openmetrics-text") == openmetrics
+            expected = encode(registry).decode()
+            if not openmetrics:  # viber_messages is StateCollector's, not registered here
+                expected += generate_latest(_One(metrics.messages)).decode()
+            else:
+                expected = expected.removesuffix("# EOF\n") + generate_openmetrics(_One(metrics.messages)).decode()
+            assert _parsed(body.decode(), openmetrics) == _parsed(expected, openmetrics)
+    assert any("καλημέρα" in line for line in body.decode().splitlines())
+
+
+class _One:
+    def __init__(self, collector):
+        self.collector = collector
+
+    def collect(self):
+        return self.collector.collect()
+
+
+def test_a_series_is_formatted_again_only_when_it_changed(monkeypatch):
+    registry, metrics = _labelled_metrics()
+    metrics.add_label_combinations([("p", labels_module.encode({"kind": str(n)})) for n in range(50)])
+    formatted = []
+    real = CachedCounter._series_text
+    monkeypatch.setattr(CachedCounter, "_series_text", lambda self, key, om: formatted.append(key) or real(self, key, om))
+    exposition.render(registry, metrics.cached, "")
+    assert len(formatted) > 50 * len(Status), "the first scrape formats every series"
+    formatted.clear()
+    exposition.render(registry, metrics.cached, "")
+    assert formatted == [], "nothing changed: nothing formatted"
+    metrics.record([Transition("p", "m", Status.DELIVERED, None, None, labels_module.encode({"kind": "7"}))])
+    body, _ = exposition.render(registry, metrics.cached, "")
+    assert formatted == [("p", "delivered", "", "7", "")]
+    assert 'viber_message_status_transitions_total{country="",kind="7",provider="p",status="delivered",template=""} 1.0' \
+        in body.decode()
+
+
+def test_a_scrape_while_events_are_counted_misses_none():
+    registry, metrics = _labelled_metrics()
+    events = [Transition("p", f"m{n}", Status.DELIVERED, None, None, labels_module.encode({"kind": str(n % 10)}))
+              for n in range(20_000)]
+    done = threading.Event()
+
+    def count():
+        for start in range(0, len(events), 100):
+            metrics.record(events[start:start + 100])
+        done.set()
+
+    worker = threading.Thread(target=count)
+    worker.start()
+    while not done.is_set():
+        exposition.render(registry, metrics.cached, "application/openmetrics-text")
+    worker.join()
+    body, _ = exposition.render(registry, metrics.cached, "application/openmetrics-text")
+    total = sum(s.value for f in openmetrics_families(body.decode()) for s in f.samples
+                if s.name == "viber_message_status_transitions_total" and s.labels["status"] == "delivered")
+    assert total == 20_000
+
+
+def test_the_landing_figures_sum_every_labelled_series():
+    registry, metrics = _labelled_metrics()
+    metrics.record([Latency("p", "a", "delivery", 4.0, labels_module.encode({"kind": "otp"})),
+                    Latency("p", "b", "delivery", 4.0, labels_module.encode({"kind": "marketing"})),
+                    Latency("p", "c", "delivery", 400.0, None)])
+    delivery = figures(registry)["p"].delivery
+    assert (delivery.count, delivery.total) == (3, 408.0)
+    assert delivery.quantile(0.5) is not None and delivery.quantile(0.5) <= 5, "two of three within 5 s"
