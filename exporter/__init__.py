@@ -30,7 +30,7 @@ _EXPORTS: dict[str, str] = {
     "Provider": "provider",
     "Balance": "provider",
     "CallbackNotSupported": "provider",
-    "InvalidCallback": "provider",
+    "InvalidCallback": "callbacks",
     "CallbackRequest": "callbacks",
     "CallbackReply": "callbacks",
     "Report": "model",
@@ -93,6 +93,9 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     )
     from .callbacks import (
         CallbackRequest as CallbackRequest,
+    )
+    from .callbacks import (
+        InvalidCallback as InvalidCallback,
     )
     from .configtable import (
         ConfigTable as ConfigTable,
@@ -189,9 +192,6 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     )
     from .provider import (
         CallbackNotSupported as CallbackNotSupported,
-    )
-    from .provider import (
-        InvalidCallback as InvalidCallback,
     )
     from .provider import (
         Provider as Provider,

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 
+from .adaptive import SchedulePlan
 from .backoff import backoff
 from .model import PRICE_CEILING, PROVIDER_FAILURES, Observation, Outcome, Status
 from .settings import PollingSettings
@@ -30,6 +31,23 @@ from .state import (
     Transition,
     WatchExpired,
 )
+
+
+@dataclass(frozen=True)
+class Policy(PollingSettings):
+    """How one instance polls now: its polling configuration and, on an adaptive
+    instance, the plan it has learned (live state, owned by the instance; the
+    configuration stays what was configured). Every rule here takes either."""
+
+    plan: SchedulePlan | None = None
+
+    @classmethod
+    def of(cls, settings: PollingSettings, plan: SchedulePlan | None) -> Policy:
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(settings)}, plan=plan)
+
+    def first_wait(self) -> float:
+        return self.plan.pending[0] if self.plan is not None else self.step(0)
+
 
 UNKNOWN_CURRENCY = "XXX"  # ISO 4217's code for "no currency"
 NOT_FOUND_REASON = "not_found"
@@ -337,7 +355,8 @@ def wait(state: MessageState, now: float, policy: PollingSettings) -> float:
     """The wait before the message's next poll: from the adaptive plan, by the age of
     the event awaited (since sending while pending, since delivery once delivered),
     else the fixed schedule's step for the polls done."""
-    plan = policy.plan  # only ever set on a planned instance (PollingSettings.planned)
+    # only ever set on a planned instance (PollingSettings.planned)
+    plan = policy.plan if isinstance(policy, Policy) else None
     if plan is None or state.status.is_final:
         return policy.step(state.polls)
     if state.status is Status.DELIVERED and state.delivered_at is not None:

@@ -19,6 +19,10 @@ from .model import Report
 from .parsing import JSON_ERRORS
 
 
+class InvalidCallback(ValueError):
+    """A pushed delivery report the plugin could not understand; the message says why."""
+
+
 class Headers(Mapping[str, str]):
     """Request headers; names compare case-insensitively."""
 
@@ -77,8 +81,7 @@ class CallbackRequest:
         return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
     def json(self) -> Any:
-        """The body as JSON; raises :class:`~viber_exporter.provider.InvalidCallback`."""
-        from .provider import InvalidCallback
+        """The body as JSON; raises :class:`InvalidCallback`."""
 
         try:
             return json.loads(self.body)

@@ -16,22 +16,25 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
+from . import exposition
 from . import labels as labels_module
+from .accounting import Policy
 from .callbacks import CallbackReply, CallbackRequest
 from .clock import SYSTEM_CLOCK, Clock
 from .durations import format_duration, parse_duration
 from .errors import Refused, StoreError, ViberExporterError, WatchedSetFull
-from .health import ProviderHealth
+from .figures import Figures
 from .http import ProviderHttp
+from .instance import ProviderInstance
 from .leadership import Leadership
 from .metrics import MAX_REASONS, Metrics, ProviderSnapshot, StateCollector
 from .model import Report, Status
 from .pluginhost import PluginHost
 from .poller import Poller
-from .provider import Balance, CallbackNotSupported, InvalidCallback, Provider
+from .provider import CallbackNotSupported, InvalidCallback
 from .recorder import Recorder
 from .secrets import redact
-from .settings import Config, PollingSettings, ProviderConfig
+from .settings import Config
 from .state import MessageState
 from .store import NewCampaign, NewMessage
 from .stores import open_store
@@ -71,20 +74,6 @@ class Registration:
 class RegistrationResult:
     accepted: int
     duplicates: int
-
-
-@dataclass
-class ProviderInstance:
-    """A configured, running provider: its config, plugin object and health."""
-
-    config: ProviderConfig
-    provider: Provider
-    health: ProviderHealth
-    balance: Balance | None = None
-
-    @property
-    def name(self) -> str:
-        return self.config.name
 
 
 @dataclass(frozen=True)
@@ -154,7 +143,6 @@ class Exporter:
             instances.values(),
             self.store,
             self.recorder,
-            self.metrics,
             config.polling,
             clock,
             self.leadership,
@@ -178,6 +166,22 @@ class Exporter:
     def counts(self) -> tuple[dict[tuple[str, Status], int], dict[str, int]]:
         """Messages per (provider, status) and watched per provider (from memory)."""
         return self.store.counts()
+
+    def campaign_counts(self) -> dict[str, int]:
+        """Watched campaigns per provider (from memory)."""
+        return self.store.campaign_counts()
+
+    def polled_here(self, provider: str) -> bool:
+        """Whether this replica is the one that polls ``provider``."""
+        return self.leadership.leads(provider)
+
+    def figures(self) -> dict[str, Figures]:
+        """What happened since start-up, per provider instance (the landing page's)."""
+        return self.metrics.figures()
+
+    def scrape(self, accept: str) -> tuple[bytes, str]:
+        """``/metrics``: the body and content type for this ``Accept`` header."""
+        return exposition.render(self.registry, self.metrics.cached, accept)
 
     # -- building and reloading ----------------------------------------------------------
     def _build(
@@ -203,7 +207,7 @@ class Exporter:
                     (f"providers.{name}", redact(f"plugin {pc.plugin!r} failed: {e!r}")[:300])
                 )
                 continue
-            instances[name] = ProviderInstance(pc, provider, ProviderHealth(self.clock))
+            instances[name] = ProviderInstance(pc, provider, self.clock, self.metrics)
         return instances, problems
 
     def _adopt(self, instances: Mapping[str, ProviderInstance]) -> None:
@@ -600,11 +604,9 @@ class Exporter:
             provider, self.policy(provider), reports, max_watched=self.config.polling.max_watched
         )
 
-    def policy(self, provider: str) -> PollingSettings:
-        """The instance's polling settings as its poller uses them (with the adaptive
-        plan, when it has one)."""
-        poller = self.poller.pollers.get(provider)
-        return poller.policy if poller is not None else self.instances[provider].config.polling
+    def policy(self, provider: str) -> Policy:
+        """How the instance polls now: its polling settings and its adaptive plan."""
+        return self.instances[provider].policy
 
 
 def _report(item: Any) -> Report:

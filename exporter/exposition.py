@@ -169,6 +169,11 @@ class _Scalar(CachedFamily):
         self._values[key] = value
         self._changed(key)
 
+    def items(self) -> list[tuple[Key, float]]:
+        """Every series and its value, now."""
+        with self._lock:
+            return [(key, value / self.scale) for key, value in self._values.items()]
+
     def _series_text(self, key: Key, openmetrics: bool) -> str:
         return f"{self._prefix[key]}{_number(self._values[key] / self.scale)}\n"
 
@@ -305,6 +310,11 @@ class CachedHistogram(CachedFamily):
             if exemplar is not None:
                 series.exemplars[index] = Exemplar(dict(exemplar), value, time.time())
             self._changed(key)
+
+    def items(self) -> list[tuple[Key, list[int], float]]:
+        """Every series now: its counts per bucket (of ``bounds``, not cumulative) and sum."""
+        with self._lock:
+            return [(key, list(s.counts), s.total) for key, s in self._series.items()]
 
     def _series_text(self, key: Key, openmetrics: bool) -> str:
         series, (labelstr, head, tail) = self._series[key], self._labelstr[key]

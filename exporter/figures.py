@@ -1,12 +1,13 @@
-"""Per-provider figures for the landing page, read from the exporter's own metrics."""
+"""Per-provider figures for the landing page: what happened since the exporter started.
+
+Built by :meth:`~viber_exporter.metrics.Metrics.figures` from the outcome counters'
+own numbers (every label combination summed), not parsed back from metric samples.
+"""
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
-
-from prometheus_client import CollectorRegistry
 
 
 @dataclass
@@ -33,6 +34,17 @@ class Latency:
             lower, below = upper, cumulative
         return lower
 
+    def add(self, bounds: tuple[float, ...], counts: list[int], total: float) -> None:
+        """Add one series (counts per bucket, not cumulative) to these figures."""
+        cumulative = dict(self.buckets) if self.buckets else dict.fromkeys(bounds, 0.0)
+        running = 0
+        for bound, count in zip(bounds, counts, strict=True):
+            running += count
+            cumulative[bound] = cumulative.get(bound, 0.0) + running
+        self.buckets = sorted(cumulative.items())
+        self.count += running
+        self.total += total
+
 
 @dataclass
 class Figures:
@@ -40,36 +52,3 @@ class Figures:
     cost: dict[tuple[str, str], float] = field(default_factory=dict)  # (currency, channel)
     delivery: Latency = field(default_factory=Latency)
     read: Latency = field(default_factory=Latency)
-
-
-def figures(registry: CollectorRegistry) -> dict[str, Figures]:
-    """Since the exporter started: transitions by status, cost by currency and channel,
-    and the delivery and read latency histograms, per provider instance."""
-    found: dict[str, Figures] = defaultdict(Figures)
-    # a provider's series are summed: with declared labels (or countries) it has several
-    buckets: dict[tuple[str, str], dict[float, float]] = defaultdict(lambda: defaultdict(float))
-    for family in registry.collect():
-        for s in family.samples:
-            provider = s.labels.get("provider")
-            if provider is None:
-                continue
-            f = found[provider]
-            if s.name == "viber_message_status_transitions_total":
-                f.transitions[s.labels["status"]] = (
-                    f.transitions.get(s.labels["status"], 0.0) + s.value
-                )
-            elif s.name == "viber_message_cost_total":
-                key = (s.labels["currency"], s.labels["channel"])
-                f.cost[key] = f.cost.get(key, 0.0) + s.value
-            for kind in ("delivery", "read"):
-                latency = getattr(f, kind)
-                base = f"viber_message_{kind}_latency_seconds"
-                if s.name == f"{base}_count":
-                    latency.count += s.value
-                elif s.name == f"{base}_sum":
-                    latency.total += s.value
-                elif s.name == f"{base}_bucket":
-                    buckets[provider, kind][float(s.labels["le"])] += s.value
-    for (provider, kind), cumulative in buckets.items():
-        getattr(found[provider], kind).buckets = sorted(cumulative.items())
-    return dict(found)

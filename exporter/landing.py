@@ -6,7 +6,7 @@ from html import escape
 from typing import Any
 
 from .engine import Exporter
-from .figures import Figures, Latency, figures
+from .figures import Figures, Latency
 from .model import Status
 from .version import __version__
 from .views import providers_json
@@ -93,7 +93,7 @@ def _schedule_summary(schedule: dict[str, Any] | None) -> str | None:
 
 def landing_page(exporter: Exporter, openapi: dict[str, Any], notice: str | None = None) -> str:
     providers = providers_json(exporter)
-    numbers = figures(exporter.registry)
+    numbers = exporter.figures()
     rows, activity = [], []
     for p in providers:
         if not p["enabled"]:

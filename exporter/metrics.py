@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from . import labels as labels_module
 from .exposition import CachedCounter, CachedFamily, CachedGauge, CachedHistogram
+from .figures import Figures
 from .model import PRICE_CEILING, Outcome, Status
 from .provider import Balance, Provider
 from .settings import MetricsSettings
@@ -366,6 +368,21 @@ class Metrics:
             self.fallback_outcomes.labels(
                 event.provider, event.channel, event.outcome.value, *labels
             ).inc()
+
+    def figures(self) -> dict[str, Figures]:
+        """Since start-up, per provider instance: transitions by status, cost by
+        currency and channel, and the delivery and read latency histograms."""
+        found: dict[str, Figures] = defaultdict(Figures)
+        for (provider, status, *_), value in self.transitions.items():
+            counts = found[provider].transitions
+            counts[status] = counts.get(status, 0.0) + value
+        for (provider, currency, channel, *_), value in self.cost.items():
+            cost = found[provider].cost
+            cost[currency, channel] = cost.get((currency, channel), 0.0) + value
+        for histogram, kind in ((self.delivery_latency, "delivery"), (self.read_latency, "read")):
+            for (provider, *_), buckets, total in histogram.items():
+                getattr(found[provider], kind).add(histogram.bounds, buckets, total)
+        return dict(found)
 
     def request(self, provider: str, outcome: Outcome, seconds: float) -> None:
         self.requests.labels(provider, outcome.value).inc()

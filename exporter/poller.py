@@ -17,30 +17,24 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from apscheduler.executors.pool import ThreadPoolExecutor as JobExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import accounting, adaptive
+from .accounting import Policy
 from .clock import Clock
-from .errorlog import ErrorLog
 from .errors import StoreError, WatchedSetFull
+from .instance import ProviderInstance
 from .leadership import HEARTBEAT, Leadership
-from .metrics import Metrics
 from .model import FetchError, MessageRef, Observation, Outcome
 from .provider import Provider
-from .ratelimit import RateLimiter
 from .recorder import PollResult, Recorder
 from .secrets import redact
 from .settings import PollingSettings
 from .state import CampaignState, MessageState
 from .store import Store
-
-if TYPE_CHECKING:
-    from .engine import ProviderInstance
 
 log = logging.getLogger(__name__)
 
@@ -56,44 +50,47 @@ class ProviderPoller:
         instance: ProviderInstance,
         store: Store,
         recorder: Recorder,
-        metrics: Metrics,
         clock: Clock,
         stopping: threading.Event,
         leadership: Leadership,
+        max_watched: Callable[[], int],
     ) -> None:
         self.instance = instance
         self.leadership = leadership
         self.name = instance.name
-        self.policy: PollingSettings = instance.config.polling
         self.store = store
         self.recorder = recorder
-        self.metrics = metrics
         self.clock = clock
         self.stopping = stopping
+        #: polling.max_watched now (it may change on a reload), for reports a feed or a
+        #: campaign sweep brings about messages not registered yet
+        self.max_watched = max_watched
         config = instance.config
+        tick = config.polling.tick
         self.batch_limit = max(
             config.concurrency * 4,
             min(
                 config.concurrency * 32,
-                math.ceil(config.rate_limit * self.policy.tick) + config.concurrency,
+                math.ceil(config.rate_limit * tick) + config.concurrency,
             ),
         )
-        self.limiter = RateLimiter(config.rate_limit, clock)
         self.executor = ThreadPoolExecutor(
             config.concurrency, thread_name_prefix=f"poll-{self.name}"
         )
         self.idle = threading.Event()
         self.idle.set()
         #: the longest a tick keeps going while work is due (a virtual-time run uses its tick)
-        self.max_tick = max(self.policy.tick, MAX_TICK)
-        self.error_log = ErrorLog(self.name, clock=clock)
+        self.max_tick = max(tick, MAX_TICK)
         self._rng = random.Random()
         self._rng_lock = threading.Lock()
         self.started = False
         self._store_failing = False
         self._replan_at = -math.inf
-        #: polling.max_watched, for reports drained from a feed (set by the Poller)
-        self.recorder_max_watched: int | None = None
+
+    @property
+    def policy(self) -> Policy:
+        """How the instance polls now (its configuration and its adaptive plan)."""
+        return self.instance.policy
 
     # -- jobs ------------------------------------------------------------------------
     def start(self) -> None:
@@ -135,54 +132,25 @@ class ProviderPoller:
         provider = self.instance.provider
         if type(provider).verify is Provider.verify or not self.leads():
             return  # the plugin checks nothing, or another replica checks
-        started = time.perf_counter()
-        try:
-            balance = provider.verify()
-            outcome, retry_after, error, wide = Outcome.OK, None, None, False
-        except FetchError as e:
-            balance, outcome, retry_after, error = None, e.outcome, e.retry_after, e.message
-            wide = e.provider_wide
-        except Exception as e:  # a plugin bug is an unreadable answer, never a dead job
-            log.exception("provider %s: verify failed", self.name)
-            balance, outcome, retry_after = None, Outcome.INVALID_RESPONSE, None
-            error = f"plugin error in verify: {type(e).__name__}"
-            wide = False
-        self.metrics.request(self.name, outcome, time.perf_counter() - started)
-        health = self.instance.health
-        was_up = health.up
-        health.record(outcome, retry_after, provider_wide=wide)
-        if balance is not None:
-            self.instance.balance = balance
-        if error is not None:
-            detail = redact(error)
-            health.note_error("(verify)", outcome, detail)
-            self.error_log.error(outcome.value, f"credential check: {detail}")
-        self._log_health_change(was_up, health.up, f"{outcome.value}: {redact(error or '')}")
+        called = self.instance.call("(verify)", "credential check", provider.verify)
+        if called.value is not None:
+            self.instance.balance = called.value
 
     def drain(self) -> None:
-        """Apply the reports the provider's feed has for us since last time."""
-        if not self.leads():
+        """Apply the reports the provider's feed has for us since last time (not while
+        the instance backs off: a feed that fails or answers garbage pauses like any
+        other call)."""
+        if not self.leads() or self.instance.health.paused():
             return
-        started = time.perf_counter()
-        try:
-            reports = list(self.instance.provider.drain())
-            outcome = Outcome.OK
-        except FetchError as e:
-            reports, outcome = [], e.outcome
-            self.instance.health.record(e.outcome, e.retry_after)
-            self.error_log.error(e.outcome.value, f"drain: {redact(e.message)}")
-        except Exception as e:
-            log.exception("provider %s: drain failed", self.name)
-            reports, outcome = [], Outcome.INVALID_RESPONSE
-            self.error_log.error(outcome.value, f"drain: plugin error {type(e).__name__}")
-        self.metrics.request(self.name, outcome, time.perf_counter() - started)
-        if outcome is Outcome.OK:
-            self.instance.health.record(outcome)
+        provider = self.instance.provider
+        called = self.instance.call("(feed)", "drain", lambda: list(provider.drain()))
+        reports = called.value or []
         if not reports:
             return
-        max_watched = self.recorder_max_watched
         try:
-            self.recorder.record_reports(self.name, self.policy, reports, max_watched=max_watched)
+            self.recorder.record_reports(
+                self.name, self.policy, reports, max_watched=self.max_watched()
+            )
         except WatchedSetFull:
             # A feed hands each report out once: keep those about watched messages.
             known = [r for r in reports if self.store.get(self.name, r.message_id) is not None]
@@ -227,7 +195,7 @@ class ProviderPoller:
         if self.instance.provider.tracks_campaigns():
             self._sweep_campaigns(deadline)
         self._update_lag()
-        self.error_log.flush()
+        self.instance.error_log.flush()
 
     def _replan(self) -> None:
         """Renew the adaptive plan (``schedule = "adaptive"``) every REPLAN_EVERY
@@ -236,12 +204,12 @@ class ProviderPoller:
         now = self.clock.time()
         if not settings.planned or now < self._replan_at:
             return
+        old = self.instance.plan
         # until there is a plan, look again soon: messages polled meanwhile follow the
         # fixed schedule
-        wait = adaptive.REPLAN_EVERY if self.policy.plan else adaptive.REPLAN_COLD
+        wait = adaptive.REPLAN_EVERY if old else adaptive.REPLAN_COLD
         self._replan_at = now + wait
         rows = self.store.recent_outcomes(self.name, adaptive.SAMPLE)
-        old = self.policy.plan
         plan = adaptive.plan(
             adaptive.observations(rows, now, settings.read_window),
             budget=settings.adaptive_budget,
@@ -250,10 +218,10 @@ class ProviderPoller:
             current=old,
         )
         if plan is None:
-            if self.policy.plan is None:
+            if old is None:
                 log.debug("provider %s: too little to learn a schedule from yet", self.name)
             return
-        self.policy = replace(settings, plan=plan)
+        self.instance.plan = plan
         if old is None or (old.pending, old.delivered) != (plan.pending, plan.delivered):
             log.info("provider %s: adaptive schedule %s", self.name, plan.describe())
 
@@ -332,53 +300,28 @@ class ProviderPoller:
     def _sweep(self, campaign: CampaignState, deadline: float) -> bool:
         """Read every page of one campaign and account for each message on it; returns
         False when the sweep could not finish (deadline, pause, stop)."""
-        health = self.instance.health
+        instance = self.instance
         answers: dict[str, Observation] = {}
         totals: list[int] = []
-        pages = iter(self.instance.provider.fetch_campaign(campaign.id))
+        pages = iter(instance.provider.fetch_campaign(campaign.id))
         failure: FetchError | None = None
+        subject = f"campaign {campaign.id}"
         try:
             while True:
                 # A sweep started is finished (only a stop or a pause ends it early): its
                 # pages may take longer than a tick, and one begun again from page 0 next
                 # tick would never end.
-                if (
-                    self.stopping.is_set()
-                    or health.paused()
-                    or not self.limiter.acquire(math.inf, self.stopping)
-                ):
+                if not instance.may_call(math.inf, self.stopping):
                     return False
-                started = time.perf_counter()
                 try:
-                    page = next(pages)
+                    called = instance.call(subject, subject, lambda: next(pages))
                 except StopIteration:
                     break
-                except FetchError as e:
-                    failure = e
-                except Exception as e:  # a plugin bug is an invalid answer, never a dead poller
-                    log.warning("provider %s: campaign listing failed", self.name, exc_info=True)
-                    failure = FetchError(
-                        Outcome.INVALID_RESPONSE, f"plugin error: {type(e).__name__}"
-                    )
-                outcome = failure.outcome if failure is not None else Outcome.OK
-                self.metrics.request(self.name, outcome, time.perf_counter() - started)
-                was_up = health.up
-                health.record(
-                    outcome,
-                    failure.retry_after if failure else None,
-                    provider_wide=bool(failure and failure.provider_wide),
-                )
-                if outcome is Outcome.RATE_LIMITED:
-                    self.limiter.slow_down()
-                elif outcome in (Outcome.OK, Outcome.NOT_FOUND):
-                    self.limiter.speed_up()
-                if failure is not None:
-                    if outcome is not Outcome.NOT_FOUND:
-                        detail = redact(failure.message)
-                        self.error_log.error(outcome.value, f"campaign {campaign.id}: {detail}")
-                        health.note_error(f"campaign {campaign.id}", outcome, detail)
-                        self._log_health_change(was_up, health.up, f"{outcome.value}: {detail}")
+                if called.failure is not None:
+                    failure = called.failure
                     break
+                page = called.value
+                assert page is not None
                 for report in page.reports:
                     answers[report.message_id] = report.observation
                 if page.total is not None:
@@ -441,58 +384,35 @@ class ProviderPoller:
                 self.policy,
                 answers,
                 unseen,
-                max_watched=self.recorder_max_watched or 10**12,
+                max_watched=self.max_watched(),
             )
         except WatchedSetFull as e:
-            self.error_log.error("full", f"campaign {campaign.id}: {e}")
+            self.instance.error_log.error("full", f"campaign {campaign.id}: {e}")
 
     def _call(self, refs: list[MessageRef], deadline: float) -> list[PollResult]:
         """One provider call (one id, or a batch); an empty list means it was skipped."""
-        health = self.instance.health
-        if (
-            self.stopping.is_set()
-            or health.paused()
-            or not self.limiter.acquire(deadline, self.stopping)
-        ):
-            return []
-        if health.paused():
+        if not self.instance.may_call(deadline, self.stopping):
             return []
         ids = [ref.id for ref in refs]
-        started = time.perf_counter()  # call latency is real time, whatever the clock
-        answers, outcome, retry_after, bug = self._fetch(refs)
-        self.metrics.request(self.name, outcome, time.perf_counter() - started)
-        was_up = health.up
-        failure = next((a for a in answers.values() if isinstance(a, FetchError)), None)
-        provider_wide = failure is not None and failure.provider_wide and len(answers) == len(refs)
-        health.record(outcome, retry_after, provider_wide=provider_wide)
-        if outcome is Outcome.RATE_LIMITED:
-            self.limiter.slow_down()
-        elif outcome in (Outcome.OK, Outcome.NOT_FOUND):
-            self.limiter.speed_up()
-        if outcome not in (Outcome.OK, Outcome.NOT_FOUND):
-            detail = redact(failure.message) if failure else outcome.value
-            self.error_log.error(outcome.value, detail, exc_info=bug)
-            health.note_error(",".join(ids), outcome, detail)
-        detail = f"{failure.outcome.value}: {redact(failure.message)}" if failure else "failed"
-        self._log_health_change(was_up, health.up, detail)
+        called = self.instance.call(",".join(ids), "", lambda: self._fetch(refs))
+        if called.failure is not None:
+            answers: dict[str, Observation | FetchError] = dict.fromkeys(ids, called.failure)
+        else:
+            answers = called.value or {}
         return [self._result(message_id, answers.get(message_id)) for message_id in ids]
 
-    def _fetch(
-        self, refs: list[MessageRef]
-    ) -> tuple[dict[str, Observation | FetchError], Outcome, float | None, Exception | None]:
-        """Call the plugin; every exception becomes an outcome (a plugin bug is also returned)."""
+    def _fetch(self, refs: list[MessageRef]) -> dict[str, Observation | FetchError]:
+        """The plugin's answer for these messages. A batch whose every answer is a
+        failure about the whole provider is that failure (the provider is unwell, not
+        each message)."""
         provider = self.instance.provider
-        ids = [ref.id for ref in refs]
-        try:
-            if len(refs) == 1 and provider.batch_size == 1:
-                return {ids[0]: provider.fetch_message(refs[0])}, Outcome.OK, None, None
-            return dict(provider.fetch_many(ids)), Outcome.OK, None, None
-        except FetchError as e:
-            return dict.fromkeys(ids, e), e.outcome, e.retry_after, None
-        except Exception as e:  # a plugin bug is an invalid answer, never a dead poller
-            # Its text is not shown: a careless plugin may have put a secret in it.
-            error = FetchError(Outcome.INVALID_RESPONSE, f"plugin error: {type(e).__name__}")
-            return dict.fromkeys(ids, error), error.outcome, None, e
+        if len(refs) == 1 and provider.batch_size == 1:
+            return {refs[0].id: provider.fetch_message(refs[0])}
+        answers = dict(provider.fetch_many([ref.id for ref in refs]))
+        failures = [a for a in answers.values() if isinstance(a, FetchError) and a.provider_wide]
+        if failures and len(failures) == len(refs):
+            raise failures[0]
+        return answers
 
     @staticmethod
     def _result(message_id: str, answer: Observation | FetchError | None) -> PollResult:
@@ -503,12 +423,6 @@ class ProviderPoller:
         return PollResult(
             message_id, answer.outcome, error=answer.message, provider_wide=answer.provider_wide
         )
-
-    def _log_health_change(self, was_up: bool, is_up: bool, detail: str) -> None:
-        if was_up and not is_up:
-            log.warning("provider %s is down (%s); backing off", self.name, detail)
-        elif is_up and not was_up:
-            log.info("provider %s is answering again", self.name)
 
     def shutdown(self, timeout: float) -> bool:
         """Stop taking work; wait up to ``timeout`` for the running tick. True if it ended."""
@@ -529,7 +443,6 @@ class Poller:
         instances: Iterable[ProviderInstance],
         store: Store,
         recorder: Recorder,
-        metrics: Metrics,
         polling: PollingSettings,
         clock: Clock,
         leadership: Leadership | None = None,
@@ -537,7 +450,6 @@ class Poller:
         self.store = store
         self.leadership = leadership or Leadership(store)
         self.recorder = recorder
-        self.metrics = metrics
         self.polling = polling
         self.clock = clock
         self.stopping = threading.Event()
@@ -552,17 +464,15 @@ class Poller:
             self.pollers[instance.name] = self._poller(instance)
 
     def _poller(self, instance: ProviderInstance) -> ProviderPoller:
-        poller = ProviderPoller(
+        return ProviderPoller(
             instance,
             self.store,
             self.recorder,
-            self.metrics,
             self.clock,
             self.stopping,
             self.leadership,
+            lambda: self.polling.max_watched,
         )
-        poller.recorder_max_watched = self.polling.max_watched
-        return poller
 
     @property
     def running(self) -> bool:
@@ -627,7 +537,6 @@ class Poller:
                 poller = self.pollers[name] = self._poller(instance)
                 if self._started and not self.stopping.is_set():
                     self._schedule(poller)
-            self.pollers[name].recorder_max_watched = polling.max_watched
 
     def heartbeat(self) -> None:
         """Renew the polling leases and recount what other replicas changed; an

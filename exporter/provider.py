@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from prometheus_client.core import Metric
 
 from .callbacks import CallbackReply, CallbackRequest
+from .callbacks import InvalidCallback as InvalidCallback  # its home before 1.3
 from .configtable import ConfigTable
 from .declarations import Setting, read_settings
 from .http import ProviderHttp
@@ -28,10 +29,6 @@ from .secrets import Secret
 
 class CallbackNotSupported(Exception):
     """Raised by :meth:`Provider.parse_callback` when the plugin takes no pushed reports."""
-
-
-class InvalidCallback(ValueError):
-    """A pushed delivery report the plugin could not understand; the message says why."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from .labels import LabelSettings
 from .secrets import Secret
 
 if TYPE_CHECKING:
-    from .adaptive import SchedulePlan
     from .pluginhost import ProviderType
 
 DEFAULT_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
@@ -92,8 +91,6 @@ class PollingSettings:
     #: message gets one poll just after it ends, when neither the provider's answer nor
     #: the registration gives a ``ttl`` of its own (None: no deadline poll)
     ttl: float | None = None
-    #: the current plan of an adaptive instance (set by its poller, not configured)
-    plan: SchedulePlan | None = field(default=None, compare=False)
 
     def step(self, polls_done: int) -> float:
         """The wait before the next poll, after ``polls_done`` answered polls."""
@@ -107,8 +104,9 @@ class PollingSettings:
         return self.adaptive and not self.push_first
 
     def first_wait(self) -> float:
-        """The wait before a new message's first poll."""
-        return self.plan.pending[0] if self.plan is not None else self.step(0)
+        """The wait before a new message's first poll (an adaptive plan may say less:
+        ``accounting.Policy``)."""
+        return self.step(0)
 
 
 @dataclass(frozen=True)

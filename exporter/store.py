@@ -316,7 +316,8 @@ class Store(abc.ABC):
         batches: Mapping[str, tuple[Sequence[NewMessage | tuple[str, float | None]], float]],
         now: float,
         max_watched: int,
-        campaigns: Mapping[str, tuple[Sequence[NewCampaign | tuple[Any, ...]], float]] | None = None,
+        campaigns: Mapping[str, tuple[Sequence[NewCampaign | tuple[Any, ...]], float]]
+        | None = None,
         bounds: Bounds | None = None,
     ) -> dict[str, tuple[int, int]]:
         """Store new messages (and campaigns) in one transaction, durable before this

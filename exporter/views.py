@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from .adaptive import SchedulePlan
 from .engine import Exporter
 from .model import Status
 from .settings import PollingSettings
@@ -55,7 +56,7 @@ def message_json(state: MessageState) -> dict[str, Any]:
     }
 
 
-def _schedule(configured: PollingSettings, live: PollingSettings) -> dict[str, Any]:
+def _schedule(configured: PollingSettings, plan: SchedulePlan | None) -> dict[str, Any]:
     """How the instance schedules its polls: push-first (``push_schedule``), fixed, or
     adaptive with its current plan (None until it has learned one; then the fixed steps
     are followed)."""
@@ -63,13 +64,13 @@ def _schedule(configured: PollingSettings, live: PollingSettings) -> dict[str, A
         return {"mode": "push_first"}
     if not configured.adaptive:
         return {"mode": "fixed"}
-    plan = live.plan.describe() if live.plan is not None else None
-    return {"mode": "adaptive", "budget": configured.adaptive_budget, "plan": plan}
+    described = plan.describe() if plan is not None else None
+    return {"mode": "adaptive", "budget": configured.adaptive_budget, "plan": described}
 
 
 def providers_json(exporter: Exporter) -> list[dict[str, Any]]:
     counts, watched = exporter.counts()
-    campaigns = exporter.store.campaign_counts()
+    campaigns = exporter.campaign_counts()
     now = exporter.clock.time()
     live = exporter.live
     result = []
@@ -89,8 +90,8 @@ def providers_json(exporter: Exporter) -> list[dict[str, Any]]:
             health = instance.health
             entry |= {
                 "up": health.up,
-                "polled_here": exporter.leadership.leads(name),
-                "schedule": _schedule(config.polling, exporter.policy(name)),
+                "polled_here": exporter.polled_here(name),
+                "schedule": _schedule(config.polling, instance.plan),
                 "last_success_at": rfc3339(health.last_success),
                 "poll_lag_seconds": round(health.lag(now), 3),
                 "paused_for_seconds": round(health.pause_remaining(), 3),

@@ -23,7 +23,7 @@ from werkzeug import Request, Response
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
-from . import api, exposition
+from . import api
 from .api import BODY_READ, ApiError, has_body, json_response
 from .engine import Exporter
 from .errors import StoreError
@@ -302,9 +302,7 @@ class WebApp:
         return json_response(body)
 
     def metrics(self, request: Request) -> Response:
-        body, content_type = exposition.render(
-            self.exporter.registry, self.exporter.metrics.cached, request.headers.get("Accept", "")
-        )
+        body, content_type = self.exporter.scrape(request.headers.get("Accept", ""))
         return Response(body, content_type=content_type)
 
     def authorise_token(self, request: Request, token: Secret) -> None:

@@ -164,7 +164,7 @@ def run(builtin_host: PluginHost, tmp_path: Path) -> Iterator[VirtualRun]:
 
 
 def current_plan(run: VirtualRun) -> adaptive.SchedulePlan | None:
-    return run.exporter.poller.pollers["routee"].policy.plan
+    return run.exporter.instances["routee"].plan
 
 
 def schedule_view(run: VirtualRun) -> dict:

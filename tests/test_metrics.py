@@ -16,7 +16,6 @@ from viber_exporter import exposition
 from viber_exporter import labels as labels_module
 from viber_exporter.engine import Registration
 from viber_exporter.exposition import CachedCounter
-from viber_exporter.figures import figures
 from viber_exporter.labels import DeclaredLabel, LabelSettings
 from viber_exporter.metrics import MAX_REASONS, Metrics
 from viber_exporter.model import Outcome, Status
@@ -297,10 +296,10 @@ def test_a_scrape_while_events_are_counted_misses_none():
 
 
 def test_the_landing_figures_sum_every_labelled_series():
-    registry, metrics = _labelled_metrics()
+    _, metrics = _labelled_metrics()
     metrics.record([Latency("p", "a", "delivery", 4.0, labels_module.encode({"kind": "otp"})),
                     Latency("p", "b", "delivery", 4.0, labels_module.encode({"kind": "marketing"})),
                     Latency("p", "c", "delivery", 400.0, None)])
-    delivery = figures(registry)["p"].delivery
+    delivery = metrics.figures()["p"].delivery
     assert (delivery.count, delivery.total) == (3, 408.0)
     assert delivery.quantile(0.5) is not None and delivery.quantile(0.5) <= 5, "two of three within 5 s"

@@ -99,14 +99,14 @@ def test_reload_endpoint_changing_a_provider_and_keeping_an_unchanged_one(reload
 
 def test_reload_keeps_an_unchanged_instance_s_poller_pacing_and_error_log(reloadable):
     exporter, url, path, server_url = reloadable
-    poller = exporter.poller.pollers["fake"]
-    poller.limiter.slow_down()  # as after a 429: the adapted pace must survive a reload
-    pace = poller.limiter.rate
+    poller, instance = exporter.poller.pollers["fake"], exporter.instances["fake"]
+    instance.limiter.slow_down()  # as after a 429: the adapted pace must survive a reload
+    pace, error_log = instance.limiter.rate, instance.error_log
     path.write_text(path.read_text() + second_provider(server_url))
     answer = requests.post(f"{url}/-/reload", timeout=10)
     assert answer.status_code == 200, answer.text
-    assert exporter.poller.pollers["fake"] is poller and poller.limiter.rate == pace
-    assert poller.error_log is exporter.poller.pollers["fake"].error_log
+    assert exporter.poller.pollers["fake"] is poller and exporter.instances["fake"] is instance
+    assert instance.limiter.rate == pace and instance.error_log is error_log
     assert set(exporter.poller.pollers) == {"fake", "fake2"}
 
 

@@ -509,6 +509,50 @@ def test_a_feed_is_drained_and_each_report_counts_once(tmp_path, httpserver: HTT
         exporter.stop()
 
 
+def test_a_feed_answering_garbage_backs_off_like_any_call(tmp_path, httpserver: HTTPServer):
+    """A feed's drain goes through the same guarded call as a lookup: garbage counts as
+    invalid_response, reaches the instance's recent errors, and once most answers are
+    garbage the instance pauses and drains no more until the pause is over."""
+    from prometheus_client import CollectorRegistry
+
+    from viber_exporter.clock import ManualClock
+    from viber_exporter.engine import Exporter
+
+    served: list[int] = []
+    garbage = threading.Event()
+
+    def reports(request: Request) -> Response:
+        served.append(1)
+        if len(served) >= 10:
+            garbage.set()
+        return Response("<html>maintenance</html>", content_type="text/html")
+
+    httpserver.expect_request("/reports").respond_with_handler(reports)
+    host = host_with(Feed)
+    clock = ManualClock()
+    exporter = Exporter(config_for(tmp_path, host, "feed", base_url=httpserver.url_for("").rstrip("/")), host,
+                        registry=CollectorRegistry(), clock=clock)
+    instance = exporter.instances["p"]
+    exporter.start()
+    try:
+        assert garbage.wait(30), "the feed is drained on its interval"
+        wait_for(lambda: instance.health.paused())
+        invalid = sample(exporter, "viber_provider_requests_total", provider="p", outcome="invalid_response")
+        assert invalid >= 10 and sample(exporter, "viber_provider_requests_total", provider="p", outcome="ok") == 0
+        assert instance.health.recent_errors[-1].message_id == "(feed)", "feed failures reach the landing page"
+        exporter.poller.stop(timeout=5)  # the scheduled drains end; the next ones are called here
+        before = len(served)
+        poller = exporter.poller.pollers["p"]
+        for _ in range(5):
+            poller.drain()
+        assert len(served) == before, "paused: no drain calls the feed"
+        clock.advance(instance.health.pause_remaining() + 1)
+        poller.drain()
+        assert len(served) == before + 1, "after the pause the feed is drained again"
+    finally:
+        exporter.stop()
+
+
 # -- registration fields --------------------------------------------------------------------------
 
 
