@@ -8,17 +8,16 @@ events turned into metrics (SPEC §3: a crash may lose an event, never double it
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 
+from . import state as state_module
 from .adaptive import SchedulePlan
 from .backoff import backoff
 from .model import PRICE_CEILING, PROVIDER_FAILURES, Observation, Outcome, Status
 from .settings import PollingSettings
 from .state import (
     AnswerProblem,
-    CampaignState,
     Cost,
     Counted,
     Event,
@@ -378,10 +377,9 @@ def _expire_watch(state: MessageState, now: float, events: list[Event]) -> None:
 
 def watch_end(state: MessageState, policy: PollingSettings) -> float:
     """When the message's watch ends: ``read_window`` after delivery, else ``max_age``
-    after sending. The poll at (or after) this time is the final look."""
-    if state.status is Status.DELIVERED and state.delivered_at is not None:
-        return state.delivered_at + policy.read_window
-    return state.sent_at + policy.max_age
+    after sending (:data:`~viber_exporter.state.WATCH_END_CASES`). The poll at (or
+    after) this time is the final look."""
+    return state_module.watch_end(state, policy.read_window, policy.max_age)
 
 
 def give_up_at(state: MessageState, policy: PollingSettings) -> float:
@@ -475,93 +473,3 @@ def call_failed(
         cap = wait(state, now, policy)  # never later than the schedule would have polled
         state.next_poll = now + backoff(state.errors, MESSAGE_RETRY_BASE, cap, rng)
     return []
-
-
-# -- campaigns ---------------------------------------------------------------------------
-def campaign_swept(
-    campaign: CampaignState,
-    now: float,
-    policy: PollingSettings,
-    *,
-    found: int,
-    earliest: float | None,
-    complete: bool,
-    final_look: float | None = None,
-    deadlines: Sequence[float] = (),
-) -> None:
-    """Schedule a campaign after a sweep that read (``complete``) or did not read all
-    its pages. ``found``: messages of it stored so far; ``earliest``: the earliest next
-    poll among its watched messages; ``final_look``: their earliest watch end;
-    ``deadlines``: the validity deadlines of its pending messages, in order.
-
-    One sweep answers for every message, so the campaign follows its own schedule
-    (:func:`campaign_step` of its sweeps) and waits that long for a message that wants
-    an earlier poll. Only a final look does not wait: the sweep comes at most half of
-    ``final_look_grace`` after the earliest watch end (which would otherwise end
-    without an answer), so the final looks of messages delivered close together are
-    taken by one sweep. While late messages may still appear (until
-    ``discover_until``) it is swept even with none watched; after that, and with none
-    watched, it is settled.
-    """
-    campaign.last_poll_at = now
-    campaign.messages = max(campaign.messages, found)
-    if complete:
-        campaign.polls += 1
-        campaign.errors = 0
-        campaign.last_error = None
-    step = campaign_step(policy, campaign.polls)
-    candidates = []
-    if earliest is not None:
-        due = max(earliest, now + step)
-        if final_look is not None:
-            due = min(due, max(final_look, now) + policy.final_look_grace / 2)
-        candidates.append(due)
-    if now < campaign.discover_until:
-        candidates.append(min(now + step, campaign.discover_until))  # one more look at the end
-    if candidates:
-        # A sweep just after the next validity deadline of a pending message, as for
-        # one message (:func:`before_deadline`).
-        upcoming = next((d for d in deadlines if d + DEADLINE_SLACK > now), None)
-        candidates.append(before_deadline(upcoming, now, min(candidates)))
-        campaign.next_poll = min(candidates)
-        return
-    campaign.next_poll = None
-    campaign.settled_at = now
-    if not found:
-        campaign.last_error = (
-            "no message of this campaign appeared within not_found_grace "
-            f"({policy.not_found_grace:g}s) after its registration"
-        )
-
-
-def campaign_step(policy: PollingSettings, sweeps: int) -> float:
-    """The wait after a campaign's ``sweeps`` complete sweeps: the schedule's steps, then
-    (where a single message's last step repeats) doubling, up to a quarter of
-    ``max_age``. A sweep costs one call per page however many of its messages are still
-    watched, so the tail, which is mostly final looks, is swept rarely."""
-    schedule = policy.schedule
-    if sweeps < len(schedule):
-        return schedule[sweeps]
-    last = schedule[-1]
-    return max(last, min(last * 2.0 ** (sweeps - len(schedule) + 1), policy.max_age / 4))
-
-
-def campaign_failed(
-    campaign: CampaignState,
-    outcome: Outcome,
-    message: str,
-    now: float,
-    policy: PollingSettings,
-    rng: random.Random,
-) -> None:
-    """A sweep that stopped on a failed call. As for one message (:func:`call_failed`):
-    when the provider is failing it keeps its place (the instance is paused with
-    backoff); otherwise it backs off on its own, never later than its schedule."""
-    campaign.last_error = f"{outcome.value}: {message}"[:500]
-    campaign.last_poll_at = now
-    if outcome is Outcome.RATE_LIMITED:
-        return
-    campaign.errors += 1
-    if outcome not in PROVIDER_FAILURES:
-        cap = campaign_step(policy, campaign.polls)
-        campaign.next_poll = now + backoff(campaign.errors, MESSAGE_RETRY_BASE, cap, rng)

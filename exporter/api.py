@@ -17,10 +17,11 @@ from werkzeug import Request, Response
 from werkzeug.exceptions import HTTPException
 
 from .callbacks import CallbackRequest, Headers
-from .engine import MAX_ITEMS, Exporter, RegistrationError
+from .engine import Exporter
 from .errors import Refused, StoreError, WatchedSetFull
 from .model import Status
 from .parsing import JSON_ERRORS
+from .registration import MAX_ITEMS, RegistrationError
 from .views import message_json, providers_json
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -21,7 +20,7 @@ from . import labels as labels_module
 from .accounting import Policy
 from .callbacks import CallbackReply, CallbackRequest
 from .clock import SYSTEM_CLOCK, Clock
-from .durations import format_duration, parse_duration
+from .durations import format_duration
 from .errors import Refused, StoreError, ViberExporterError, WatchedSetFull
 from .figures import Figures
 from .http import ProviderHttp
@@ -33,6 +32,15 @@ from .pluginhost import PluginHost
 from .poller import Poller
 from .provider import CallbackNotSupported, InvalidCallback
 from .recorder import Recorder
+from .registration import FUTURE_SLACK, AnyRegistration, CampaignRegistration, parse_item
+
+# where they were defined before registration.py: code written against the engine
+# imports them from here
+from .registration import MAX_ITEMS as MAX_ITEMS
+from .registration import MessageRegistration as MessageRegistration
+from .registration import Registration as Registration
+from .registration import RegistrationError as RegistrationError
+from .registration import RegistrationResult as RegistrationResult
 from .secrets import redact
 from .settings import Config
 from .state import MessageState
@@ -40,40 +48,6 @@ from .store import NewCampaign, NewMessage
 from .stores import open_store
 
 log = logging.getLogger(__name__)
-
-FUTURE_SLACK = 3600.0  # sent_at may be at most this far ahead of our clock
-MAX_ITEMS = 10_000  # registrations per request, and reports per pushed request
-ITEM_KEYS = frozenset({"provider", "id", "campaign", "sent_at", "fields", "ttl", "labels"})
-MAX_FIELDS = 16
-
-
-class RegistrationError(ViberExporterError):
-    """A registration batch had invalid items; nothing was stored."""
-
-    def __init__(self, details: list[tuple[int, str]]) -> None:
-        self.details = details
-        super().__init__(f"{len(details)} invalid item(s); nothing was stored")
-
-
-@dataclass(frozen=True)
-class Registration:
-    """A message to watch, or (``campaign=True``) a campaign whose messages to watch."""
-
-    provider: str
-    id: str
-    sent_at: float | None = None
-    fields: Mapping[str, str] = field(default_factory=dict)
-    campaign: bool = False
-    #: the message's validity in seconds from sending (a campaign's: its messages')
-    ttl: float | None = None
-    #: declared message labels, as given (a campaign's apply to its messages)
-    labels: Mapping[str, str] | None = None
-
-
-@dataclass(frozen=True)
-class RegistrationResult:
-    accepted: int
-    duplicates: int
 
 
 @dataclass(frozen=True)
@@ -321,127 +295,69 @@ class Exporter:
         ]
 
     # -- registration ------------------------------------------------------------------
-    def check_registration(
-        self,
-        provider: str,
-        message_id: object,
-        fields: Mapping[str, Any] | None = None,
-        *,
-        campaign: bool = False,
-    ) -> str | None:
-        """Why this item cannot be registered, or None."""
-        instance = self.instances.get(provider)
+    def _problem(self, item: AnyRegistration, now: float) -> str | None:
+        """Why a configured instance cannot take this registration, or None: every
+        registration is checked here, once, whether it came from the API or from Python."""
+        instance = self.instances.get(item.provider)
         if instance is None:
-            if provider in self.config.providers:
-                return f"provider {provider!r} is disabled"
+            if item.provider in self.config.providers:
+                return f"provider {item.provider!r} is disabled"
             known = ", ".join(sorted(self.instances)) or "none"
-            return f"unknown provider {provider!r} (configured: {known})"
-        if campaign:
-            plugin = instance.provider
+            return f"unknown provider {item.provider!r} (configured: {known})"
+        plugin = instance.provider
+        if isinstance(item, CampaignRegistration):
             if not plugin.tracks_campaigns() or not plugin.polls:
-                return f"provider {provider!r} ({instance.config.plugin}) does not track campaigns"
-            if not isinstance(message_id, str) or not message_id:
-                return "campaign must be the provider's campaign id, as a string"
-            if fields:
-                return "a campaign takes no fields"
-            problem = plugin.check_campaign(message_id)
-            return f"invalid campaign id for {provider}: {problem}" if problem else None
-        if isinstance(message_id, int) and not isinstance(message_id, bool):
-            return 'id must be a string: give it in quotes, e.g. "12345"'
-        if not isinstance(message_id, str) or not message_id:
-            return "id is required (the provider's message id, as a string)"
-        problem = instance.provider.check_id(message_id)
-        if problem:
-            return f"invalid id for {provider}: {problem}"
-        if fields:
-            problem = instance.provider.check_fields(fields)
+                plugin_name = instance.config.plugin
+                return f"provider {item.provider!r} ({plugin_name}) does not track campaigns"
+            problem = plugin.check_campaign(item.campaign)
             if problem:
-                return f"invalid fields for {provider}: {problem}"
-        return None
-
-    def parse_item(self, item: Any, now: float) -> Registration | str:
-        """One item of a registration request, or why it is not acceptable."""
-        if not isinstance(item, dict):
-            return "each message must be an object with provider and id"
-        unknown = set(item) - ITEM_KEYS
-        if unknown:
-            allowed = ", ".join(sorted(ITEM_KEYS))
-            return f"unknown field(s): {', '.join(sorted(unknown))} (allowed: {allowed})"
-        provider, message_id = item.get("provider"), item.get("id")
-        if not isinstance(provider, str) or not provider:
-            return "provider is required (a configured provider instance name)"
-        campaign = "campaign" in item
-        if campaign and "id" in item:
-            return "give either id (one message) or campaign (all of a campaign's), not both"
-        if campaign:
-            message_id = item["campaign"]
-        fields = item.get("fields") or {}
-        if (
-            not isinstance(fields, dict)
-            or len(fields) > MAX_FIELDS
-            or not all(
-                isinstance(k, str) and isinstance(v, str) and len(v) <= 256
-                for k, v in fields.items()
-            )
-        ):
-            return f"fields must be an object of at most {MAX_FIELDS} string values"
-        problem = self.check_registration(provider, message_id, fields, campaign=campaign)
-        if problem:
-            return problem
-        sent_at = ttl = None
-        try:
-            if item.get("sent_at") is not None:
-                sent_at = parse_sent_at(item["sent_at"])
-            if item.get("ttl") is not None:
-                ttl = parse_ttl(item["ttl"])
-        except ValueError as e:
-            return str(e)
-        labels = item.get("labels")
-        problem = labels_module.problem(self.config.metrics.labels, labels)
-        if problem:
-            return problem
-        return Registration(provider, str(message_id), sent_at, fields, campaign, ttl, labels)
+                return f"invalid campaign id for {item.provider}: {problem}"
+        else:
+            problem = plugin.check_id(item.id)
+            if problem:
+                return f"invalid id for {item.provider}: {problem}"
+            problem = plugin.check_fields(item.fields) if item.fields else None
+            if problem:
+                return f"invalid fields for {item.provider}: {problem}"
+        return self._sent_at_problem(item.sent_at, instance, now) or labels_module.problem(
+            self.config.metrics.labels, item.labels
+        )
 
     def register_items(self, items: Sequence[Any]) -> RegistrationResult:
-        """Validate raw request items (provider, id, sent_at, fields) and store them.
+        """Read raw request items (provider, id or campaign, sent_at, ttl, fields,
+        labels) and store them. Raises RegistrationError (nothing stored),
+        WatchedSetFull or StoreError."""
+        parsed = [parse_item(item) for item in items]
+        shape = [(index, p) for index, p in enumerate(parsed) if isinstance(p, str)]
+        valid = [(index, p) for index, p in enumerate(parsed) if not isinstance(p, str)]
+        providers = [item.get("provider") for item in items if isinstance(item, dict)]
+        return self._register(valid, shape, providers)
 
-        Raises RegistrationError (nothing stored), WatchedSetFull or StoreError."""
-        now = self.clock.time()
-        parsed = [self.parse_item(item, now) for item in items]
-        details = [(i, p) for i, p in enumerate(parsed) if isinstance(p, str)]
-        registrations = [p for p in parsed if isinstance(p, Registration)]
-        if details:
-            self._rejected([item.get("provider") for item in items if isinstance(item, dict)])
-            raise RegistrationError(details)
-        return self.register(registrations)
-
-    def register(self, items: Sequence[Registration]) -> RegistrationResult:
+    def register(self, items: Sequence[AnyRegistration]) -> RegistrationResult:
         """Validate the whole batch, then store it durably. Raises RegistrationError,
         WatchedSetFull or StoreError, storing nothing."""
+        return self._register(list(enumerate(items)), [], [item.provider for item in items])
+
+    def _register(
+        self,
+        items: Sequence[tuple[int, AnyRegistration]],
+        problems: Sequence[tuple[int, str]],
+        providers: Sequence[object],
+    ) -> RegistrationResult:
         now = self.clock.time()
-        label_settings = self.config.metrics.labels
-        details = [
-            (index, problem)
-            for index, item in enumerate(items)
-            if (
-                problem := self.check_registration(
-                    item.provider, item.id, item.fields, campaign=item.campaign
-                )
-                or self._sent_at_problem(item, now)
-                or labels_module.problem(label_settings, item.labels)
-            )
-        ]
+        details = [*problems]
+        details += [(i, p) for i, item in items if (p := self._problem(item, now)) is not None]
         if details:
-            self._rejected([item.provider for item in items])
-            raise RegistrationError(details)
+            self._rejected(providers)
+            raise RegistrationError(sorted(details))
         instances = self.instances
         by_provider: dict[str, list[NewMessage]] = {}
         campaigns: dict[str, list[NewCampaign]] = {}
-        for item in items:
-            if item.campaign:
+        for _, item in items:
+            if isinstance(item, CampaignRegistration):
                 discovery = instances[item.provider].config.polling.not_found_grace
                 campaigns.setdefault(item.provider, []).append(
-                    NewCampaign(item.id, item.sent_at, discovery, item.ttl, item.labels)
+                    NewCampaign(item.campaign, item.sent_at, discovery, item.ttl, item.labels)
                 )
                 continue
             extra = json.dumps(dict(item.fields), sort_keys=True) if item.fields else None
@@ -465,7 +381,7 @@ class Exporter:
                 self.label_bounds,
             )
         except WatchedSetFull:
-            for item in items:
+            for _, item in items:
                 self.metrics.registrations.labels(item.provider, "full").inc()
             raise
         for provider, (new, dup) in counts.items():
@@ -477,16 +393,19 @@ class Exporter:
             sum(new for new, _ in counts.values()), sum(dup for _, dup in counts.values())
         )
 
-    def _sent_at_problem(self, item: Registration, now: float) -> str | None:
-        """Why the item's ``sent_at`` is out of range, or None: at most ``max_age`` ago
-        (an older message's watch would be over before it began) and at most an hour
-        ahead of our clock."""
-        if item.sent_at is None:
+    @staticmethod
+    def _sent_at_problem(
+        sent_at: float | None, instance: ProviderInstance, now: float
+    ) -> str | None:
+        """Why ``sent_at`` is out of range, or None: at most ``max_age`` ago (an older
+        message's watch would be over before it began) and at most an hour ahead of our
+        clock."""
+        if sent_at is None:
             return None
-        max_age = self.instances[item.provider].config.polling.max_age
-        if item.sent_at > now + FUTURE_SLACK:
+        max_age = instance.config.polling.max_age
+        if sent_at > now + FUTURE_SLACK:
             return "sent_at is in the future (more than an hour ahead of the exporter's clock)"
-        if item.sent_at < now - max_age:
+        if sent_at < now - max_age:
             return (
                 f"sent_at is more than polling.max_age ({format_duration(max_age)}) ago: "
                 "its watch would be over before it began"
@@ -615,36 +534,3 @@ def _report(item: Any) -> Report:
         return item
     message_id, observation = item
     return Report(str(message_id), observation)
-
-
-MAX_TTL = 30 * 86400.0  # a validity longer than a month is no deadline worth a poll
-
-
-def parse_ttl(value: Any) -> float:
-    """A registration's ``ttl``: a duration (``"24h"``) or seconds, positive, at most
-    30 days."""
-    try:
-        seconds = parse_duration(value)
-    except ValueError as e:
-        raise ValueError(f"ttl {e}") from None
-    if not 0 < seconds <= MAX_TTL:
-        raise ValueError("ttl must be longer than 0 and at most 30 days")
-    return seconds
-
-
-def parse_sent_at(value: Any) -> float:
-    """An RFC 3339 time with a zone, as epoch seconds (its range is checked by
-    :meth:`Exporter.register`)."""
-    if not isinstance(value, str):
-        raise ValueError('sent_at must be an RFC 3339 time string, e.g. "2026-11-23T10:00:00Z"')
-    try:
-        parsed = datetime.fromisoformat(value)
-        if parsed.tzinfo is None:
-            raise ValueError('sent_at needs a zone ("Z" or an offset like "+02:00")')
-        return parsed.timestamp()
-    except ValueError as e:
-        if "zone" in str(e):
-            raise
-        raise ValueError(f"sent_at is not an RFC 3339 time: {value[:40]!r}") from None
-    except OverflowError:
-        raise ValueError(f"sent_at is out of range: {value[:40]!r}") from None

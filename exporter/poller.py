@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,8 +21,9 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.executors.pool import ThreadPoolExecutor as JobExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from . import accounting, adaptive
+from . import adaptive
 from .accounting import Policy
+from .campaigns import CampaignSweeper
 from .clock import Clock
 from .errors import StoreError, WatchedSetFull
 from .instance import ProviderInstance
@@ -31,9 +31,8 @@ from .leadership import HEARTBEAT, Leadership
 from .model import FetchError, MessageRef, Observation, Outcome
 from .provider import Provider
 from .recorder import PollResult, Recorder
-from .secrets import redact
 from .settings import PollingSettings
-from .state import CampaignState, MessageState
+from .state import MessageState
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -81,8 +80,7 @@ class ProviderPoller:
         self.idle.set()
         #: the longest a tick keeps going while work is due (a virtual-time run uses its tick)
         self.max_tick = max(tick, MAX_TICK)
-        self._rng = random.Random()
-        self._rng_lock = threading.Lock()
+        self.campaigns = CampaignSweeper(instance, store, recorder, stopping, max_watched)
         self.started = False
         self._store_failing = False
         self._replan_at = -math.inf
@@ -193,7 +191,7 @@ class ProviderPoller:
                 break  # nothing could be done before the deadline or the pause
             self._update_lag()
         if self.instance.provider.tracks_campaigns():
-            self._sweep_campaigns(deadline)
+            self.campaigns.sweep_due(lambda: self.clock.monotonic() < deadline and self.leads())
         self._update_lag()
         self.instance.error_log.flush()
 
@@ -235,9 +233,9 @@ class ProviderPoller:
             cutoff = self.clock.time() - self.policy.final_look_grace
             overdue = self.store.ended_before(
                 self.name,
-                delivered_before=cutoff - self.policy.read_window,
-                sent_before=cutoff - self.policy.max_age,
-                registered_before=cutoff,
+                cutoff,
+                read_window=self.policy.read_window,
+                max_age=self.policy.max_age,
                 limit=self.batch_limit,
             )
             if not overdue:
@@ -280,114 +278,6 @@ class ProviderPoller:
                 self.recorder.record_polls(self.name, self.policy, results)
                 called += len(results)
         return called
-
-    # -- campaigns ---------------------------------------------------------------------
-    def _sweep_campaigns(self, deadline: float) -> None:
-        health = self.instance.health
-        while (
-            not self.stopping.is_set()
-            and not health.paused()
-            and self.clock.monotonic() < deadline
-            and self.leads()
-        ):
-            due = self.store.due_campaigns(self.name, self.clock.time(), 16)
-            if not due:
-                return
-            for campaign in due:
-                if not self._sweep(campaign, deadline):
-                    return  # out of time, paused or stopping: the rest waits
-
-    def _sweep(self, campaign: CampaignState, deadline: float) -> bool:
-        """Read every page of one campaign and account for each message on it; returns
-        False when the sweep could not finish (deadline, pause, stop)."""
-        instance = self.instance
-        answers: dict[str, Observation] = {}
-        totals: list[int] = []
-        pages = iter(instance.provider.fetch_campaign(campaign.id))
-        failure: FetchError | None = None
-        subject = f"campaign {campaign.id}"
-        try:
-            while True:
-                # A sweep started is finished (only a stop or a pause ends it early): its
-                # pages may take longer than a tick, and one begun again from page 0 next
-                # tick would never end.
-                if not instance.may_call(math.inf, self.stopping):
-                    return False
-                try:
-                    called = instance.call(subject, subject, lambda: next(pages))
-                except StopIteration:
-                    break
-                if called.failure is not None:
-                    failure = called.failure
-                    break
-                page = called.value
-                assert page is not None
-                for report in page.reports:
-                    answers[report.message_id] = report.observation
-                if page.total is not None:
-                    totals.append(page.total)
-        finally:
-            close = getattr(pages, "close", None)
-            if close is not None:
-                close()
-        return self._finish_sweep(campaign, answers, totals, failure)
-
-    def _finish_sweep(
-        self,
-        campaign: CampaignState,
-        answers: dict[str, Observation],
-        totals: list[int],
-        failure: FetchError | None,
-    ) -> bool:
-        now = self.clock.time()
-        policy = self.policy
-        if failure is not None and failure.outcome is not Outcome.NOT_FOUND:
-            # Apply what the pages before the failure said; wait for a whole sweep to
-            # tell which messages are missing.
-            self._record_sweep(campaign, answers, ())
-            with self._rng_lock:
-                accounting.campaign_failed(
-                    campaign, failure.outcome, redact(failure.message), now, policy, self._rng
-                )
-            self.store.save_campaign(campaign)
-            return True
-        watched = self.store.campaign_watched(self.name, campaign.id).ids
-        # A sweep saw every message only if it found as many as the provider says the
-        # campaign has: pages can shift while they are read (an item moved to a page
-        # already read), and a message missed that way is not "not found".
-        consistent = not totals or len(answers) >= max(totals)
-        unseen = watched - answers.keys() if consistent else set()
-        self._record_sweep(campaign, answers, unseen)
-        after = self.store.campaign_watched(
-            self.name, campaign.id, policy.read_window, policy.max_age, default_ttl=policy.ttl
-        )
-        found = len(after.ids | answers.keys())
-        accounting.campaign_swept(
-            campaign,
-            now,
-            policy,
-            found=max(found, campaign.messages),
-            earliest=after.earliest,
-            final_look=after.final_look,
-            deadlines=after.deadlines,
-            complete=True,
-        )
-        self.store.save_campaign(campaign)
-        return True
-
-    def _record_sweep(
-        self, campaign: CampaignState, answers: dict[str, Observation], unseen: Iterable[str]
-    ) -> None:
-        try:
-            self.recorder.record_campaign(
-                campaign,
-                self.policy,
-                answers,
-                unseen,
-                max_watched=self.max_watched(),
-            )
-        except WatchedSetFull as e:
-            self.instance.error_log.error("full", f"campaign {campaign.id}: {e}")
 
     def _call(self, refs: list[MessageRef], deadline: float) -> list[PollResult]:
         """One provider call (one id, or a batch); an empty list means it was skipped."""

@@ -86,6 +86,32 @@ class MessageState:
         return dict(json.loads(self.extra)) if self.extra else {}
 
 
+# -- when a watch ends: once, in Python and in SQL ---------------------------------------
+#: A watch ends ``read_window`` after delivery, else ``max_age`` after sending. Each case
+#: is (the SQL condition a row meets, its time column, the window added to it); the two
+#: conditions exclude each other and cover every row, so the store can ask for each with
+#: its own index. :func:`watch_end` reads the same cases.
+WATCH_END_CASES: tuple[tuple[str, str, str], ...] = (
+    ("status = 'delivered' AND delivered_at IS NOT NULL", "delivered_at", "read_window"),
+    ("NOT (status = 'delivered' AND delivered_at IS NOT NULL)", "sent_at", "max_age"),
+)
+
+#: the same rule as one SQL expression over a row; its parameters are the windows of
+#: WATCH_END_CASES in order (``read_window``, ``max_age``)
+WATCH_END_SQL = (
+    f"CASE WHEN {WATCH_END_CASES[0][0]} THEN {WATCH_END_CASES[0][1]} + ? "
+    f"ELSE {WATCH_END_CASES[1][1]} + ? END"
+)
+
+
+def watch_end(state: MessageState, read_window: float, max_age: float) -> float:
+    """When the message's watch ends (the rule of WATCH_END_CASES). The poll at (or
+    after) this time is its final look."""
+    if state.status is Status.DELIVERED and state.delivered_at is not None:
+        return state.delivered_at + read_window
+    return state.sent_at + max_age
+
+
 @dataclass(slots=True)
 class CampaignState:
     """A watched campaign: all its pages are read while any of its messages is watched,

@@ -33,7 +33,15 @@ from . import labels as labels_module
 from .errors import StoreError, WatchedSetFull
 from .labels import Bounds
 from .model import Status
-from .state import CampaignState, Counted, Event, MessageState, SentSource
+from .state import (
+    WATCH_END_CASES,
+    WATCH_END_SQL,
+    CampaignState,
+    Counted,
+    Event,
+    MessageState,
+    SentSource,
+)
 
 SCHEMA_VERSION = 6
 WRITE_PROBE_EVERY = 5.0  # seconds between readiness probes after a failed write
@@ -651,28 +659,28 @@ class Store(abc.ABC):
     def ended_before(
         self,
         provider: str,
+        cutoff: float,
         *,
-        delivered_before: float,
-        sent_before: float,
-        registered_before: float,
+        read_window: float,
+        max_age: float,
         limit: int,
     ) -> list[str]:
-        """Ids of watched messages delivered before ``delivered_before`` (still
-        ``delivered``) or, for any other status, sent before ``sent_before``; either way
-        registered before ``registered_before``. The poller uses it to find watches whose
-        final look is overdue (:func:`exporter.accounting.give_up_at` re-checks each).
-        """
-        rows = self._read(
-            "SELECT id FROM messages WHERE provider = ? AND next_poll IS NOT NULL "
-            "AND status = 'delivered' AND delivered_at < ? AND registered_at < ? LIMIT ?",
-            (provider, delivered_before, registered_before, limit),
-        )
-        rows += self._read(
-            "SELECT id FROM messages WHERE provider = ? AND next_poll IS NOT NULL "
-            "AND status != 'delivered' AND sent_at < ? AND registered_at < ? LIMIT ?",
-            (provider, sent_before, registered_before, limit),
-        )
-        return [row[0] for row in rows[:limit]]
+        """Ids of watched messages whose watch ended before ``cutoff`` (the rule of
+        :data:`~viber_exporter.state.WATCH_END_CASES`, one query per case so each uses
+        its index) and that were registered before it. The poller uses it to find
+        watches whose final look is overdue (:func:`exporter.accounting.give_up_at`
+        re-checks each)."""
+        windows = {"read_window": read_window, "max_age": max_age}
+        rows: list[Any] = []
+        for condition, column, window in WATCH_END_CASES:
+            if len(rows) >= limit:
+                break
+            rows += self._read(
+                f"SELECT id FROM messages WHERE provider = ? AND next_poll IS NOT NULL "
+                f"AND {condition} AND {column} < ? AND registered_at < ? LIMIT ?",
+                (provider, cutoff - windows[window], cutoff, limit - len(rows)),
+            )
+        return [row[0] for row in rows]
 
     def recent_outcomes(
         self, provider: str, limit: int
@@ -738,8 +746,7 @@ class Store(abc.ABC):
         and ``max_age``: when the first final look is due), and the validity deadlines
         of those still pending (``sent_at`` + their ``ttl``, else ``default_ttl``)."""
         rows = self._read(
-            "SELECT id, next_poll, CASE WHEN status = 'delivered' AND delivered_at IS NOT NULL "
-            "THEN delivered_at + ? ELSE sent_at + ? END, "
+            f"SELECT id, next_poll, {WATCH_END_SQL}, "
             "CASE WHEN status = 'pending' THEN sent_at + COALESCE(ttl, ?) END FROM messages "
             "WHERE provider = ? AND campaign = ? AND next_poll IS NOT NULL",
             (read_window, max_age, default_ttl, provider, campaign_id),

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from viber_exporter import accounting
+from viber_exporter import accounting, campaigns
 from viber_exporter.model import Fallback, Observation, Outcome, Status
 from viber_exporter.settings import PollingSettings
 from viber_exporter.state import (
@@ -308,8 +308,8 @@ def test_a_campaign_is_swept_just_after_the_next_deadline_of_a_pending_message()
     from viber_exporter.state import CampaignState
 
     campaign = CampaignState("p", "c", registered_at=0.0, sent_at=0.0, discover_until=0.0, polls=5)
-    accounting.campaign_swept(campaign, 100.0, LONG_STEPS, found=3, earliest=150.0, complete=True,
+    campaigns.campaign_swept(campaign, 100.0, LONG_STEPS, found=3, earliest=150.0, complete=True,
                               deadlines=(10.0, 700.0, 900.0))
     assert campaign.next_poll == 700.0 + accounting.DEADLINE_SLACK, "the first deadline still ahead"
-    accounting.campaign_swept(campaign, 100.0, LONG_STEPS, found=3, earliest=150.0, complete=True)
+    campaigns.campaign_swept(campaign, 100.0, LONG_STEPS, found=3, earliest=150.0, complete=True)
     assert campaign.next_poll > 3600.0

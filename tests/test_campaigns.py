@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from viber_exporter.engine import Registration, RegistrationError
+from viber_exporter.engine import RegistrationError
 from viber_exporter.model import Status
 from viber_exporter.pluginhost import PluginHost
+from viber_exporter.registration import CampaignRegistration
 from viber_exporter.testing.mock import Faults
 from viber_exporter.testing.simulation import Mix
 from viber_exporter.testing.virtualtime import VirtualRun
@@ -139,7 +140,7 @@ def test_the_final_look_of_a_campaign_message_comes_from_a_sweep_after_an_outage
 
 
 def test_a_campaign_the_provider_never_knows_ends_after_not_found_grace(run):
-    run.exporter.register([Registration("routee", "0f8fad5b-d9cb-469f-a165-70867728950e", campaign=True)])
+    run.exporter.register([CampaignRegistration("routee", "0f8fad5b-d9cb-469f-a165-70867728950e")])
     assert run.run_until_settled(tick=5, limit=3600)
     state = run.exporter.store.get_campaign("routee", "0f8fad5b-d9cb-469f-a165-70867728950e")
     assert state.messages == 0 and "no message of this campaign appeared" in state.last_error
@@ -213,7 +214,7 @@ def test_a_page_that_changes_between_calls_costs_no_message(builtin_host, tmp_pa
     exporter = Exporter(parse_config(text, builtin_host.provider_types(), environ={}), builtin_host,
                         registry=CollectorRegistry(), clock=clock)
     try:
-        exporter.register([Registration("routee", campaign, campaign=True)])
+        exporter.register([CampaignRegistration("routee", campaign)])
         while state["sweep"] < 2:
             tick(exporter, clock, 5)
         statuses = {i: exporter.store.get("routee", i).status for i in ids}
@@ -269,20 +270,20 @@ def test_a_campaign_sweeps_its_tail_rarely_but_never_misses_a_final_look():
     costs every page, and the tail is mostly final looks. A message that wants an
     earlier poll waits for the campaign's step; a final look does not wait more than
     half of final_look_grace."""
-    from viber_exporter import accounting
+    from viber_exporter import campaigns
     from viber_exporter.settings import PollingSettings
     from viber_exporter.state import CampaignState
 
     policy = PollingSettings(tick=5, schedule=(10.0, 3600.0), max_age=48 * 3600.0, read_window=86400.0,
                              not_found_grace=600, retention=0, max_watched=10, final_look_grace=3600.0)
-    steps = [accounting.campaign_step(policy, sweeps) for sweeps in range(6)]
+    steps = [campaigns.campaign_step(policy, sweeps) for sweeps in range(6)]
     assert steps == [10.0, 3600.0, 7200.0, 14400.0, 28800.0, 43200.0], "doubling, at most max_age / 4"
 
     def swept(earliest: float, final_look: float | None) -> float:
         campaign = CampaignState("bsg", "7", registered_at=0.0, sent_at=0.0, discover_until=0.0,
                                  polls=3)  # the next step: 28,800 s
         now = 100_000.0
-        accounting.campaign_swept(campaign, now, policy, found=500, earliest=earliest,
+        campaigns.campaign_swept(campaign, now, policy, found=500, earliest=earliest,
                                   final_look=final_look, complete=True)
         assert campaign.next_poll is not None
         return campaign.next_poll - now

@@ -403,3 +403,30 @@ def test_leases_spread_expire_and_pass_on(pg_url: str):
     finally:
         a.close()
         b.close()
+
+
+def test_the_watch_end_rule_is_the_same_in_sql_and_python(store: Store):
+    """The store finds ended watches (one indexed query per case) and a campaign's first
+    final look (one CASE expression) by WATCH_END_CASES; both agree with watch_end()
+    for every status, with and without a delivery time, on either side of a cutoff."""
+    import random
+
+    from viber_exporter.state import watch_end
+
+    rng = random.Random(3)
+    read_window, max_age = 500.0, 2000.0
+    rows = []
+    for n in range(200):
+        status = rng.choice([Status.PENDING, Status.DELIVERED, Status.DELIVERED, Status.UNKNOWN])
+        delivered = rng.choice([None, rng.uniform(0, 3000)]) if status is not Status.PENDING else None
+        rows.append(MessageState("p", f"m{n}", rng.uniform(0, 3000), rng.uniform(0, 3000), SentSource.REGISTERED,
+                                 status=status, delivered_at=delivered, next_poll=9e9, campaign="c"))
+    store.apply("p", [(state.id, lambda _, s=state: (s, [])) for state in rows])
+    for cutoff in (1000.0, 2500.0, 4000.0):
+        expected = {s.id for s in rows if watch_end(s, read_window, max_age) < cutoff and s.registered_at < cutoff}
+        found = store.ended_before("p", cutoff, read_window=read_window, max_age=max_age, limit=1000)
+        assert set(found) == expected and len(found) == len(expected), cutoff
+    assert 0 < len(store.ended_before("p", 4000.0, read_window=read_window, max_age=max_age, limit=7)) <= 7
+    first = store.campaign_watched("p", "c", read_window=read_window, max_age=max_age).final_look
+    assert first == pytest.approx(min(watch_end(s, read_window, max_age) for s in rows))
+    assert any(s.status is Status.DELIVERED and s.delivered_at is None for s in rows), "the case the rule once missed"

@@ -19,8 +19,9 @@ from prometheus_client import CollectorRegistry
 
 from ..clock import ManualClock
 from ..config import parse_config
-from ..engine import Exporter, Registration
+from ..engine import Exporter
 from ..pluginhost import PluginHost
+from ..registration import CampaignRegistration, MessageRegistration
 from ..server import BackgroundServer
 from .mock import Faults, MockProviders, exporter_config
 from .simulation import Mix, Plan
@@ -68,7 +69,7 @@ class VirtualRun:
         plans = [self.mock.simulation.create(provider, now, fate) for _ in range(count)]
         self.exporter.register(
             [
-                Registration(
+                MessageRegistration(
                     p.provider,
                     p.id,
                     sent_at=p.created,
@@ -89,7 +90,7 @@ class VirtualRun:
             provider, self.clock.time(), count, fate
         )
         self.exporter.register(
-            [Registration(provider, campaign, sent_at=self.clock.time(), campaign=True)]
+            [CampaignRegistration(provider, campaign, sent_at=self.clock.time())]
         )
         self.registered.update((p.provider, p.id) for p in plans)
         return campaign, plans
