@@ -11,7 +11,6 @@ import random
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 
-from . import state as state_module
 from .adaptive import SchedulePlan
 from .backoff import backoff
 from .model import PRICE_CEILING, PROVIDER_FAILURES, Observation, Outcome, Status
@@ -30,6 +29,7 @@ from .state import (
     Transition,
     WatchExpired,
 )
+from .state import watch_end as _watch_end
 
 
 @dataclass(frozen=True)
@@ -379,7 +379,7 @@ def watch_end(state: MessageState, policy: PollingSettings) -> float:
     """When the message's watch ends: ``read_window`` after delivery, else ``max_age``
     after sending (:data:`~viber_exporter.state.WATCH_END_CASES`). The poll at (or
     after) this time is the final look."""
-    return state_module.watch_end(state, policy.read_window, policy.max_age)
+    return _watch_end(state, policy.read_window, policy.max_age)
 
 
 def give_up_at(state: MessageState, policy: PollingSettings) -> float:
