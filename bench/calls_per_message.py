@@ -32,8 +32,8 @@ from common import header, verdict
 from viber_exporter.callbacks import CallbackRequest
 from viber_exporter.durations import parse_duration
 from viber_exporter.errors import Refused
+from viber_exporter.events import StatusChanged
 from viber_exporter.pluginhost import PluginHost
-from viber_exporter.state import StatusChanged
 from viber_exporter.testing.simulation import Mix, Plan
 from viber_exporter.testing.virtualtime import VirtualRun
 

@@ -17,7 +17,7 @@ from typing import Any
 import requests
 
 from viber_exporter.labels import Bounds, DeclaredLabel, LabelSettings
-from viber_exporter.store import NewMessage, Store
+from viber_exporter.store.base import NewMessage, Store
 
 
 def machine() -> str:

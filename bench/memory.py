@@ -23,8 +23,8 @@ import requests
 from common import LABELS_CASE, LABELS_SETTINGS, fill, header, labels_case, mock_process, verdict
 
 from viber_exporter.labels import Bounds
-from viber_exporter.store import NewMessage
-from viber_exporter.store_sqlite import SqliteStore
+from viber_exporter.store.base import NewMessage
+from viber_exporter.store.sqlite import SqliteStore
 from viber_exporter.testing.mock import BSG_API_KEY
 
 

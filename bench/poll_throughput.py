@@ -16,7 +16,7 @@ import requests
 from common import header, mock_process, state_location, state_url_option, store_kind, verdict
 from prometheus_client import CollectorRegistry
 
-from viber_exporter.config import parse_config
+from viber_exporter.config.load import parse_config
 from viber_exporter.engine import Exporter, Registration
 from viber_exporter.logs import setup_logging
 from viber_exporter.pluginhost import PluginHost

@@ -21,7 +21,7 @@ import requests
 from common import LABELS_CASE, fill, header, median_ms, verdict
 from prometheus_client import CollectorRegistry
 
-from viber_exporter.config import parse_config
+from viber_exporter.config.load import parse_config
 from viber_exporter.engine import Exporter
 from viber_exporter.logs import setup_logging
 from viber_exporter.pluginhost import PluginHost

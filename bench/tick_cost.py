@@ -12,7 +12,7 @@ import time
 
 from common import fill, header, median_ms, state_location, state_url_option, store_kind, verdict
 
-from viber_exporter.stores import open_store
+from viber_exporter.store.location import open_store
 
 
 def main() -> int:

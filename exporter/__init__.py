@@ -15,11 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .version import __version__
-
-#: The plugin API's version. Minor versions only add; a major version may remove
-#: what the previous one deprecated (docs/plugins.md, "Compatibility").
-PLUGIN_API_VERSION = "1.2"
+from .version import PLUGIN_API_VERSION, __version__
 
 #: public name → the module that defines it
 _EXPORTS: dict[str, str] = {

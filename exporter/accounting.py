@@ -13,23 +13,21 @@ from datetime import datetime
 
 from .adaptive import SchedulePlan
 from .backoff import backoff
-from .model import PRICE_CEILING, PROVIDER_FAILURES, Observation, Outcome, Status
-from .settings import PollingSettings
-from .state import (
+from .config.model import PollingSettings
+from .events import (
     AnswerProblem,
     Cost,
-    Counted,
     Event,
     FallbackOutcome,
     Latency,
-    MessageState,
-    SentSource,
     SmsFallback,
     StatusChanged,
     Transition,
     WatchExpired,
 )
-from .state import watch_end as _watch_end
+from .model import PRICE_CEILING, PROVIDER_FAILURES, Observation, Outcome, Status
+from .store.rows import Counted, MessageState, SentSource
+from .store.rows import watch_end as _watch_end
 
 
 @dataclass(frozen=True)
@@ -377,7 +375,7 @@ def _expire_watch(state: MessageState, now: float, events: list[Event]) -> None:
 
 def watch_end(state: MessageState, policy: PollingSettings) -> float:
     """When the message's watch ends: ``read_window`` after delivery, else ``max_age``
-    after sending (:data:`~viber_exporter.state.WATCH_END_CASES`). The poll at (or
+    after sending (:data:`~viber_exporter.store.rows.WATCH_END_CASES`). The poll at (or
     after) this time is the final look."""
     return _watch_end(state, policy.read_window, policy.max_age)
 

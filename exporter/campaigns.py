@@ -18,14 +18,14 @@ from collections.abc import Callable, Iterable, Sequence
 
 from .accounting import DEADLINE_SLACK, MESSAGE_RETRY_BASE, Policy, before_deadline
 from .backoff import backoff
+from .config.model import PollingSettings
 from .errors import WatchedSetFull
 from .instance import ProviderInstance
 from .model import PROVIDER_FAILURES, FetchError, Observation, Outcome
 from .recorder import Recorder
 from .secrets import redact
-from .settings import PollingSettings
-from .state import CampaignState
-from .store import Store
+from .store.base import Store
+from .store.rows import CampaignState
 
 #: campaigns read from the store at a time
 DUE_BATCH = 16

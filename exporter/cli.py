@@ -15,16 +15,16 @@ from urllib.parse import quote
 import click
 
 from .client import ApiClient, ClientFailure
-from .config import DEFAULT_CONCURRENCY, DEFAULT_RATE_LIMIT, default_config_path, load_config
+from .config.load import DEFAULT_CONCURRENCY, DEFAULT_RATE_LIMIT, default_config_path, load_config
+from .config.model import Config
 from .errors import ConfigError, PluginError, StoreError, ViberExporterError
 from .labels import SERIES_CEILING, outcome_series
 from .logs import setup_logging
 from .pluginhost import PluginHost
 from .provider import Provider
-from .settings import Config
 from .signals import SignalWaiter, signals_blocked
 from .version import __version__
-from .web import is_loopback
+from .web.app import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -551,7 +551,7 @@ def state_copy(source: str, target: str, force: bool) -> None:
     gives the same target. Give a PostgreSQL password through PGPASSWORD or
     ~/.pgpass rather than in the URL, where other users can see it in the process list.
     """
-    from .stores import copy_state, open_store
+    from .store.location import copy_state, open_store
 
     if source == target:
         raise Failure("--from and --to are the same store")

@@ -11,7 +11,7 @@ from typing import Any
 import click
 import requests
 
-from .config import default_config_path
+from .config.load import default_config_path
 
 API_TOKEN_ENV = "VIBER_EXPORTER_API_TOKEN"  # noqa: S105 (a variable name)
 #: "user:password" of an ``exporter.basic_auth_users`` entry, when no token is set

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import requests
 
-from .config import parse_config
+from .config.load import parse_config
+from .config.model import Config
 from .engine import Exporter
-from .pluginhost import PluginHost, ProviderType
-from .server import BackgroundServer, HttpServer
-from .settings import Config
+from .httpserver import BackgroundServer
+from .pluginhost import PluginHost
+from .provider import ProviderType
+from .server import HttpServer
 from .testing.mock import MockProviders, exporter_config
 from .testing.simulation import Mix
 

@@ -19,7 +19,9 @@ from . import exposition
 from . import labels as labels_module
 from .accounting import Policy
 from .callbacks import CallbackReply, CallbackRequest
+from .campaigns import CampaignSweeper
 from .clock import SYSTEM_CLOCK, Clock
+from .config.model import Config
 from .durations import format_duration
 from .errors import Refused, StoreError, ViberExporterError, WatchedSetFull
 from .figures import Figures
@@ -42,10 +44,9 @@ from .registration import Registration as Registration
 from .registration import RegistrationError as RegistrationError
 from .registration import RegistrationResult as RegistrationResult
 from .secrets import redact
-from .settings import Config
-from .state import MessageState
-from .store import NewCampaign, NewMessage
-from .stores import open_store
+from .store.base import NewCampaign, NewMessage
+from .store.location import open_store
+from .store.rows import MessageState
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class Exporter:
             config.polling,
             clock,
             self.leadership,
+            sweeper=CampaignSweeper,
         )
         self._lifecycle = threading.Lock()
 

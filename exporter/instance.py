@@ -26,6 +26,7 @@ from typing import Generic, TypeVar
 from .accounting import Policy
 from .adaptive import SchedulePlan
 from .clock import Clock
+from .config.model import ProviderConfig
 from .errorlog import ErrorLog
 from .health import ProviderHealth
 from .metrics import Metrics
@@ -33,7 +34,6 @@ from .model import FetchError, Outcome
 from .provider import Balance, Provider
 from .ratelimit import RateLimiter
 from .secrets import redact
-from .settings import ProviderConfig
 
 log = logging.getLogger("viber_exporter.poller")
 

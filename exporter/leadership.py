@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 
 from .errors import StoreError
-from .store import Store
+from .store.base import Store
 
 log = logging.getLogger(__name__)
 

@@ -27,12 +27,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from . import labels as labels_module
-from .exposition import CachedCounter, CachedFamily, CachedGauge, CachedHistogram
-from .figures import Figures
-from .model import PRICE_CEILING, Outcome, Status
-from .provider import Balance, Provider
-from .settings import MetricsSettings
-from .state import (
+from .config.model import MetricsSettings
+from .events import (
     AnswerProblem,
     Cost,
     Event,
@@ -42,7 +38,11 @@ from .state import (
     Transition,
     WatchExpired,
 )
-from .store import Store
+from .exposition import CachedCounter, CachedFamily, CachedGauge, CachedHistogram
+from .figures import Figures
+from .model import PRICE_CEILING, Outcome, Status
+from .provider import Balance, Provider
+from .store.base import Store
 from .version import __version__
 
 log = logging.getLogger(__name__)

@@ -21,11 +21,11 @@ from typing import Any
 
 import pluggy
 
-from . import PLUGIN_API_VERSION, hookspecs
+from . import hookspecs
 from .errors import PluginError
-from .provider import Provider
-from .state import StatusChanged
-from .version import __version__
+from .events import StatusChanged
+from .provider import Provider, ProviderType
+from .version import PLUGIN_API_VERSION, __version__
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +48,6 @@ class PluginInfo:
     error: str | None = None
     providers: tuple[str, ...] = ()
     hooks: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ProviderType:
-    """A registered provider class and the plugin it came from."""
-
-    cls: type[Provider]
-    plugin: str
-    package: str
-    version: str
 
 
 @dataclass

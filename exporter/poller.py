@@ -17,28 +17,40 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from apscheduler.executors.pool import ThreadPoolExecutor as JobExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import adaptive
 from .accounting import Policy
-from .campaigns import CampaignSweeper
 from .clock import Clock
+from .config.model import PollingSettings
 from .errors import StoreError, WatchedSetFull
 from .instance import ProviderInstance
 from .leadership import HEARTBEAT, Leadership
 from .model import FetchError, MessageRef, Observation, Outcome
 from .provider import Provider
 from .recorder import PollResult, Recorder
-from .settings import PollingSettings
-from .state import MessageState
-from .store import Store
+from .store.base import Store
+from .store.rows import MessageState
 
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL = 3600.0
 MAX_TICK = 60.0  # seconds one tick may run while there is due work
+
+
+class Sweeper(Protocol):
+    """Sweeps an instance's due campaigns (:class:`~viber_exporter.campaigns.CampaignSweeper`)."""
+
+    def sweep_due(self, go_on: Callable[[], bool]) -> None: ...
+
+
+#: builds an instance's sweeper: (instance, store, recorder, stopping, max_watched)
+SweeperFactory = Callable[
+    [ProviderInstance, Store, Recorder, threading.Event, Callable[[], int]], Sweeper
+]
 
 
 class ProviderPoller:
@@ -53,6 +65,7 @@ class ProviderPoller:
         stopping: threading.Event,
         leadership: Leadership,
         max_watched: Callable[[], int],
+        sweeper: SweeperFactory | None = None,
     ) -> None:
         self.instance = instance
         self.leadership = leadership
@@ -80,7 +93,9 @@ class ProviderPoller:
         self.idle.set()
         #: the longest a tick keeps going while work is due (a virtual-time run uses its tick)
         self.max_tick = max(tick, MAX_TICK)
-        self.campaigns = CampaignSweeper(instance, store, recorder, stopping, max_watched)
+        self.campaigns = (
+            sweeper(instance, store, recorder, stopping, max_watched) if sweeper else None
+        )
         self.started = False
         self._store_failing = False
         self._replan_at = -math.inf
@@ -190,7 +205,7 @@ class ProviderPoller:
             if not self._poll(due, deadline):
                 break  # nothing could be done before the deadline or the pause
             self._update_lag()
-        if self.instance.provider.tracks_campaigns():
+        if self.campaigns is not None and self.instance.provider.tracks_campaigns():
             self.campaigns.sweep_due(lambda: self.clock.monotonic() < deadline and self.leads())
         self._update_lag()
         self.instance.error_log.flush()
@@ -336,8 +351,11 @@ class Poller:
         polling: PollingSettings,
         clock: Clock,
         leadership: Leadership | None = None,
+        *,
+        sweeper: SweeperFactory | None = None,
     ) -> None:
         self.store = store
+        self.sweeper = sweeper
         self.leadership = leadership or Leadership(store)
         self.recorder = recorder
         self.polling = polling
@@ -362,6 +380,7 @@ class Poller:
             self.stopping,
             self.leadership,
             lambda: self.polling.max_watched,
+            self.sweeper,
         )
 
     @property

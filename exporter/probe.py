@@ -12,10 +12,10 @@ from typing import Any
 
 import requests
 
+from .config.model import ProviderConfig
 from .http import ProviderHttp
 from .model import FetchError, Observation
 from .secrets import MASK, redact
-from .settings import ProviderConfig
 
 #: Keys whose value is a credential, matched whole (``token_type``, ``expires_in``
 #: or ``tokens_left`` are not credentials and stay readable).

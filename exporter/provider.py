@@ -210,3 +210,13 @@ class Provider:
     def signs_callbacks(cls) -> bool:
         """True when the class verifies callbacks itself (overrides authenticate_callback)."""
         return cls.authenticate_callback is not Provider.authenticate_callback
+
+
+@dataclass(frozen=True)
+class ProviderType:
+    """A registered provider class and the plugin it came from."""
+
+    cls: type[Provider]
+    plugin: str
+    package: str
+    version: str

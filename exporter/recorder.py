@@ -16,12 +16,13 @@ from dataclasses import dataclass
 
 from . import accounting
 from .clock import Clock
+from .config.model import PollingSettings
+from .events import AnswerProblem, Event, StatusChanged
 from .metrics import Metrics
 from .model import Observation, Outcome, Report
 from .secrets import redact
-from .settings import PollingSettings
-from .state import AnswerProblem, CampaignState, Event, MessageState, SentSource, StatusChanged
-from .store import Store, Update
+from .store.base import Store, Update
+from .store.rows import CampaignState, MessageState, SentSource
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import logging
 import threading
 from pathlib import Path
 
-from .config import load_config
+from .config.load import load_config
 from .engine import Exporter, ReloadOutcome
 from .errors import ConfigError, PluginError
 from .pluginhost import PluginHost

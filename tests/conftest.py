@@ -15,11 +15,11 @@ from prometheus_client import CollectorRegistry
 from pytest_httpserver import HTTPServer
 
 from viber_exporter.clock import SYSTEM_CLOCK, Clock, ManualClock
-from viber_exporter.config import parse_config
+from viber_exporter.config.load import parse_config
+from viber_exporter.config.model import Config
 from viber_exporter.durations import parse_duration
 from viber_exporter.engine import Exporter
 from viber_exporter.pluginhost import PluginHost
-from viber_exporter.settings import Config
 from viber_exporter.testing.virtualtime import tick as virtual_tick
 
 from .fakeprovider import FakeAPI, FakePlugin

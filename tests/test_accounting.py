@@ -8,18 +8,17 @@ from datetime import UTC, datetime
 import pytest
 
 from viber_exporter import accounting, campaigns
-from viber_exporter.model import Fallback, Observation, Outcome, Status
-from viber_exporter.settings import PollingSettings
-from viber_exporter.state import (
+from viber_exporter.config.model import PollingSettings
+from viber_exporter.events import (
     Cost,
     Latency,
-    MessageState,
-    SentSource,
     SmsFallback,
     StatusChanged,
     Transition,
     WatchExpired,
 )
+from viber_exporter.model import Fallback, Observation, Outcome, Status
+from viber_exporter.store.rows import MessageState, SentSource
 
 POLICY = PollingSettings(
     tick=1, schedule=(10.0, 30.0, 60.0), max_age=1000.0, read_window=100.0, not_found_grace=50.0,
@@ -213,7 +212,7 @@ def test_unknown_status_keeps_polling_and_counts_once():
 
 
 def test_a_fallback_counts_when_its_leg_is_sent_and_polling_goes_on_until_the_leg_settles():
-    from viber_exporter.state import FallbackOutcome
+    from viber_exporter.events import FallbackOutcome
 
     state = message()
     scheduled = (Fallback("sms", None, None, "scheduled", Status.PENDING, sent=False),)
@@ -242,7 +241,7 @@ def test_a_fallback_counts_when_its_leg_is_sent_and_polling_goes_on_until_the_le
 
 
 def test_provider_times_in_the_future_or_before_sending_are_counted_and_not_believed():
-    from viber_exporter.state import AnswerProblem
+    from viber_exporter.events import AnswerProblem
 
     state = message(sent_at=1000.0)
     events = accounting.observe(state, Observation(Status.DELIVERED, delivered_at=ts(1000 + 7200)), 1010.0, POLICY)
@@ -255,7 +254,7 @@ def test_provider_times_in_the_future_or_before_sending_are_counted_and_not_beli
 
 
 def test_unreadable_optional_fields_are_counted_and_the_status_still_used():
-    from viber_exporter.state import AnswerProblem
+    from viber_exporter.events import AnswerProblem
 
     state = message()
     events = accounting.observe(state, Observation(Status.DELIVERED, problems=("time_dr",)), 10.0, POLICY)
@@ -305,7 +304,7 @@ def test_only_a_pending_message_waits_for_its_deadline():
 
 
 def test_a_campaign_is_swept_just_after_the_next_deadline_of_a_pending_message():
-    from viber_exporter.state import CampaignState
+    from viber_exporter.store.rows import CampaignState
 
     campaign = CampaignState("p", "c", registered_at=0.0, sent_at=0.0, discover_until=0.0, polls=5)
     campaigns.campaign_swept(campaign, 100.0, LONG_STEPS, found=3, earliest=150.0, complete=True,

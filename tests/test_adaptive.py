@@ -15,13 +15,13 @@ import pytest
 
 from viber_exporter import adaptive
 from viber_exporter.adaptive import Observations, Survival
-from viber_exporter.landing import landing_page
 from viber_exporter.model import Status
 from viber_exporter.pluginhost import PluginHost
 from viber_exporter.testing.simulation import Mix
 from viber_exporter.testing.virtualtime import VirtualRun
-from viber_exporter.views import providers_json
-from viber_exporter.web import openapi_document
+from viber_exporter.web.app import openapi_document
+from viber_exporter.web.landing import landing_page
+from viber_exporter.web.views import providers_json
 
 DAY = 86400.0
 

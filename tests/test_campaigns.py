@@ -175,7 +175,7 @@ def test_a_page_that_changes_between_calls_costs_no_message(builtin_host, tmp_pa
     from werkzeug import Request, Response
 
     from viber_exporter.clock import ManualClock
-    from viber_exporter.config import parse_config
+    from viber_exporter.config.load import parse_config
     from viber_exporter.engine import Exporter
     from viber_exporter.testing.mock import exporter_config
     from viber_exporter.testing.virtualtime import tick
@@ -271,8 +271,8 @@ def test_a_campaign_sweeps_its_tail_rarely_but_never_misses_a_final_look():
     earlier poll waits for the campaign's step; a final look does not wait more than
     half of final_look_grace."""
     from viber_exporter import campaigns
-    from viber_exporter.settings import PollingSettings
-    from viber_exporter.state import CampaignState
+    from viber_exporter.config.model import PollingSettings
+    from viber_exporter.store.rows import CampaignState
 
     policy = PollingSettings(tick=5, schedule=(10.0, 3600.0), max_age=48 * 3600.0, read_window=86400.0,
                              not_found_grace=600, retention=0, max_watched=10, final_look_grace=3600.0)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from viber_exporter.config import load_config, parse_config
+from viber_exporter.config.load import load_config, parse_config
 from viber_exporter.durations import parse_duration
 from viber_exporter.errors import ConfigError
 

@@ -29,7 +29,7 @@ import requests
 import yaml
 
 from viber_exporter.clock import SYSTEM_CLOCK
-from viber_exporter.config import parse_config
+from viber_exporter.config.load import parse_config
 from viber_exporter.engine import Exporter, Registration
 from viber_exporter.pluginhost import PluginHost
 from viber_exporter.server import BackgroundServer, HttpServer

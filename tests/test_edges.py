@@ -29,14 +29,14 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from viber_exporter.config import load_config, parse_config
+from viber_exporter.config.load import load_config, parse_config
 from viber_exporter.engine import Exporter
 from viber_exporter.errors import ConfigError
 from viber_exporter.pluginhost import PluginHost
 from viber_exporter.server import BackgroundServer, HttpServer
 from viber_exporter.testing.mock import MockProviders, exporter_config
 from viber_exporter.testing.simulation import Mix
-from viber_exporter.web import BasicAuth, is_loopback
+from viber_exporter.web.app import BasicAuth, is_loopback
 
 from .conftest import wait_for
 
@@ -442,7 +442,7 @@ def test_state_copy_refuses_a_missing_source_and_a_store_in_use(child: Child, tm
 
 
 def test_state_copy_shows_one_progress_line_on_a_terminal(tmp_path: Path):
-    from viber_exporter.stores import open_store
+    from viber_exporter.store.location import open_store
 
     store = open_store(str(tmp_path / "a.db"))
     store.register({"bsg": ([(str(n), None) for n in range(4500)], 10.0)}, time.time(), 10**6)
@@ -495,7 +495,7 @@ def test_unknown_users_cost_a_check_at_the_configured_cost_and_checks_run_one_at
     auth._checking.acquire()  # a check in progress
     auth.WAIT = 0.2
     request = type("R", (), {"authorization": type("A", (), {"type": "basic", "username": "nobody", "password": "x"})()})()
-    from viber_exporter.web import AuthBusy
+    from viber_exporter.web.app import AuthBusy
 
     with pytest.raises(AuthBusy):
         auth.check(request, users)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pytest_httpserver import HTTPServer
 
-from viber_exporter.config import parse_config
+from viber_exporter.config.load import parse_config
 from viber_exporter.engine import Exporter, Registration
 from viber_exporter.model import Status
 from viber_exporter.pluginhost import PluginHost

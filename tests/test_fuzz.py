@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from werkzeug.test import Client
 
 from viber_exporter.callbacks import CallbackRequest
-from viber_exporter.config import parse_config
+from viber_exporter.config.load import parse_config
 from viber_exporter.configtable import ConfigTable, Problems
 from viber_exporter.errors import ConfigError
 from viber_exporter.http import ProviderHttp
@@ -28,7 +28,7 @@ from viber_exporter.model import FetchError, Observation
 from viber_exporter.pluginhost import PluginHost
 from viber_exporter.plugins.bsg import BsgProvider
 from viber_exporter.plugins.routee import RouteeProvider
-from viber_exporter.web import WebApp, openapi_document
+from viber_exporter.web.app import WebApp, openapi_document
 
 # VIBER_EXPORTER_FUZZ_EXAMPLES raises the count for a longer run (docs/reliability.md).
 EXAMPLES = int(os.environ.get("VIBER_EXPORTER_FUZZ_EXAMPLES", "250"))

@@ -15,8 +15,7 @@ import yaml
 from prometheus_client import generate_latest
 
 from viber_exporter.engine import Registration
-from viber_exporter.model import Status
-from viber_exporter.state import (
+from viber_exporter.events import (
     AnswerProblem,
     Cost,
     FallbackOutcome,
@@ -25,6 +24,7 @@ from viber_exporter.state import (
     Transition,
     WatchExpired,
 )
+from viber_exporter.model import Status
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "grafana"

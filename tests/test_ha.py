@@ -18,18 +18,18 @@ import pytest
 import requests
 
 from viber_exporter.cli import main
-from viber_exporter.config import parse_config
+from viber_exporter.config.load import parse_config
 from viber_exporter.engine import Exporter, Registration
-from viber_exporter.landing import landing_page
 from viber_exporter.model import Status
 from viber_exporter.pluginhost import PluginHost
 from viber_exporter.server import BackgroundServer, HttpServer
-from viber_exporter.state import Counted
-from viber_exporter.stores import open_store
+from viber_exporter.store.location import open_store
+from viber_exporter.store.rows import Counted
 from viber_exporter.testing.mock import MockProviders, exporter_config
 from viber_exporter.testing.simulation import Mix
-from viber_exporter.views import providers_json
-from viber_exporter.web import openapi_document
+from viber_exporter.web.app import openapi_document
+from viber_exporter.web.landing import landing_page
+from viber_exporter.web.views import providers_json
 
 from .conftest import REQUIRE_PG, sample, wait_for
 

@@ -15,7 +15,7 @@ import requests
 from prometheus_client import CollectorRegistry
 
 from viber_exporter.cli import main
-from viber_exporter.config import parse_config
+from viber_exporter.config.load import parse_config
 from viber_exporter.engine import Exporter, Registration, RegistrationError
 from viber_exporter.errors import ConfigError
 from viber_exporter.pluginhost import PluginHost

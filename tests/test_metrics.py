@@ -14,13 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from viber_exporter import exposition
 from viber_exporter import labels as labels_module
+from viber_exporter.config.model import MetricsSettings
 from viber_exporter.engine import Registration
-from viber_exporter.exposition import CachedCounter
-from viber_exporter.labels import DeclaredLabel, LabelSettings
-from viber_exporter.metrics import MAX_REASONS, Metrics
-from viber_exporter.model import Outcome, Status
-from viber_exporter.settings import MetricsSettings
-from viber_exporter.state import (
+from viber_exporter.events import (
     Cost,
     FallbackOutcome,
     Latency,
@@ -28,6 +24,10 @@ from viber_exporter.state import (
     Transition,
     WatchExpired,
 )
+from viber_exporter.exposition import CachedCounter
+from viber_exporter.labels import DeclaredLabel, LabelSettings
+from viber_exporter.metrics import MAX_REASONS, Metrics
+from viber_exporter.model import Outcome, Status
 
 from .conftest import sample, wait_for
 
@@ -132,7 +132,7 @@ def test_country_label_is_optional_and_bounded():
 
 
 def test_reason_labels_survive_a_restart(make_config, run_exporter):
-    from viber_exporter.state import Counted
+    from viber_exporter.store.rows import Counted
 
     first = run_exporter(make_config())
     first.register([Registration("fake", f"m{i}") for i in range(55)])

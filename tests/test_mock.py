@@ -9,7 +9,7 @@ import requests
 from prometheus_client import CollectorRegistry
 
 from viber_exporter.clock import SYSTEM_CLOCK, ManualClock
-from viber_exporter.config import parse_config
+from viber_exporter.config.load import parse_config
 from viber_exporter.engine import Exporter, Registration
 from viber_exporter.http import ProviderHttp
 from viber_exporter.model import FetchError, Outcome, Status

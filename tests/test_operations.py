@@ -16,7 +16,7 @@ import requests
 import trustme
 
 from viber_exporter.clock import ManualClock
-from viber_exporter.config import parse_config
+from viber_exporter.config.load import parse_config
 from viber_exporter.engine import Registration
 from viber_exporter.errorlog import ErrorLog
 from viber_exporter.errors import ConfigError
@@ -38,7 +38,7 @@ def reloadable(tmp_path, fake_server, fake_host, run_exporter):
     server_url = fake_server[0].url_for("").rstrip("/")
     path = tmp_path / "config.toml"
     path.write_text(config_text(tmp_path / "state.db", server_url))
-    from viber_exporter.config import load_config
+    from viber_exporter.config.load import load_config
 
     exporter = run_exporter(load_config(path, fake_host.provider_types(), {}))
     reloader = Reloader(exporter, fake_host, path)
@@ -158,7 +158,7 @@ def test_invalid_reload_changes_nothing_and_reports_every_problem(reloadable, ca
 def test_reload_endpoint_is_write_authorised(tmp_path, fake_server, fake_host, run_exporter):
     path = tmp_path / "config.toml"
     path.write_text(config_text(tmp_path / "s.db", fake_server[0].url_for("").rstrip("/"), exporter={"api_token": "tok-reload"}))
-    from viber_exporter.config import load_config
+    from viber_exporter.config.load import load_config
 
     exporter = run_exporter(load_config(path, fake_host.provider_types(), {}))
     http = HttpServer(exporter, "127.0.0.1", 0, Reloader(exporter, fake_host, path))

@@ -40,7 +40,7 @@ from viber_exporter import (
     hookimpl,
 )
 from viber_exporter.clock import ManualClock
-from viber_exporter.config import parse_config
+from viber_exporter.config.load import parse_config
 from viber_exporter.engine import Registration
 from viber_exporter.errors import ConfigError, Refused
 from viber_exporter.pluginhost import PluginHost
@@ -94,7 +94,7 @@ def test_a_disabled_plugin_shows_on_the_landing_page(tmp_path):
     from prometheus_client import CollectorRegistry
 
     from viber_exporter.engine import Exporter
-    from viber_exporter.landing import landing_page
+    from viber_exporter.web.landing import landing_page
 
     class Future:
         @hookimpl
@@ -118,7 +118,7 @@ def test_the_api_is_documented_name_by_name():
 
 
 def test_settings_and_accounting_import_neither_pluggy_nor_requests():
-    code = ("import sys, viber_exporter.settings, viber_exporter.accounting, viber_exporter.state; "
+    code = ("import sys, viber_exporter.config.model, viber_exporter.accounting, viber_exporter.store.rows; "
             "bad = sorted(m for m in ('pluggy', 'requests', 'prometheus_client', 'werkzeug') if m in sys.modules); "
             "print(','.join(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
@@ -617,7 +617,7 @@ def test_one_slow_call_does_not_hold_back_the_others(fake_server, make_config, r
 
 
 def test_every_route_names_its_auth_policy_and_every_write_route_is_protected():
-    from viber_exporter.web import ROUTES, Auth
+    from viber_exporter.web.app import ROUTES, Auth
 
     for route in ROUTES:
         assert isinstance(route.auth, Auth)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from viber_exporter import hookimpl
-from viber_exporter.config import parse_config
+from viber_exporter.config.load import parse_config
 from viber_exporter.errors import ConfigError, PluginError
 from viber_exporter.pluginhost import PluginHost
 
@@ -225,9 +225,9 @@ def test_a_failing_status_hook_is_logged_and_polling_goes_on(fake_server, make_c
 def test_a_full_status_hook_queue_drops_and_counts():
     import threading
 
+    from viber_exporter.events import StatusChanged
     from viber_exporter.model import Status
     from viber_exporter.pluginhost import StatusHook
-    from viber_exporter.state import StatusChanged
 
     release, dropped = threading.Event(), []
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from viber_exporter.callbacks import CallbackRequest
-from viber_exporter.config import parse_config
+from viber_exporter.config.load import parse_config
 from viber_exporter.errors import ConfigError
 from viber_exporter.model import Status
 from viber_exporter.pluginhost import PluginHost

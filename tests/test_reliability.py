@@ -15,16 +15,16 @@ import pytest
 import requests
 
 from viber_exporter import provider as provider_module
-from viber_exporter import web as web_module
 from viber_exporter.cli import main
-from viber_exporter.config import parse_config
+from viber_exporter.config.load import parse_config
 from viber_exporter.engine import Exporter, Registration
 from viber_exporter.pluginhost import PluginHost
 from viber_exporter.server import BackgroundServer, HttpServer
 from viber_exporter.testing.mock import Faults, MockProviders, exporter_config
 from viber_exporter.testing.simulation import Mix
 from viber_exporter.testing.virtualtime import VirtualRun
-from viber_exporter.web import openapi_document
+from viber_exporter.web import app as web_module
+from viber_exporter.web.app import openapi_document
 
 from .conftest import SENTINEL, sample, wait_for
 

@@ -17,7 +17,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
 from viber_exporter.callbacks import CallbackRequest
-from viber_exporter.config import parse_config
+from viber_exporter.config.load import parse_config
 from viber_exporter.engine import Exporter, Registration
 from viber_exporter.errors import ConfigError
 from viber_exporter.http import ProviderHttp

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from viber_exporter.config import parse_config
+from viber_exporter.config.load import parse_config
 from viber_exporter.errors import ConfigError
 from viber_exporter.pluginhost import PluginHost
 
@@ -24,7 +24,7 @@ def test_shipped_config_is_valid_with_its_environment(host):
     config = parse_config((ROOT / "config.toml").read_text(), host.provider_types(), ENV)
     assert set(config.providers) == {"routee", "bsg"}
     assert config.exporter.api_token is None
-    from viber_exporter.config import DEFAULT_PUSH_SCHEDULE, DEFAULT_SCHEDULE
+    from viber_exporter.config.load import DEFAULT_PUSH_SCHEDULE, DEFAULT_SCHEDULE
     from viber_exporter.durations import parse_duration
 
     assert config.polling.schedule == tuple(parse_duration(d) for d in DEFAULT_SCHEDULE), "the shipped one is the default"

@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from viber_exporter.errors import StoreError, WatchedSetFull
+from viber_exporter.events import Transition
 from viber_exporter.model import Status
-from viber_exporter.state import Counted, MessageState, SentSource, Transition
-from viber_exporter.store import Store
-from viber_exporter.store_sqlite import SqliteStore
-from viber_exporter.stores import open_store
+from viber_exporter.store.base import Store
+from viber_exporter.store.location import open_store
+from viber_exporter.store.rows import Counted, MessageState, SentSource
+from viber_exporter.store.sqlite import SqliteStore
 
 Reopen = Callable[[], Store]
 
@@ -238,8 +239,8 @@ def test_newer_postgres_schema_is_refused(pg_url: str):
 
 
 def test_a_sqlite_store_of_every_older_schema_is_migrated_keeping_its_messages(tmp_path: Path):
-    from viber_exporter.store import SCHEMA_VERSION
-    from viber_exporter.store_sqlite import MIGRATIONS
+    from viber_exporter.store.base import SCHEMA_VERSION
+    from viber_exporter.store.sqlite import MIGRATIONS
 
     for version in range(1, SCHEMA_VERSION):
         path = tmp_path / f"v{version}.db"
@@ -411,7 +412,7 @@ def test_the_watch_end_rule_is_the_same_in_sql_and_python(store: Store):
     for every status, with and without a delivery time, on either side of a cutoff."""
     import random
 
-    from viber_exporter.state import watch_end
+    from viber_exporter.store.rows import watch_end
 
     rng = random.Random(3)
     read_window, max_age = 500.0, 2000.0

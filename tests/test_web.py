@@ -11,7 +11,7 @@ import requests
 from werkzeug.test import Client
 
 from viber_exporter.errors import StoreError
-from viber_exporter.web import URLS, WebApp, openapi_document
+from viber_exporter.web.app import URLS, WebApp, openapi_document
 
 from .conftest import SENTINEL, sample, wait_for
 

@@ -18,11 +18,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from ..clock import ManualClock
-from ..config import parse_config
+from ..config.load import parse_config
 from ..engine import Exporter
+from ..httpserver import BackgroundServer
 from ..pluginhost import PluginHost
 from ..registration import CampaignRegistration, MessageRegistration
-from ..server import BackgroundServer
 from .mock import Faults, MockProviders, exporter_config
 from .simulation import Mix, Plan
 

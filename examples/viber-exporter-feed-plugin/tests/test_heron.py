@@ -15,7 +15,7 @@ from viber_exporter_heron_mock import API_KEY, HeronMock, report
 from werkzeug import Request
 
 from viber_exporter import ProviderContract, Status
-from viber_exporter.config import parse_config
+from viber_exporter.config.load import parse_config
 from viber_exporter.engine import Exporter, Registration
 from viber_exporter.pluginhost import PluginHost
 from viber_exporter.server import BackgroundServer

@@ -13,7 +13,7 @@ from viber_exporter_kestrel import KestrelProvider, signature
 from viber_exporter_kestrel_mock import KestrelSender
 
 from viber_exporter import CallbackRequest, ProviderContract, Status
-from viber_exporter.config import parse_config
+from viber_exporter.config.load import parse_config
 from viber_exporter.engine import Exporter, Registration
 from viber_exporter.pluginhost import PluginHost
 from viber_exporter.server import HttpServer

@@ -23,9 +23,9 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .errors import StoreError
-from .secrets import Secret
-from .store import _COLUMNS, SCHEMA_VERSION, Cursor, Db, Store
+from ..errors import StoreError
+from ..secrets import Secret
+from .base import _COLUMNS, SCHEMA_VERSION, Cursor, Db, Store
 
 #: Schema changes, in order. PostgreSQL support began at version 4, so its first step
 #: creates that schema whole; later steps are numbered as SQLite's are.

@@ -13,11 +13,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from .labels import LabelSettings
-from .secrets import Secret
+from ..labels import LabelSettings
+from ..secrets import Secret
 
 if TYPE_CHECKING:
-    from .pluginhost import ProviderType
+    from ..provider import ProviderType
 
 DEFAULT_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 

@@ -1,6 +1,6 @@
 """The WSGI application: /metrics, health, landing page and /api/v1 (SPEC §6).
 
-Routing and request parsing are Werkzeug's; handlers live in :mod:`viber_exporter.api`.
+Routing and request parsing are Werkzeug's; handlers live in :mod:`viber_exporter.web.api`.
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ from werkzeug import Request, Response
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
+from ..engine import Exporter, ReloadOutcome
+from ..errors import StoreError
+from ..secrets import Secret
 from . import api
 from .api import BODY_READ, ApiError, has_body, json_response
-from .engine import Exporter
-from .errors import StoreError
 from .landing import landing_page
-from .reload import Reloader
-from .secrets import Secret
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("viber_exporter.access")
@@ -55,9 +54,6 @@ class Route:
     methods: tuple[str, ...]
     auth: Auth
     handler: Callable[[WebApp, Request, Mapping[str, Any]], Response]
-
-
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def openapi_document() -> dict[str, Any]:
@@ -168,10 +164,14 @@ class WebApp:
     """The WSGI callable. Write calls (POST, DELETE on /api/v1) need authorisation."""
 
     def __init__(
-        self, exporter: Exporter, reloader: Reloader | None = None, notice: str | None = None
+        self,
+        exporter: Exporter,
+        reload: Callable[[], ReloadOutcome] | None = None,
+        notice: str | None = None,
     ) -> None:
         self.exporter = exporter
-        self.reloader = reloader
+        #: re-reads the configuration file (``POST /-/reload``); None: not available
+        self.reload_config = reload
         self.notice = notice  # a banner on the landing page (the demo says it is one)
         self.basic_auth = BasicAuth()
         self._openapi = json.dumps(openapi_document())
@@ -290,9 +290,9 @@ class WebApp:
         return Response(self._openapi, content_type="application/json")
 
     def reload(self) -> Response:
-        if self.reloader is None:
+        if self.reload_config is None:
             raise ApiError(404, "reloading is not available here")
-        outcome = self.reloader.reload()
+        outcome = self.reload_config()
         if outcome.problems:
             details = [{"key": key, "error": message} for key, message in outcome.problems]
             raise ApiError(400, "the new configuration is invalid; nothing changed", details)

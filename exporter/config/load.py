@@ -15,10 +15,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .configtable import ConfigTable, Problems
-from .durations import parse_duration
-from .errors import ConfigError
-from .labels import (
+from ..configtable import ConfigTable, Problems
+from ..durations import parse_duration
+from ..errors import ConfigError
+from ..labels import (
     DEFAULT_MAX_COMBINATIONS,
     DEFAULT_MAX_VALUES,
     MAX_DECLARED,
@@ -31,9 +31,9 @@ from .labels import (
     LabelSettings,
     outcome_series,
 )
-from .pluginhost import ProviderType
-from .secrets import Secret
-from .settings import (
+from ..provider import ProviderType
+from ..secrets import Secret
+from .model import (
     DEFAULT_BUCKETS,
     Config,
     ExporterSettings,
@@ -236,7 +236,7 @@ def _state_url(table: ConfigTable) -> Secret | None:
     url = table.secret("state_url", required=False)
     if url is None:
         return None
-    from .stores import url_problem
+    from ..store.location import url_problem
 
     problem = url_problem(url.reveal())
     if problem:

@@ -15,8 +15,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import StoreError
-from .store import SCHEMA_VERSION, Db, Store
+from ..errors import StoreError
+from .base import SCHEMA_VERSION, Db, Store
 
 #: Schema changes, in order: a store at version N runs every step after N, once.
 MIGRATIONS: tuple[tuple[int, str], ...] = (

@@ -5,10 +5,10 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from .engine import Exporter
-from .figures import Figures, Latency
-from .model import Status
-from .version import __version__
+from ..engine import Exporter
+from ..figures import Figures, Latency
+from ..model import Status
+from ..version import __version__
 from .views import providers_json
 
 REFRESH_SECONDS = 10

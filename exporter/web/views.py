@@ -6,11 +6,11 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from .adaptive import SchedulePlan
-from .engine import Exporter
-from .model import Status
-from .settings import PollingSettings
-from .state import MessageState, SentSource
+from ..adaptive import SchedulePlan
+from ..config.model import PollingSettings
+from ..engine import Exporter
+from ..model import Status
+from ..store.rows import MessageState, SentSource
 
 
 def rfc3339(timestamp: float | None) -> str | None:

@@ -1,4 +1,4 @@
-"""A watched message's stored state, and the events a change of it produces."""
+"""A watched message's stored row (and a campaign's), and when a watch ends."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
-from .model import Status
+from ..model import Status
 
 
 class SentSource(IntEnum):
@@ -137,98 +137,3 @@ class CampaignState:
     @property
     def watched(self) -> bool:
         return self.next_poll is not None
-
-
-# -- events: produced by a stored change, turned into metrics after the commit ---------
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """The message entered ``status`` for the first time."""
-
-    provider: str
-    message_id: str
-    status: Status
-    reason: str | None
-    country: str | None
-    labels: str | None = None  # the message's stored labels (JSON)
-
-
-@dataclass(frozen=True, slots=True)
-class Latency:
-    provider: str
-    message_id: str
-    kind: str  # "delivery" or "read"
-    seconds: float
-    labels: str | None = None  # the message's stored labels (JSON)
-
-
-@dataclass(frozen=True, slots=True)
-class Cost:
-    provider: str
-    currency: str
-    channel: str
-    amount: float
-    country: str | None
-    labels: str | None = None  # the message's stored labels (JSON)
-
-
-@dataclass(frozen=True, slots=True)
-class SmsFallback:
-    provider: str
-    labels: str | None = None  # the message's stored labels (JSON)
-
-
-@dataclass(frozen=True, slots=True)
-class WatchExpired:
-    provider: str
-    labels: str | None = None  # the message's stored labels (JSON)
-
-
-@dataclass(frozen=True, slots=True)
-class FallbackOutcome:
-    """A fallback leg reached its final status."""
-
-    provider: str
-    channel: str
-    outcome: Status
-    labels: str | None = None  # the message's stored labels (JSON)
-
-
-@dataclass(frozen=True, slots=True)
-class AnswerProblem:
-    """Part of an answer could not be trusted: an optional field unreadable (``field``
-    names it), or a time in the future or before the message was sent."""
-
-    provider: str
-    problem: str  # "unreadable_field", "time_in_future", "time_before_sent"
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class StatusChanged:
-    """The stored status changed (for the ``message_status_changed`` hook)."""
-
-    provider: str
-    message_id: str
-    old_status: Status
-    new_status: Status
-    reason: str | None
-    provider_status: str | None = None
-    price: float | None = None
-    currency: str | None = None
-    latency_seconds: float | None = None
-    country: str | None = None
-    at: float = 0.0
-
-
-Event = (
-    Transition
-    | Latency
-    | Cost
-    | SmsFallback
-    | WatchExpired
-    | StatusChanged
-    | FallbackOutcome
-    | AnswerProblem
-)

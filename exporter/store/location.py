@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import StoreError
-from .store import Store
-from .store_sqlite import SqliteStore
+from ..errors import StoreError
+from .base import Store
+from .sqlite import SqliteStore
 
 COPY_PAGE = 2000
 
@@ -24,7 +24,7 @@ def url_problem(url: str) -> str | None:
         return "must be a PostgreSQL URI (postgresql://user@host:5432/database)"
     try:
         # Imported here: a SQLite user needs no psycopg.
-        from . import store_postgres
+        from . import postgres as store_postgres
     except ImportError as e:
         return f"needs psycopg ({e}): pip install 'viber-exporter[postgresql]'"
     return store_postgres.url_problem(url)
@@ -37,7 +37,7 @@ def open_store(location: str | Path, *, must_exist: bool = False) -> Store:
         problem = url_problem(location)
         if problem:
             raise StoreError(f"the state URL {problem}")
-        from .store_postgres import PostgresStore
+        from .postgres import PostgresStore
 
         return PostgresStore(location, must_exist=must_exist)
     return SqliteStore(Path(location), must_exist=must_exist)

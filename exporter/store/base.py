@@ -4,9 +4,9 @@
 share (``?`` parameters, ``ON CONFLICT``, row values); a backend supplies connections,
 transactions, its schema migrations and its errors:
 
-- :class:`~viber_exporter.store_sqlite.SqliteStore`, the embedded default: one file in
+- :class:`~viber_exporter.store.sqlite.SqliteStore`, the embedded default: one file in
   WAL mode, every write under one lock, ``synchronous=FULL``.
-- :class:`~viber_exporter.store_postgres.PostgresStore`: a PostgreSQL server shared by
+- :class:`~viber_exporter.store.postgres.PostgresStore`: a PostgreSQL server shared by
   several replicas, which also holds the leases that choose one poller per provider.
 
 Every write commits before the caller hears about it. A change's "counted" flags are in
@@ -29,19 +29,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from typing import Any, ClassVar, NamedTuple, Protocol
 
-from . import labels as labels_module
-from .errors import StoreError, WatchedSetFull
-from .labels import Bounds
-from .model import Status
-from .state import (
-    WATCH_END_CASES,
-    WATCH_END_SQL,
-    CampaignState,
-    Counted,
-    Event,
-    MessageState,
-    SentSource,
-)
+from .. import labels as labels_module
+from ..errors import StoreError, WatchedSetFull
+from ..events import Event
+from ..labels import Bounds
+from ..model import Status
+from .rows import WATCH_END_CASES, WATCH_END_SQL, CampaignState, Counted, MessageState, SentSource
 
 SCHEMA_VERSION = 6
 WRITE_PROBE_EVERY = 5.0  # seconds between readiness probes after a failed write
@@ -666,7 +659,7 @@ class Store(abc.ABC):
         limit: int,
     ) -> list[str]:
         """Ids of watched messages whose watch ended before ``cutoff`` (the rule of
-        :data:`~viber_exporter.state.WATCH_END_CASES`, one query per case so each uses
+        :data:`~viber_exporter.store.rows.WATCH_END_CASES`, one query per case so each uses
         its index) and that were registered before it. The poller uses it to find
         watches whose final look is overdue (:func:`exporter.accounting.give_up_at`
         re-checks each)."""

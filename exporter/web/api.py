@@ -16,12 +16,13 @@ from typing import Any
 from werkzeug import Request, Response
 from werkzeug.exceptions import HTTPException
 
-from .callbacks import CallbackRequest, Headers
-from .engine import Exporter
-from .errors import Refused, StoreError, WatchedSetFull
-from .model import Status
-from .parsing import JSON_ERRORS
-from .registration import MAX_ITEMS, RegistrationError
+from ..callbacks import CallbackRequest, Headers
+from ..engine import Exporter
+from ..errors import Refused, StoreError, WatchedSetFull
+from ..httpserver import BODY_DONE, DEADLINE
+from ..model import Status
+from ..parsing import JSON_ERRORS
+from ..registration import MAX_ITEMS, RegistrationError
 from .views import message_json, providers_json
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,6 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 #: Set in the WSGI environ once a handler has read the request body.
 BODY_READ = "viber.body_read"
-#: Set by the server: the monotonic time by which the whole request must have arrived,
-#: and a callable telling it the body is in (its deadline no longer applies).
-DEADLINE = "viber.deadline"
-BODY_DONE = "viber.body_done"
 _CHUNK = 64 * 1024
 _CLOSE = {"Connection": "close"}
 
