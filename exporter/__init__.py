@@ -30,6 +30,9 @@ _EXPORTS: dict[str, str] = {
     "CallbackRequest": "callbacks",
     "CallbackReply": "callbacks",
     "Report": "model",
+    "BadReport": "model",
+    "Capabilities": "provider",
+    "StatusChanged": "events",
     "Page": "model",
     "MessageRef": "model",
     "Observation": "model",
@@ -65,6 +68,10 @@ _EXPORTS: dict[str, str] = {
     "Lenient": "parsing",
     # the contract test kit (needs the "testing" extra: pytest, pytest-httpserver)
     "ProviderContract": "testing.contract",
+    # (1.3) a real exporter running a plugin, for its tests
+    "run_exporter": "testing.harness",
+    "serve": "testing.harness",
+    "RunningExporter": "testing.harness",
 }
 
 __all__ = ["PLUGIN_API_VERSION", "__version__", *_EXPORTS]
@@ -105,6 +112,9 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from .declarations import (
         read_settings as read_settings,
     )
+    from .events import (
+        StatusChanged as StatusChanged,
+    )
     from .hookspecs import (
         hookimpl as hookimpl,
     )
@@ -128,6 +138,9 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     )
     from .http import (
         retry_after_seconds as retry_after_seconds,
+    )
+    from .model import (
+        BadReport as BadReport,
     )
     from .model import (
         Fallback as Fallback,
@@ -190,6 +203,9 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
         CallbackNotSupported as CallbackNotSupported,
     )
     from .provider import (
+        Capabilities as Capabilities,
+    )
+    from .provider import (
         Provider as Provider,
     )
     from .secrets import (
@@ -203,4 +219,13 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     )
     from .testing.contract import (
         ProviderContract as ProviderContract,
+    )
+    from .testing.harness import (
+        RunningExporter as RunningExporter,
+    )
+    from .testing.harness import (
+        run_exporter as run_exporter,
+    )
+    from .testing.harness import (
+        serve as serve,
     )

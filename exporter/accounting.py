@@ -7,6 +7,7 @@ events turned into metrics (SPEC §3: a crash may lose an event, never double it
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
@@ -25,7 +26,7 @@ from .events import (
     Transition,
     WatchExpired,
 )
-from .model import PRICE_CEILING, PROVIDER_FAILURES, Observation, Outcome, Status
+from .model import PRICE_CEILING, PROVIDER_FAILURES, Observation, Outcome, Status, snake_case
 from .store.rows import Counted, MessageState, SentSource
 from .store.rows import watch_end as _watch_end
 
@@ -176,13 +177,13 @@ def _enter(
         state.counted |= flag
         reason = _reason(obs, status)
         if status is Status.DELIVERED:
-            given = _ts(obs.delivered_at) or _ts(obs.read_at)
+            given = _ts(obs.delivered_time) or _ts(obs.read_time)
             at = _trusted(state, "delivered_at", given, now, events, earliest) if given else now
             state.delivered_at = at
             latency = _since_sent(state, "delivered_at", at, events)
             events.append(Latency(state.provider, state.id, "delivery", latency, state.labels))
         elif status is Status.READ:
-            given = _ts(obs.read_at)
+            given = _ts(obs.read_time)
             state.read_at = (
                 _trusted(state, "read_at", given, now, events, earliest) if given else now
             )
@@ -216,13 +217,14 @@ def _changed(state: MessageState, old: Status, now: float) -> StatusChanged:
         latency_seconds=latency,
         country=state.country,
         at=now,
+        labels=json.loads(state.labels) if state.labels else {},
     )
 
 
 def _reason(obs: Observation, status: Status) -> str | None:
-    """Only failed, expired and unknown carry a reason."""
+    """Only failed, expired and unknown carry a reason, in snake_case."""
     if status.is_failure or status is Status.UNKNOWN:
-        return obs.reason or "unspecified"
+        return snake_case(obs.reason) if obs.reason else "unspecified"
     return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import ssl
@@ -224,8 +225,9 @@ def provider_settings(cls: type[Provider]) -> dict[str, Any]:
             "concurrency": cls.default_concurrency or DEFAULT_CONCURRENCY,
             "rate_limit": cls.default_rate_limit or DEFAULT_RATE_LIMIT,
         },
-        "polls": cls.polls,
-        "feed": cls.drain_interval is not None,
+        "polls": cls.capabilities().lookup,
+        "feed": cls.capabilities().feed,
+        "capabilities": dataclasses.asdict(cls.capabilities()),
         "statuses": {raw: status.value for raw, status in cls.status_map.items()},
     }
 

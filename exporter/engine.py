@@ -308,7 +308,7 @@ class Exporter:
             return f"unknown provider {item.provider!r} (configured: {known})"
         plugin = instance.provider
         if isinstance(item, CampaignRegistration):
-            if not plugin.tracks_campaigns() or not plugin.polls:
+            if not plugin.capabilities().campaigns:
                 plugin_name = instance.config.plugin
                 return f"provider {item.provider!r} ({plugin_name}) does not track campaigns"
             problem = plugin.check_campaign(item.campaign)

@@ -3,7 +3,8 @@ handed to the plugins' hooks (``StatusChanged``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from .model import Status
 
@@ -73,19 +74,33 @@ class AnswerProblem:
 
 @dataclass(frozen=True, slots=True)
 class StatusChanged:
-    """The stored status changed (for the ``message_status_changed`` hook)."""
+    """A message entered a new normalised status: what the ``status_changed`` hook
+    receives (plugin API 1.3), one object per change, stored and counted already.
+    New fields may be added in a minor version; read the ones you need."""
 
+    #: the provider instance name (the ``provider`` label)
     provider: str
+    #: the provider's id of the message
     message_id: str
+    #: the status before and now (:class:`Status` is a ``str`` enum: ``"delivered"``)
     old_status: Status
     new_status: Status
+    #: snake_case reason for ``failed``/``expired``/``unknown``, else None
     reason: str | None
+    #: the provider's own status text, e.g. ``"DELIVERED"``
     provider_status: str | None = None
+    #: the Viber leg's price so far and its ISO 4217 currency (None: not reported yet)
     price: float | None = None
     currency: str | None = None
+    #: for ``delivered`` and ``read``: seconds since sending, as counted in the
+    #: latency histograms; else None
     latency_seconds: float | None = None
+    #: the recipient's country code when the provider gives one
     country: str | None = None
+    #: when the change was recorded (epoch seconds)
     at: float = 0.0
+    #: the message's declared labels, as stored (bounded)
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 Event = (

@@ -1,4 +1,4 @@
-"""Every hook a viber-exporter plugin can implement (plugin API 1.0).
+"""Every hook a viber-exporter plugin can implement (plugin API 1.3).
 
 Plugins write ``from viber_exporter import hookimpl`` and decorate module-level
 functions (or methods of an object) named like the specs below. Hooks receive keyword
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from .events import StatusChanged
     from .provider import Provider
 
 PROJECT_NAME = "viber_exporter"
@@ -39,6 +40,23 @@ def register_providers(register: Callable[[type[Provider]], None]) -> None:
 
 
 @hookspec
+def status_changed(change: StatusChanged) -> None:
+    """(1.3) React to a message entering a new normalised status.
+
+    Called once per change with one :class:`~viber_exporter.StatusChanged` object,
+    after the change is stored and counted, through pluggy on a worker thread of its
+    own: polling never waits for it. Changes queue up to a bound; beyond it they are
+    dropped and counted in ``viber_plugin_hook_events_dropped_total``. An exception is
+    logged; as everywhere in pluggy, it ends that call for the implementations not yet
+    called, so do not raise. The object gains fields in minor versions, never loses
+    one: prefer this hook to :func:`message_status_changed`, which it replaces in 2.0.
+
+    :param change: what changed, e.g. ``change.new_status == "delivered"``,
+        ``change.latency_seconds``, ``change.labels``.
+    """
+
+
+@hookspec
 def message_status_changed(
     provider: str,
     message_id: str,
@@ -52,7 +70,8 @@ def message_status_changed(
     country: str | None,
     at: float,
 ) -> None:
-    """React to a message entering a new normalised status.
+    """React to a message entering a new normalised status (the hook of 1.0; since
+    1.3 :func:`status_changed` takes the same change as one object).
 
     Called once per change, after the change is stored and counted, through pluggy
     (so hook wrappers and ``VIBER_EXPORTER_TRACE_PLUGINS`` see it) on a worker thread

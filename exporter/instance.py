@@ -123,6 +123,14 @@ class ProviderInstance:
         self._account(subject, what, called, time.perf_counter() - started, bug)
         return called
 
+    def bad_report(self, subject: str, error: str) -> None:
+        """One report of an answer could not be read (the others were used): counted
+        as an answer problem, shown in the recent errors and the error log."""
+        detail = redact(error)
+        self.metrics.answer_problems.labels(self.name, "unreadable_report").inc()
+        self.health.note_error(subject, Outcome.INVALID_RESPONSE, detail)
+        self.error_log.error("unreadable_report", f"{subject}: {detail}")
+
     def _account(
         self, subject: str, what: str, called: Called[T], seconds: float, bug: Exception | None
     ) -> None:

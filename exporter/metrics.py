@@ -35,6 +35,7 @@ from .events import (
     FallbackOutcome,
     Latency,
     SmsFallback,
+    StatusChanged,
     Transition,
     WatchExpired,
 )
@@ -67,6 +68,7 @@ ANSWER_PROBLEMS = (
     "time_out_of_range",
     "price_out_of_range",
     "inconsistent_answer",
+    "unreadable_report",
 )
 LABEL_CACHE = 10_000  # stored label sets remembered decoded (bounded: combinations are)
 _EXEMPLAR_ID_MAX = 100  # OpenMetrics allows 128 characters for all exemplar labels together
@@ -338,7 +340,9 @@ class Metrics:
         if isinstance(event, AnswerProblem):
             self.answer_problems.labels(event.provider, event.problem).inc()
             return
-        labels = self.labels_of(getattr(event, "labels", None))
+        if isinstance(event, StatusChanged):
+            return  # for the plugins' hooks, not a metric
+        labels = self.labels_of(event.labels)
         if isinstance(event, Transition):
             extra = self._extra(event.country)
             self.transitions.labels(event.provider, event.status.value, *extra, *labels).inc()

@@ -138,11 +138,14 @@ def _check_time(name: str, value: datetime | None) -> None:
 class Observation:
     """What a provider says about one message right now.
 
-    Times are the provider's own timestamps where it has them (timezone-aware);
-    leave them ``None`` otherwise and the core uses the time of the poll.
-    ``reason`` matters for ``failed``/``expired`` and should already be snake_case
-    (see :func:`snake_case`). ``price`` is the Viber leg's price; each
-    :class:`Fallback` carries its own.
+    Pass what the provider said; the core derives the rest. Times are the provider's
+    own timestamps where it has them (timezone-aware), else ``None`` and the core uses
+    the time of the poll: give the one time of the status as ``at`` (1.3), or
+    ``delivered_at``/``read_at`` when the provider states them apart. ``reason`` is
+    the provider's failure code or text, as it is: the core keeps it only for
+    ``failed``, ``expired`` and ``unknown`` and writes it in snake_case (see
+    :func:`snake_case`). ``price`` is the Viber leg's price; each :class:`Fallback`
+    carries its own.
     """
 
     # Fields after ``country`` are keyword-only in spirit: pass them by name.
@@ -173,11 +176,30 @@ class Observation:
     #: message that a pushed report registers (e.g. a Routee failover flow's
     #: ``tracking = "failover"``, so its later polls ask the right endpoint)
     fields: Mapping[str, str] = field(default_factory=dict)
+    #: (1.3) when the provider says the message reached ``status`` (timezone-aware):
+    #: the core takes it as the delivery time of a ``delivered`` answer and the read
+    #: time of a ``read`` one, so a plugin passes the provider's one status time as it
+    #: is (``delivered_at`` and ``read_at``, when given, win)
+    at: datetime | None = None
+
+    @property
+    def delivered_time(self) -> datetime | None:
+        """The delivery time this answer states (for a ``read`` answer too, if given)."""
+        if self.delivered_at is not None:
+            return self.delivered_at
+        return self.at if self.status is Status.DELIVERED else None
+
+    @property
+    def read_time(self) -> datetime | None:
+        """The read time this answer states."""
+        if self.read_at is not None:
+            return self.read_at
+        return self.at if self.status is Status.READ else None
 
     def __post_init__(self) -> None:
         if not isinstance(self.status, Status):
             raise TypeError(f"Observation.status must be a Status, got {self.status!r}")
-        for name in ("sent_at", "delivered_at", "read_at"):
+        for name in ("sent_at", "delivered_at", "read_at", "at"):
             _check_time(name, getattr(self, name))
         for price in [self.price, *(leg.price for leg in self.fallbacks)]:
             if price is not None and (not math.isfinite(price) or price < 0):
@@ -195,6 +217,16 @@ class Report(NamedTuple):
 
     message_id: str
     observation: Observation
+
+
+class BadReport(NamedTuple):
+    """(1.3) A report a feed handed out that the plugin could not read, in place of its
+    :class:`Report`: the other reports of the same answer still count, and this one is
+    counted as ``viber_provider_answer_problems_total{problem="unreadable_report"}``
+    and shown among the instance's recent errors. Never put a secret in ``error``."""
+
+    error: str
+    message_id: str | None = None
 
 
 class Page(NamedTuple):

@@ -241,14 +241,15 @@ class StatusHook:
     def __init__(
         self, pm: pluggy.PluginManager, on_drop: Callable[[], None], size: int = HOOK_QUEUE_SIZE
     ) -> None:
-        self._hook = pm.hook.message_status_changed
+        self._hook = pm.hook.status_changed
+        self._hook_1_0 = pm.hook.message_status_changed  # the same change, as 11 arguments
         self._on_drop = on_drop
         self._queue: queue.Queue[StatusChanged | None] = queue.Queue(size)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def submit(self, event: StatusChanged) -> None:
-        if not self._hook.get_hookimpls():
+        if not self._hook.get_hookimpls() and not self._hook_1_0.get_hookimpls():
             return  # nobody listens: no thread, no queue
         with self._lock:
             if self._thread is None:
@@ -280,17 +281,29 @@ class StatusHook:
                 return
             thread.join(timeout)
 
+    def _call(self, event: StatusChanged) -> None:
+        """Both hooks, each on its own: one failing does not keep the change from the other."""
+        if self._hook.get_hookimpls():
+            try:
+                self._hook(change=event)
+            except Exception:
+                log.exception("a status_changed implementation failed")
+        if self._hook_1_0.get_hookimpls():
+            arguments = asdict(event)
+            del arguments["labels"]  # not among the 1.0 hook's arguments
+            arguments["old_status"] = event.old_status.value
+            arguments["new_status"] = event.new_status.value
+            try:
+                self._hook_1_0(**arguments)
+            except Exception:
+                log.exception("a message_status_changed implementation failed")
+
     def _run(self) -> None:
         while True:
             event = self._queue.get()
             try:
                 if event is None:
                     return
-                arguments = asdict(event)
-                arguments["old_status"] = event.old_status.value
-                arguments["new_status"] = event.new_status.value
-                self._hook(**arguments)
-            except Exception:
-                log.exception("a message_status_changed implementation failed")
+                self._call(event)
             finally:
                 self._queue.task_done()

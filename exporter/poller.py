@@ -29,8 +29,8 @@ from .config.model import PollingSettings
 from .errors import StoreError, WatchedSetFull
 from .instance import ProviderInstance
 from .leadership import HEARTBEAT, Leadership
-from .model import FetchError, MessageRef, Observation, Outcome
-from .provider import Provider
+from .model import BadReport, FetchError, MessageRef, Observation, Outcome, Report
+from .provider import DEFAULT_DRAIN_INTERVAL
 from .recorder import PollResult, Recorder
 from .store.base import Store
 from .store.rows import MessageState
@@ -68,6 +68,8 @@ class ProviderPoller:
         sweeper: SweeperFactory | None = None,
     ) -> None:
         self.instance = instance
+        #: what the plugin can do (read once: a class does not change)
+        self.caps = instance.provider.capabilities()
         self.leadership = leadership
         self.name = instance.name
         self.store = store
@@ -143,7 +145,7 @@ class ProviderPoller:
     def verify(self) -> None:
         """Check credentials (and read the balance) with the plugin's cheap call."""
         provider = self.instance.provider
-        if type(provider).verify is Provider.verify or not self.leads():
+        if not self.caps.verify or not self.leads():
             return  # the plugin checks nothing, or another replica checks
         called = self.instance.call("(verify)", "credential check", provider.verify)
         if called.value is not None:
@@ -157,7 +159,12 @@ class ProviderPoller:
             return
         provider = self.instance.provider
         called = self.instance.call("(feed)", "drain", lambda: list(provider.drain()))
-        reports = called.value or []
+        reports: list[Report] = []
+        for item in called.value or []:
+            if isinstance(item, BadReport):  # one unreadable report costs only itself
+                self.instance.bad_report(item.message_id or "(feed)", item.error)
+            else:
+                reports.append(item)
         if not reports:
             return
         try:
@@ -189,7 +196,7 @@ class ProviderPoller:
         except Exception:  # a planning bug must not stop polling: keep the current plan
             log.exception("provider %s: could not plan the adaptive schedule", self.name)
         self._give_up()
-        if not self.instance.provider.polls:
+        if not self.caps.lookup:
             # push-only: its messages settle from reports (or give up); nothing is overdue
             self.instance.health.oldest_pending_sent = self.store.oldest_pending(self.name)
             return
@@ -277,7 +284,7 @@ class ProviderPoller:
     def _poll(self, due: Sequence[MessageState], deadline: float) -> int:
         """Poll these messages (every due one, also past its watch's end: that is its
         final look); record answers as they arrive. Returns how many got a call."""
-        size = self.instance.provider.batch_size
+        size = self.caps.batch
         refs = [MessageRef(s.id, s.fields, s.sent_at) for s in due]
         chunks = [refs[i : i + size] for i in range(0, len(refs), size)]
         pending: set[Future[list[PollResult]]] = {
@@ -311,7 +318,7 @@ class ProviderPoller:
         failure about the whole provider is that failure (the provider is unwell, not
         each message)."""
         provider = self.instance.provider
-        if len(refs) == 1 and provider.batch_size == 1:
+        if len(refs) == 1 and self.caps.batch == 1:
             return {refs[0].id: provider.fetch_message(refs[0])}
         answers = dict(provider.fetch_many([ref.id for ref in refs]))
         failures = [a for a in answers.values() if isinstance(a, FetchError) and a.provider_wide]
@@ -418,11 +425,11 @@ class Poller:
         # without a verify_interval, the credentials are checked once, at start
         verify_every = provider.verify_interval or 10 * 365 * 86400.0
         self._every(poller.verify, verify_every, f"verify:{name}", f"verify {name}", now)
-        if provider.drain_interval:
+        # a feed's interval may be the instance's own (set from its settings)
+        drain_every = provider.drain_interval or DEFAULT_DRAIN_INTERVAL
+        if poller.caps.feed:
             first_drain = now + timedelta(seconds=0.1)
-            self._every(
-                poller.drain, provider.drain_interval, f"drain:{name}", f"drain {name}", first_drain
-            )
+            self._every(poller.drain, drain_every, f"drain:{name}", f"drain {name}", first_drain)
 
     def _unschedule(self, name: str) -> None:
         for kind in ("poll", "verify", "drain"):

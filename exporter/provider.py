@@ -23,7 +23,7 @@ from .callbacks import InvalidCallback as InvalidCallback  # its home before 1.3
 from .configtable import ConfigTable
 from .declarations import Setting, read_settings
 from .http import ProviderHttp
-from .model import FetchError, MessageRef, Observation, Page, Report, Status
+from .model import BadReport, FetchError, MessageRef, Observation, Page, Report, Status
 from .secrets import Secret
 
 
@@ -39,12 +39,41 @@ class Balance:
     currency: str
 
 
+#: how often a feed is drained when the plugin implements drain() and sets no interval
+DEFAULT_DRAIN_INTERVAL = 60.0
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """(1.3) What a provider class can do, read from the methods it implements: one
+    way to declare a capability is to implement its method (class variables only tune
+    one: ``batch_size``, ``drain_interval``, ``verify_interval``)."""
+
+    #: looks messages up: implements :meth:`Provider.fetch` or :meth:`Provider.fetch_message`
+    lookup: bool
+    #: ids per lookup call: ``batch_size`` when it implements :meth:`Provider.fetch_many`
+    batch: int
+    #: lists campaigns: implements :meth:`Provider.fetch_campaign`
+    campaigns: bool
+    #: takes pushed reports: implements :meth:`Provider.parse_callback`
+    callbacks: bool
+    #: checks pushed reports itself: implements :meth:`Provider.authenticate_callback`
+    signed_callbacks: bool
+    #: has a report feed: implements :meth:`Provider.drain`
+    feed: bool
+    #: checks its credentials (and may read a balance): implements :meth:`Provider.verify`
+    verify: bool
+
+
 class Provider:
     """One configured provider instance (``[providers.<name>]``).
 
     Subclasses set :attr:`plugin_name` and either declare :attr:`settings_spec` or
-    override :meth:`parse_settings`; a provider that can look messages up implements
-    :meth:`fetch` (or :meth:`fetch_message`).
+    override :meth:`parse_settings`. Each capability is a method the class implements
+    (:meth:`capabilities`): a provider that can look messages up implements
+    :meth:`fetch` (or :meth:`fetch_message`), one with a feed :meth:`drain`, one that
+    takes callbacks :meth:`parse_callback`, one that lists campaigns
+    :meth:`fetch_campaign`.
     """
 
     #: The ``plugin`` value a config table uses to pick this class.
@@ -62,10 +91,11 @@ class Provider:
     default_rate_limit: ClassVar[float | None] = None
     #: More than 1 makes the poller call :meth:`fetch_many` with up to this many ids.
     batch_size: ClassVar[int] = 1
-    #: False for a push-only API with no lookup: its messages are never polled; their
-    #: status comes from callbacks or :meth:`drain` only.
+    #: (before 1.3) False for a push-only API with no lookup. Since 1.3 a class that
+    #: implements neither :meth:`fetch` nor :meth:`fetch_message` is push-only anyway.
     polls: ClassVar[bool] = True
-    #: Seconds between calls of :meth:`drain` (None: the API has no report feed).
+    #: Seconds between calls of :meth:`drain` (None: :data:`DEFAULT_DRAIN_INTERVAL`
+    #: when the class implements it).
     drain_interval: ClassVar[float | None] = None
     #: Seconds between calls of :meth:`verify` (None: only at start).
     verify_interval: ClassVar[float | None] = 300.0
@@ -79,6 +109,24 @@ class Provider:
         self.name = name
         self.settings = settings
         self.http = http
+
+    @classmethod
+    def capabilities(cls) -> Capabilities:
+        """What this class can do: the methods it implements (see :class:`Capabilities`)."""
+
+        def implements(name: str) -> bool:
+            return getattr(cls, name) is not getattr(Provider, name)
+
+        lookup = (implements("fetch") or implements("fetch_message")) and cls.polls
+        return Capabilities(
+            lookup=lookup,
+            batch=max(1, cls.batch_size) if implements("fetch_many") else 1,
+            campaigns=lookup and implements("fetch_campaign"),
+            callbacks=implements("parse_callback"),
+            signed_callbacks=implements("authenticate_callback"),
+            feed=implements("drain") and (cls.drain_interval is None or cls.drain_interval > 0),
+            verify=implements("verify"),
+        )
 
     # -- configuration -----------------------------------------------------------------
     @classmethod
@@ -175,13 +223,15 @@ class Provider:
 
     @classmethod
     def tracks_campaigns(cls) -> bool:
-        """True when the class implements :meth:`fetch_campaign`."""
-        return cls.fetch_campaign is not Provider.fetch_campaign
+        """True when the class implements :meth:`fetch_campaign` (and looks up)."""
+        return cls.capabilities().campaigns
 
-    def drain(self) -> Sequence[Report]:
+    def drain(self) -> Sequence[Report | BadReport]:
         """The reports the provider has for us since the last call (a feed, e.g. a
         "new reports" endpoint). Called every :attr:`drain_interval` seconds; the
-        reports go through the same accounting as polls and callbacks."""
+        reports go through the same accounting as polls and callbacks. A report you
+        cannot read is a :class:`BadReport` in its place (1.3), so the others count;
+        raise :class:`FetchError` only when the answer as a whole is unusable."""
         raise NotImplementedError(f"{type(self).__name__} has no report feed")
 
     # -- pushed reports ----------------------------------------------------------------
@@ -209,7 +259,7 @@ class Provider:
     @classmethod
     def signs_callbacks(cls) -> bool:
         """True when the class verifies callbacks itself (overrides authenticate_callback)."""
-        return cls.authenticate_callback is not Provider.authenticate_callback
+        return cls.capabilities().signed_callbacks
 
 
 @dataclass(frozen=True)

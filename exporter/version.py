@@ -5,4 +5,4 @@ __version__ = "0.1.0"
 
 #: The plugin API's version. Minor versions only add; a major version may remove
 #: what the previous one deprecated (docs/plugins.md, "Compatibility").
-PLUGIN_API_VERSION = "1.2"
+PLUGIN_API_VERSION = "1.3"

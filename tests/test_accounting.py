@@ -312,3 +312,26 @@ def test_a_campaign_is_swept_just_after_the_next_deadline_of_a_pending_message()
     assert campaign.next_poll == 700.0 + accounting.DEADLINE_SLACK, "the first deadline still ahead"
     campaigns.campaign_swept(campaign, 100.0, LONG_STEPS, found=3, earliest=150.0, complete=True)
     assert campaign.next_poll > 3600.0
+
+
+def test_the_core_derives_times_and_reasons_from_what_the_provider_said():
+    """(1.3) ``at`` is the time of the status: a delivery time for ``delivered``, a read
+    time for ``read`` (and the delivery's, for a read first seen); a reason is kept for a
+    failure only, in snake_case; explicit delivered_at/read_at win."""
+    delivered = message()
+    accounting.observe(delivered, Observation(Status.DELIVERED, "DELIVERED", reason="NO_ERROR", at=ts(4)), 20.0, POLICY)
+    assert (delivered.delivered_at, delivered.read_at, delivered.reason) == (4.0, None, None)
+    read = message()
+    accounting.observe(read, Observation(Status.READ, "SEEN", at=ts(9)), 20.0, POLICY)
+    assert (read.delivered_at, read.read_at) == (9.0, 9.0), "read first seen: delivered by then"
+    both = message()
+    accounting.observe(both, Observation(Status.READ, "SEEN", delivered_at=ts(3), at=ts(9)), 20.0, POLICY)
+    assert (both.delivered_at, both.read_at) == (3.0, 9.0)
+    failed = message()
+    events = accounting.observe(failed, Observation(Status.FAILED, "REJECTED", reason="Not Viber-User", at=ts(5)),
+                                20.0, POLICY)
+    assert failed.reason == "not_viber_user" and failed.delivered_at is None
+    assert [e.reason for e in events if isinstance(e, Transition) and e.status is Status.FAILED] == ["not_viber_user"]
+    no_reason = message()
+    accounting.observe(no_reason, Observation(Status.EXPIRED, "EXPIRED"), 20.0, POLICY)
+    assert no_reason.reason == "unspecified"

@@ -85,3 +85,28 @@ base_url = "{httpserver.url_for("").rstrip("/")}"
         assert sample(exporter, "viber_provider_info", provider="parrot", plugin="parrot", version="0.1.0") == 1
     finally:
         exporter.stop()
+
+
+def code_lines(path: Path) -> int:
+    """Lines of code: not blank, not a comment, not part of an import or a docstring."""
+    import ast
+
+    source = path.read_text()
+    skip: set[int] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            skip.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                skip.update(range(first.lineno, (first.end_lineno or first.lineno) + 1))
+    return sum(1 for number, line in enumerate(source.splitlines(), 1)
+               if line.strip() and not line.strip().startswith("#") and number not in skip)
+
+
+@pytest.mark.parametrize("plugin", ["viber-exporter-example-plugin/viber_exporter_example.py",
+                                    "viber-exporter-feed-plugin/viber_exporter_heron.py",
+                                    "viber-exporter-pushonly-plugin/viber_exporter_kestrel.py"])
+def test_an_example_plugin_is_at_most_50_lines_of_code(plugin):
+    """The core does the repeating (plugin API 1.3): a plugin says what its API says."""
+    assert code_lines(Path(__file__).resolve().parent.parent / "examples" / plugin) <= 50

@@ -83,7 +83,7 @@ read_window = "1h"
 
 
 def test_the_whole_plugin_api_imports_from_viber_exporter():
-    assert viber_exporter.PLUGIN_API_VERSION == "1.2"
+    assert viber_exporter.PLUGIN_API_VERSION == "1.3"
     for name in viber_exporter.__all__:
         assert getattr(viber_exporter, name) is not None, name
     with pytest.raises(AttributeError):
@@ -626,3 +626,47 @@ def test_every_route_names_its_auth_policy_and_every_write_route_is_protected():
             assert route.auth is Auth.WRITE, route.rule
         if route.rule.startswith("/api/v1/callbacks/"):
             assert route.auth is Auth.PROVIDER
+
+
+def test_capabilities_are_the_methods_a_class_implements():
+    """(1.3) One way to declare a capability: implement its method; class variables only
+    tune it. A class without a lookup is push-only; `polls = False` still works."""
+    from viber_exporter import BadReport, Capabilities
+
+    class Lookups(Provider):
+        plugin_name = "lookups"
+
+        def fetch(self, message_id: str) -> Observation:
+            return Observation(Status.PENDING)
+
+    class Batches(Lookups):
+        plugin_name = "batches"
+        batch_size = 50
+
+        def fetch_many(self, message_ids: Any) -> Any:
+            return {}
+
+    class Pushed(Provider):
+        plugin_name = "pushed"
+
+        def parse_callback(self, request: Any) -> Any:
+            return []
+
+    class Fed(Provider):
+        plugin_name = "fed"
+
+        def drain(self) -> list[Report | BadReport]:
+            return []
+
+    class OldPushOnly(Lookups):  # a 1.0 plugin: a fetch it never wants called
+        plugin_name = "old"
+        polls = False
+
+    assert Lookups.capabilities() == Capabilities(
+        lookup=True, batch=1, campaigns=False, callbacks=False, signed_callbacks=False, feed=False, verify=False)
+    assert Batches.capabilities().batch == 50
+    assert Batches(name="b", settings=None, http=None).capabilities().lookup  # type: ignore[arg-type]
+    assert not Pushed.capabilities().lookup and Pushed.capabilities().callbacks
+    assert Fed.capabilities().feed and not Fed.capabilities().lookup
+    assert not OldPushOnly.capabilities().lookup
+    assert Provider.capabilities() == Capabilities(False, 1, False, False, False, False, False)

@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = (ROOT / "docs" / "plugins.md").read_text()
 HEADINGS = {m.group(1) for m in re.finditer(r"^#{2,3} `(.+)`$", DOCS, re.MULTILINE)}
 PROVIDER_API = ("parse_settings", "check_id", "check_fields", "start", "verify", "metrics", "close", "fetch",
-                "fetch_message", "fetch_many", "check_campaign", "fetch_campaign", "tracks_campaigns", "drain",
-                "authenticate_callback", "parse_callback")
+                "fetch_message", "fetch_many", "check_campaign", "fetch_campaign", "tracks_campaigns", "capabilities",
+                "drain", "authenticate_callback", "parse_callback")
 
 
 def signature(function: Callable[..., Any], prefix: str = "") -> str:
@@ -35,7 +35,7 @@ def hooks() -> list[Callable[..., Any]]:
 
 
 def test_every_hook_is_documented_with_its_exact_signature():
-    assert {f.__name__ for f in hooks()} == {"register_providers", "message_status_changed"}
+    assert {f.__name__ for f in hooks()} == {"register_providers", "status_changed", "message_status_changed"}
     for hook in hooks():
         assert signature(hook) in HEADINGS, f"docs/plugins.md needs a heading `{signature(hook)}`"
 

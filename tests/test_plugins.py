@@ -200,6 +200,51 @@ def test_hook_message_status_changed(fake_server, make_config, run_exporter, fak
     assert wrapped == ["h1"], "hook wrappers run"
 
 
+def test_hook_status_changed(fake_server, make_config, run_exporter, fake_host):
+    """(1.3) One StatusChanged object per change, with the message's labels, beside the
+    11-argument hook: both see every change, and one failing does not starve the other."""
+    from viber_exporter import StatusChanged
+    from viber_exporter.engine import Registration
+
+    from .conftest import wait_for
+
+    changes: list[StatusChanged] = []
+    old_style: list[tuple[str, str]] = []
+
+    class Listener:
+        @hookimpl
+        def status_changed(self, change: StatusChanged) -> None:
+            changes.append(change)
+
+    class Broken:
+        @hookimpl
+        def status_changed(self, change: StatusChanged) -> None:
+            raise RuntimeError("listener bug")
+
+    class OldStyle:
+        @hookimpl
+        def message_status_changed(self, message_id, new_status):
+            old_style.append((message_id, new_status))
+
+    # pluggy calls the last registered first, and a raise ends the call for the rest:
+    # the broken one goes first, so it is called last
+    for plugin, name in ((Broken(), "broken"), (Listener(), "listener"), (OldStyle(), "old")):
+        fake_host.register(plugin, name, package="t", version="1", builtin=False)
+    _, api = fake_server
+    api.messages["s1"] = {"status": "FAILED", "reason": "Opted Out"}
+    config = make_config(extra='[metrics.labels.kind]\nvalues = ["otp"]\n')
+    exporter = run_exporter(config)
+    exporter.register([Registration("fake", "s1", labels={"kind": "otp"})])
+    wait_for(lambda: exporter.store.get("fake", "s1").status.value == "failed")
+    assert exporter.status_hook.flush()
+    wait_for(lambda: len(changes) == 1 and len(old_style) == 1)
+    [change] = changes
+    assert (change.provider, change.message_id, change.old_status, change.new_status) == ("fake", "s1", "pending", "failed")
+    assert change.reason == "opted_out", "the provider's reason, in snake_case"
+    assert change.labels == {"kind": "otp"} and change.at > 0
+    assert old_style == [("s1", "failed")], "the 1.0 hook still gets every change"
+
+
 def test_a_failing_status_hook_is_logged_and_polling_goes_on(fake_server, make_config, run_exporter, fake_host, caplog):
     from viber_exporter.engine import Registration
 

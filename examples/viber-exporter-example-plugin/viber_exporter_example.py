@@ -25,22 +25,15 @@ from viber_exporter import (
     json_body,
     price,
     raise_for_status,
-    snake_case,
 )
 
 MESSAGE_ID = re.compile(r"pm_[0-9a-f]{16}")
 
 # Compared case-insensitively by construction: "SEEN" and "seen" both map to read.
-STATUS_MAP = StatusMap(
-    {
-        "accepted": Status.PENDING,
-        "sending": Status.PENDING,
-        "delivered": Status.DELIVERED,
-        "seen": Status.READ,
-        "failed": Status.FAILED,
-        "expired": Status.EXPIRED,
-    }
-)
+STATUS_MAP = StatusMap({
+    "accepted": Status.PENDING, "sending": Status.PENDING, "delivered": Status.DELIVERED,
+    "seen": Status.READ, "failed": Status.FAILED, "expired": Status.EXPIRED,
+})
 
 
 class ParrotProvider(Provider):
@@ -79,20 +72,18 @@ def _unknown_message(body: bytes) -> bool:
 
 
 def parse_message(body: Any) -> Observation:
+    """What Parrot said, as it said it: the core keeps the reason of a failure only,
+    in snake_case, and takes ``at`` as the time of the status (plugin API 1.3)."""
     if not isinstance(body, dict) or not isinstance(body.get("state"), str):
         raise invalid("answer has no state")
     raw = body["state"]
-    status = STATUS_MAP.map(raw)
-    changed = iso_time(body.get("state_changed_at"), "state_changed_at")
     code = field(body, "failure", "code")
-    failed = status.is_failure or status is Status.UNKNOWN
     return Observation(
-        status=status,
+        status=STATUS_MAP.map(raw),
         provider_status=raw,
-        reason=snake_case(code if isinstance(code, str) else raw) if failed else None,
+        reason=code if isinstance(code, str) else raw,
+        at=iso_time(body.get("state_changed_at"), "state_changed_at"),
         sent_at=iso_time(body.get("sent_at"), "sent_at"),
-        delivered_at=changed if status is Status.DELIVERED else None,
-        read_at=changed if status is Status.READ else None,
         price=price(field(body, "charge", "amount"), "charge.amount"),
         currency=field(body, "charge", "currency"),
     )

@@ -13,10 +13,11 @@ There is no per-message lookup.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from viber_exporter import (
+    BadReport,
     Balance,
     FetchError,
     Observation,
@@ -33,26 +34,19 @@ from viber_exporter import (
     json_body,
     price,
     raise_for_status,
-    snake_case,
 )
 
-STATUS_MAP = StatusMap(
-    {
-        "PENDING": Status.PENDING,
-        "DELIVERED": Status.DELIVERED,
-        "SEEN": Status.READ,
-        "UNDELIVERABLE": Status.FAILED,
-        "REJECTED": Status.FAILED,
-        "EXPIRED": Status.EXPIRED,
-    }
-)
+STATUS_MAP = StatusMap({
+    "PENDING": Status.PENDING, "DELIVERED": Status.DELIVERED, "SEEN": Status.READ,
+    "UNDELIVERABLE": Status.FAILED, "REJECTED": Status.FAILED, "EXPIRED": Status.EXPIRED,
+})
 PAGE = 1000
 
 
 class HeronProvider(Provider):
+    """No lookup (no fetch): the feed (drain) is the only source."""
+
     plugin_name = "heron"
-    polls = False  # no lookup: the feed is the only source
-    drain_interval = 30.0
     status_map = STATUS_MAP
     settings_spec = (
         Setting("api_key", "secret", "Heron API key."),
@@ -65,57 +59,42 @@ class HeronProvider(Provider):
         self.drain_interval = settings.interval  # per instance, from the config
 
     def _get(self, path: str) -> Any:
-        response = self.http.request(
-            "GET",
-            f"{self.settings.base_url}{path}",
-            headers={"Authorization": f"App {self.settings.api_key.reveal()}"},
-        )
+        auth = {"Authorization": f"App {self.settings.api_key.reveal()}"}
+        response = self.http.request("GET", f"{self.settings.base_url}{path}", headers=auth)
         raise_for_status(response)
         return json_body(response)
 
     def verify(self) -> Balance:
         body = self._get("/v1/account/balance")
-        amount = price(field(body, "balance"), "balance")
-        currency = field(body, "currency")
+        amount, currency = price(field(body, "balance"), "balance"), field(body, "currency")
         if amount is None or not isinstance(currency, str):
             raise invalid("balance answer has no balance or currency")
         return Balance(amount, currency)
 
-    def drain(self) -> list[Report]:
-        body = self._get(f"/v1/reports?limit={PAGE}")
-        results = field(body, "results")
+    def drain(self) -> list[Report | BadReport]:
+        results = field(self._get(f"/v1/reports?limit={PAGE}"), "results")
         if not isinstance(results, list):
             raise invalid("reports answer has no results list")
-        reports = []
-        for index, item in enumerate(results):
-            if not isinstance(item, Mapping) or not isinstance(item.get("messageId"), str):
-                raise invalid(f"report {index} has no messageId")
-            try:
-                reports.append(Report(item["messageId"], observation(item)))
-            except FetchError as e:
-                # One unreadable report must not cost the others (the feed gives each once).
-                raise invalid(f"report {index}: {e.message}") from e
-        return reports
+        return [report(index, item) for index, item in enumerate(results)]
 
 
-def observation(item: Mapping[str, Any]) -> Observation:
-    group = field(item, "status", "groupName")
-    if not isinstance(group, str):
-        raise invalid("status.groupName is missing")
-    status = STATUS_MAP.map(group)
-    done = iso_time(item.get("doneAt"), "doneAt")
-    error = field(item, "error", "name")
-    failed = status.is_failure or status is Status.UNKNOWN
-    return Observation(
-        status=status,
-        provider_status=str(field(item, "status", "name") or group),
-        reason=snake_case(error if isinstance(error, str) else group) if failed else None,
-        sent_at=iso_time(item.get("sentAt"), "sentAt"),
-        delivered_at=done if status is Status.DELIVERED else None,
-        read_at=done if status is Status.READ else None,
-        price=price(field(item, "price", "pricePerMessage"), "price.pricePerMessage"),
-        currency=field(item, "price", "currency"),
-    )
+def report(index: int, item: Any) -> Report | BadReport:
+    """One report of the feed; one it cannot read is a BadReport, so the others still
+    count (the feed hands each out once)."""
+    message_id, group = field(item, "messageId"), field(item, "status", "groupName")
+    if not isinstance(message_id, str) or not isinstance(group, str):
+        return BadReport(f"report {index} has no messageId or status.groupName")
+    try:
+        return Report(message_id, Observation(
+            status=STATUS_MAP.map(group),
+            provider_status=str(field(item, "status", "name") or group),
+            reason=field(item, "error", "name") or group,
+            at=iso_time(item.get("doneAt"), "doneAt"), sent_at=iso_time(item.get("sentAt"), "sentAt"),
+            price=price(field(item, "price", "pricePerMessage"), "price.pricePerMessage"),
+            currency=field(item, "price", "currency"),
+        ))
+    except FetchError as e:
+        return BadReport(f"report {index}: {e.message}", message_id)
 
 
 @hookimpl

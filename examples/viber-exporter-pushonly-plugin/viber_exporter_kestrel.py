@@ -35,21 +35,15 @@ from viber_exporter import (
     hookimpl,
     iso_time,
     price,
-    snake_case,
 )
 
 MESSAGE_ID = re.compile(r"k_[0-9A-Za-z]{8,32}")
 MAX_AGE = 300.0  # seconds: older signed reports are replays
 
-STATUS_MAP = StatusMap(
-    {
-        "sent": Status.PENDING,
-        "delivered": Status.DELIVERED,
-        "read": Status.READ,
-        "failed": Status.FAILED,
-        "expired": Status.EXPIRED,
-    }
-)
+STATUS_MAP = StatusMap({
+    "sent": Status.PENDING, "delivered": Status.DELIVERED, "read": Status.READ,
+    "failed": Status.FAILED, "expired": Status.EXPIRED,
+})
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -59,8 +53,9 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class KestrelProvider(Provider):
+    """No lookup API (no fetch): statuses come only from webhooks (parse_callback)."""
+
     plugin_name = "kestrel"
-    polls = False  # no lookup API: statuses come only from webhooks
     status_map = STATUS_MAP
     settings_spec = (Setting("webhook_secret", "secret", "Kestrel webhook signing secret."),)
 
@@ -89,17 +84,12 @@ class KestrelProvider(Provider):
             raise InvalidCallback("message_id is missing or not a Kestrel id")
         if not isinstance(event, str) or not event:
             raise InvalidCallback("event is missing")
-        status = STATUS_MAP.map(event)
-        occurred = iso_time(data.get("occurred_at"), "occurred_at")
-        code = field(data, "error", "code")
-        failed = status.is_failure or status is Status.UNKNOWN
         observation = Observation(
-            status=status,
+            status=STATUS_MAP.map(event),
             provider_status=event,
-            reason=snake_case(code if isinstance(code, str) else event) if failed else None,
+            reason=field(data, "error", "code") or event,
+            at=iso_time(data.get("occurred_at"), "occurred_at"),
             sent_at=iso_time(data.get("sent_at"), "sent_at"),
-            delivered_at=occurred if status is Status.DELIVERED else None,
-            read_at=occurred if status is Status.READ else None,
             price=price(field(data, "cost", "amount"), "cost.amount"),
             currency=field(data, "cost", "currency"),
         )

@@ -462,7 +462,7 @@ def _provider(
             "push_first",
             "needs callback_token: with push_first, pushed reports are how messages settle",
         )
-    if own.push_first and cls is not None and not cls.polls:
+    if own.push_first and cls is not None and not cls.capabilities().lookup:
         table.problem("push_first", f"plugin {plugin!r} does not poll: it is push-only already")
     if provider_type is None:
         if plugin in failed_plugins:

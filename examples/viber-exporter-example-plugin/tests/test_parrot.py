@@ -1,4 +1,5 @@
-"""Parrot plugin tests: the viber-exporter contract kit, plus Parrot's own details."""
+"""Parrot plugin tests: the viber-exporter contract kit, and a real exporter polling a
+Parrot mock over HTTP (viber_exporter.testing: nothing private)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pytest_httpserver import HTTPServer
 from viber_exporter_example import ParrotProvider
 from werkzeug import Response
 
-from viber_exporter import Status
+from viber_exporter.testing import run_exporter
 from viber_exporter.testing.contract import ProviderContract
 
 MESSAGE = "pm_0123456789abcdef"
@@ -44,11 +45,17 @@ class TestParrotContract(ProviderContract):
         httpserver.expect_request(f"/v2/messages/{message_id}").respond_with_response(answers[kind])
 
 
-def test_failure_code_becomes_the_reason_and_charge_the_price(httpserver: HTTPServer) -> None:
-    contract = TestParrotContract()
-    provider = contract.provider(httpserver.url_for("").rstrip("/"))
-    contract.respond_status(httpserver, MESSAGE, "failed")
-    observation = provider.fetch(MESSAGE)
-    assert observation.status is Status.FAILED
-    assert observation.reason == "not_on_viber"
-    assert (observation.price, observation.currency) == (0.015, "EUR")
+def test_a_failure_counts_under_its_code_with_its_charge(httpserver: HTTPServer, tmp_path) -> None:
+    TestParrotContract().respond_status(httpserver, MESSAGE, "failed")
+    config = f"""
+[providers.parrot]
+plugin = "parrot"
+token = "secret-token"
+base_url = "{httpserver.url_for("").rstrip("/")}"
+"""
+    with run_exporter(ParrotProvider, tmp_path, config) as exporter:
+        exporter.register("parrot", MESSAGE)
+        exporter.wait_for(lambda: (exporter.message("parrot", MESSAGE) or {}).get("status") == "failed")
+        assert exporter.message("parrot", MESSAGE)["reason"] == "not_on_viber", "the code, in snake_case"
+        assert exporter.metric("viber_message_failures_total", provider="parrot", reason="not_on_viber") == 1
+        assert exporter.metric("viber_message_cost_total", provider="parrot", currency="EUR", channel="viber") == 0.015

@@ -1,4 +1,5 @@
-"""Kestrel (push-only): the contract kit, and a real exporter fed by a mock sender."""
+"""Kestrel (push-only): the contract kit, and a real exporter fed by a mock sender
+(viber_exporter.testing: nothing private)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 from viber_exporter_kestrel import KestrelProvider, signature
 from viber_exporter_kestrel_mock import KestrelSender
 
-from viber_exporter import CallbackRequest, ProviderContract, Status
-from viber_exporter.config.load import parse_config
-from viber_exporter.engine import Exporter, Registration
-from viber_exporter.pluginhost import PluginHost
-from viber_exporter.server import HttpServer
+from viber_exporter import CallbackRequest, ProviderContract
+from viber_exporter.testing import RunningExporter, run_exporter
 
 SECRET = "kestrel-webhook-secret-42"
 MESSAGE = "k_0123456789ab"
@@ -54,34 +51,19 @@ def test_old_signatures_are_refused_as_replays():
 
 
 @pytest.fixture
-def running(tmp_path) -> Iterator[tuple[Exporter, str]]:
-    host = PluginHost()
-    host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": "kestrel"})
-    config = parse_config(f"""
-[exporter]
-state_path = {json.dumps(str(tmp_path / "s.db"))}
-[polling]
-tick = "100ms"
+def running(tmp_path) -> Iterator[tuple[RunningExporter, str]]:
+    config = f"""
 [providers.kestrel]
 plugin = "kestrel"
 webhook_secret = "{SECRET}"
-""", host.provider_types(), {})
-    exporter = Exporter(config, host, registry=CollectorRegistry())
-    exporter.start()
-    server = HttpServer(exporter, "127.0.0.1", 0)
-    server.start()
-    yield exporter, f"{server.url}/api/v1/callbacks/kestrel"
-    server.stop()
-    exporter.stop()
-
-
-def value(exporter: Exporter, name: str, **labels: str) -> float:
-    return exporter.registry.get_sample_value(name, labels) or 0.0
+"""
+    with run_exporter(KestrelProvider, tmp_path, config) as exporter:
+        yield exporter, f"{exporter.url}/api/v1/callbacks/kestrel"
 
 
 def test_signed_webhooks_drive_the_counts_and_nothing_is_ever_polled(running):
     exporter, webhook = running
-    exporter.register([Registration("kestrel", MESSAGE)])
+    exporter.register("kestrel", MESSAGE)
     sender = KestrelSender(webhook, SECRET)
     sent = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 30))
     assert sender.send(MESSAGE, "sent", sent_at=sent).status_code == 202
@@ -89,18 +71,18 @@ def test_signed_webhooks_drive_the_counts_and_nothing_is_ever_polled(running):
     assert (answer.status_code, answer.content) == (202, b""), "Kestrel's expected answer"
     assert sender.send(MESSAGE, "read", sent_at=sent).status_code == 202
     assert sender.send("k_otherotherother", "failed", error={"code": "NOT_VIBER_USER"}).status_code == 202
-    assert exporter.store.get("kestrel", MESSAGE).status is Status.READ
+    assert exporter.message("kestrel", MESSAGE)["status"] == "read"
     for status, count in (("pending", 2), ("delivered", 1), ("read", 1), ("failed", 1)):
-        assert value(exporter, "viber_message_status_transitions_total", provider="kestrel", status=status) == count
-    assert value(exporter, "viber_message_failures_total", provider="kestrel", reason="not_viber_user") == 1
-    assert value(exporter, "viber_message_cost_total", provider="kestrel", currency="USD", channel="viber") == 0.011
-    assert 25 <= value(exporter, "viber_message_read_latency_seconds_sum", provider="kestrel") <= 40
-    assert value(exporter, "viber_provider_requests_total", provider="kestrel", outcome="ok") == 0, "never polled"
+        assert exporter.metric("viber_message_status_transitions_total", provider="kestrel", status=status) == count
+    assert exporter.metric("viber_message_failures_total", provider="kestrel", reason="not_viber_user") == 1
+    assert exporter.metric("viber_message_cost_total", provider="kestrel", currency="USD", channel="viber") == 0.011
+    assert 25 <= exporter.metric("viber_message_read_latency_seconds_sum", provider="kestrel") <= 40
+    assert exporter.metric("viber_provider_requests_total", provider="kestrel", outcome="ok") == 0, "never polled"
     # Forged and replayed webhooks are refused and change nothing.
     forged = sender.session.post(webhook, data=b'{"message_id": "k_0123456789ab", "event": "failed"}',
                                  headers={"X-Kestrel-Timestamp": str(int(time.time())), "X-Kestrel-Signature": "v1=00"},
                                  timeout=5)
     assert forged.status_code == 401
     assert sender.send(MESSAGE, "failed", timestamp=time.time() - 3600).status_code == 401
-    assert exporter.store.get("kestrel", MESSAGE).status is Status.READ
-    assert value(exporter, "viber_callbacks_total", provider="kestrel", outcome="rejected") == 2
+    assert exporter.message("kestrel", MESSAGE)["status"] == "read"
+    assert exporter.metric("viber_callbacks_total", provider="kestrel", outcome="rejected") == 2
