@@ -10,12 +10,14 @@ escapes a job.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -287,15 +289,21 @@ class ProviderPoller:
         size = self.caps.batch
         refs = [MessageRef(s.id, s.fields, s.sent_at) for s in due]
         chunks = [refs[i : i + size] for i in range(0, len(refs), size)]
-        pending: set[Future[list[PollResult]]] = {
-            self.executor.submit(self._call, chunk, deadline) for chunk in chunks
-        }
-        called = 0
-        while pending:
-            # Record each answer as it comes (a batch per wake-up): one slow call does
-            # not hold back the others' results.
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            results = [result for future in done for result in future.result()]
+        # Each call puts its results on one queue as it ends; this thread records them
+        # a batch per wake-up, so one slow call does not hold back the others' results
+        # (and a wake-up costs O(1), not a look at every call still in flight).
+        answers: queue.SimpleQueue[Future[list[PollResult]]] = queue.SimpleQueue()
+        for chunk in chunks:
+            self.executor.submit(self._call, chunk, deadline).add_done_callback(answers.put)
+        called, remaining = 0, len(chunks)
+        while remaining:
+            done = [answers.get()]
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    done.append(answers.get_nowait())
+            remaining -= len(done)
+            # a call cancelled by a shutdown made no call
+            results = [r for future in done if not future.cancelled() for r in future.result()]
             if results:
                 self.recorder.record_polls(self.name, self.policy, results)
                 called += len(results)
