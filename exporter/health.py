@@ -43,8 +43,12 @@ class ProviderHealth:
         #: lag is computed from it at scrape time, so a tick that hangs (or a scheduler
         #: that stopped) shows as a growing lag instead of the last value it set
         self.next_due: float | None = None
-        #: when the poller last completed a tick (the exporter's clock)
+        #: when the poller last completed a tick (the exporter's clock), and how many it
+        #: has completed (tests wait on it: proof that the poller ran)
         self.last_tick: float | None = None
+        self.ticks = 0
+        #: how many times a failing provider paused the instance (each backoff step)
+        self.pauses = 0
         self.oldest_pending_sent: float | None = None  # sent time of the oldest pending message
         self.recent_errors: deque[RecentError] = deque(maxlen=RECENT_ERRORS)
         self._level = 0
@@ -103,6 +107,7 @@ class ProviderHealth:
                 self.up = False
                 # Calls already in flight when the pause began do not deepen it.
                 if now >= self._paused_until:
+                    self.pauses += 1
                     self._level += 1
                     wait = self.backoff(self._level)
                     if retry_after is not None:

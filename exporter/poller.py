@@ -142,6 +142,7 @@ class ProviderPoller:
             log.exception("polling %s failed; will retry next tick", self.name)
         finally:
             self.instance.health.last_tick = self.clock.time()
+            self.instance.health.ticks += 1
             self.idle.set()
 
     def verify(self) -> None:

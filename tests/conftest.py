@@ -226,3 +226,11 @@ def pg_url() -> Iterator[str]:
     yield f"{PG_URL}?options=-csearch_path%3D{schema}"
     with pg_admin() as admin:
         admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def wait_ticks(exporter: Exporter, provider: str, ticks: int = 3, timeout: float = 30.0) -> None:
+    """Wait until the poller of ``provider`` has completed ``ticks`` more ticks: proof
+    that it ran (and had the chance to do what a negative check says it did not)."""
+    health = exporter.instances[provider].health
+    target = health.ticks + ticks
+    wait_for(lambda: health.ticks >= target, timeout=timeout)

@@ -23,7 +23,7 @@ from viber_exporter.errors import ConfigError
 from viber_exporter.reload import Reloader
 from viber_exporter.server import HttpServer
 
-from .conftest import config_text, sample, toml_table, wait_for
+from .conftest import config_text, sample, toml_table, wait_for, wait_ticks
 from .test_cli import free_port
 
 SCRIPT = Path(sys.executable).parent / "viber-exporter"
@@ -73,7 +73,7 @@ def test_reload_endpoint_adds_and_removes_providers_keeping_state_and_counters(r
     assert sample(exporter, "viber_exporter_config_last_reload_success_timestamp_seconds") > before
     # The removed instance's message stays stored but is no longer polled; its counter survives.
     calls = len(api.calls_for("a1"))
-    time.sleep(0.5)
+    wait_ticks(exporter, "fake2")  # the poller ran: the removed instance had its chance
     assert len(api.calls_for("a1")) == calls
     assert exporter.store.get("fake", "a1").watched
     assert sample(exporter, "viber_message_status_transitions_total", provider="fake", status="delivered") == 1

@@ -46,7 +46,7 @@ from viber_exporter.errors import ConfigError, Refused
 from viber_exporter.pluginhost import PluginHost
 from viber_exporter.server import HttpServer
 
-from .conftest import sample, toml_table, wait_for
+from .conftest import sample, toml_table, wait_for, wait_ticks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -399,7 +399,7 @@ def test_a_push_only_provider_is_never_polled_and_verifies_its_own_signatures(tm
     server.start()
     try:
         exporter.register([Registration("p", "m1")])
-        time.sleep(0.5)  # several ticks
+        wait_ticks(exporter, "p")  # the poller ran: it had its chance to poll
         assert exporter.store.get("p", "m1").polls == 0
         assert sample(exporter, "viber_provider_requests_total", provider="p", outcome="ok") == 0
         endpoint = f"{server.url}/api/v1/callbacks/p"
@@ -480,11 +480,13 @@ def test_a_feed_is_drained_and_each_report_counts_once(tmp_path, httpserver: HTT
     from viber_exporter.engine import Exporter
 
     queue: list[dict[str, str]] = []
+    drains: list[int] = []
     lock = threading.Lock()
 
     def reports(request: Request) -> Response:
         with lock:
             batch, queue[:] = list(queue), []
+            drains.append(len(batch))
         return Response(json.dumps({"results": batch}), content_type="application/json")
 
     httpserver.expect_request("/reports").respond_with_handler(reports)
@@ -500,7 +502,8 @@ def test_a_feed_is_drained_and_each_report_counts_once(tmp_path, httpserver: HTT
         with lock:
             queue.append({"id": "f1", "status": "SEEN"})
         wait_for(lambda: exporter.store.get("p", "f1").status is Status.READ)
-        time.sleep(0.3)  # more drains hand out nothing new
+        drained = len(drains)
+        wait_for(lambda: len(drains) >= drained + 3)  # more drains, handing out nothing new
         assert sample(exporter, "viber_message_status_transitions_total", provider="p", status="delivered") == 1
         assert sample(exporter, "viber_message_failures_total", provider="p", reason="rejected") == 1
         assert exporter.store.get("p", "f2") is not None, "a report about an unregistered message registers it"

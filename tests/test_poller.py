@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from viber_exporter.engine import Registration, RegistrationError
 from viber_exporter.model import Status
 
-from .conftest import sample, wait_for
+from .conftest import sample, wait_for, wait_ticks
 
 
 def at(timestamp: float) -> str:
@@ -33,7 +32,7 @@ def test_lifecycle_to_settled_metrics(fake_server, make_config, run_exporter, cl
     state = exporter.store.get("fake", "m1")
     assert not state.watched, "read is final: polling stops"
     calls = len(api.calls_for("m1"))
-    time.sleep(0.4)
+    wait_ticks(exporter, "fake")  # the poller ran on: it had its chance to poll again
     assert len(api.calls_for("m1")) == calls, "no polls after a final status"
     for status, expected in [("pending", 1), ("delivered", 1), ("read", 1), ("failed", 0)]:
         assert sample(exporter, "viber_message_status_transitions_total", provider="fake", status=status) == expected
@@ -90,7 +89,9 @@ def test_restart_mid_life_loses_nothing_and_double_counts_nothing(fake_server, m
     second = run_exporter(config)
     assert sample(second, "viber_messages_watched", provider="fake") == 30, "every unsettled message resumes"
     wait_for(lambda: sample(second, "viber_message_status_transitions_total", provider="fake", status="read") == 10)
-    time.sleep(0.5)  # more polls of the still-delivered ones must not count anything again
+    polls = sum(second.store.get("fake", i).polls for i in ids[10:])
+    # more polls of the still-delivered ones (proven by their count) must not count again
+    wait_for(lambda: sum(second.store.get("fake", i).polls for i in ids[10:]) >= polls + 20)
     assert sample(second, "viber_message_status_transitions_total", provider="fake", status="delivered") == 0
     assert sample(second, "viber_message_status_transitions_total", provider="fake", status="pending") == 0
     assert sample(second, "viber_message_cost_total", provider="fake", currency="EUR", channel="viber") == 0

@@ -26,7 +26,7 @@ from viber_exporter.testing.virtualtime import VirtualRun
 from viber_exporter.web import app as web_module
 from viber_exporter.web.app import openapi_document
 
-from .conftest import SENTINEL, sample, wait_for
+from .conftest import SENTINEL, sample, wait_for, wait_ticks
 
 SCRIPT = Path(sys.executable).parent / "viber-exporter"
 QUICK = Mix(pending=0.0, delivery_median=0.3, read_median=0.3, final_median=0.3, sigma=0.3, visible_after=0.0)
@@ -89,7 +89,7 @@ def test_a_full_disk_at_runtime_answers_503_and_acknowledges_nothing_unstored(ho
         assert exporter.store.get("bsg", "1") is not None and exporter.store.get("bsg", "2") is not None
         assert all(exporter.store.get("bsg", i) is None for i in refused[:50])
         assert sample(exporter, "viber_messages_watched", provider="bsg") == 2
-        time.sleep(0.5)
+        wait_ticks(exporter, "bsg")
         assert exporter.poller.running, "polling survives write failures"
         exporter.store._db.execute("PRAGMA max_page_count = 1073741823")
         assert post(refused[:10]).status_code == 200
@@ -118,9 +118,11 @@ def test_provider_outage_5xx_timeouts_refused_then_recovery(host, tmp_path, cloc
         def seen(outcome: str) -> bool:
             return sample(exporter, "viber_provider_requests_total", provider="bsg", outcome=outcome) >= 1
 
+        health = exporter.instances["bsg"].health
+        pauses = health.pauses
         mock.faults = Faults(outage=True)  # 5xx
         wait_for(lambda: sample(exporter, "viber_provider_up", provider="bsg") == 0, timeout=5)
-        time.sleep(1.0)
+        wait_for(lambda: health.pauses >= pauses + 2, timeout=30)  # backed off twice
         mock.faults = Faults(slow_rate=1.0, slow_seconds=1.0)  # timeouts
         wait_for(lambda: seen("timeout"), timeout=30)  # the backoff decides when the next call comes
         mock_server.stop()  # refused connections
@@ -129,12 +131,15 @@ def test_provider_outage_5xx_timeouts_refused_then_recovery(host, tmp_path, cloc
         # slow machine may reach this line before the oldest due message is 3 s late).
         wait_for(lambda: sample(exporter, "viber_poll_lag_seconds", provider="bsg") > 3, timeout=30)
         outage_calls = calls(exporter, "bsg") - before
+        outage_pauses = health.pauses - pauses
         outage_seconds = time.monotonic() - started
         for outcome in ("server_error", "timeout", "connection_error"):
             assert sample(exporter, "viber_provider_requests_total", provider="bsg", outcome=outcome) >= 1, outcome
         # 20 messages due every 200 ms would be ~100 calls per second without backoff;
-        # with it, a few calls (at most `concurrency`) per backoff step.
-        assert outage_calls <= 40, (outage_calls, outage_seconds)
+        # with it, at most the calls in flight (`concurrency`) per backoff step, however
+        # long the outage took on this machine: a bound on steps, not on seconds.
+        concurrency = exporter.instances["bsg"].config.concurrency
+        assert outage_calls <= concurrency * (outage_pauses + 1), (outage_calls, outage_pauses, outage_seconds)
         # Recovery, on the same port; every message settles, none lost.
         mock_server = BackgroundServer(mock, "127.0.0.1", port)
         mock_server.start()
@@ -174,7 +179,11 @@ def test_a_rate_limiting_provider_is_not_hammered(host, tmp_path):
         # 429s in 3 bursts), so the bound is on bursts and their size, with room.
         bursts = Counter(c[0] for c in window if c[2] == 429)
         print(f"rate-limited provider: {rate:.1f} calls/s, 429 bursts in 20 s: {sorted(bursts.values())}")
-        assert 2 <= rate <= 5 + 1, f"{rate:.1f} calls/s against a 5/s limit"
+        # Not hammered (at most the limit, and a second's slack) and not collapsed to the
+        # floor (MIN_RATE, 0.2/s). Where inside that the pace settles depends on how the
+        # threads are scheduled even in virtual time (1.9/s seen on a loaded machine):
+        # bench/, not a test, measures it.
+        assert 1 <= rate <= 5 + 1, f"{rate:.1f} calls/s against a 5/s limit"
         assert max(bursts.values(), default=0) <= 4, "only calls already in flight meet a 429"
         assert len(bursts) <= 8 and sum(bursts.values()) <= 16, (
             f"429s in 20 s: {sorted(bursts.values())}: the pace settled around the limit")
