@@ -12,12 +12,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
-from viber_exporter.labels import Bounds, DeclaredLabel, LabelSettings
-from viber_exporter.store.base import NewMessage, Store
+# Imported where used, so that bench scripts that need neither (poll_throughput) also
+# run against older checkouts, side by side (docs/benchmarks.md).
+if TYPE_CHECKING:
+    from viber_exporter.labels import Bounds, LabelSettings
+    from viber_exporter.store.base import Store
 
 
 def machine() -> str:
@@ -104,7 +107,12 @@ def mock_process(latency: float = 0.0) -> Iterator[str]:
 
 #: the labels case of the scrape and memory benchmarks: 5 declared labels of 20 values
 LABELS_CASE = "".join(f"[metrics.labels.l{k}]\nmax_values = 20\n" for k in range(5))
-LABELS_SETTINGS = LabelSettings(tuple(DeclaredLabel(f"l{k}", max_values=20) for k in range(5)))
+
+
+def labels_settings() -> LabelSettings:
+    from viber_exporter.labels import DeclaredLabel, LabelSettings
+
+    return LabelSettings(tuple(DeclaredLabel(f"l{k}", max_values=20) for k in range(5)))
 
 
 def labels_case(n: int) -> dict[str, str]:
@@ -124,6 +132,8 @@ def fill(
 ) -> None:
     """Put ``count`` watched messages in the store (ids 1…count), in large transactions;
     with ``bounds``, each carries ``labels_case(n)``, bounded as a registration is."""
+    from viber_exporter.store.base import NewMessage
+
     now = time.time() if now is None else now
     for start in range(1, count + 1, batch):
         numbers = range(start, min(start + batch, count + 1))

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import requests
-from common import LABELS_CASE, LABELS_SETTINGS, fill, header, labels_case, mock_process, verdict
+from common import LABELS_CASE, fill, header, labels_case, labels_settings, mock_process, verdict
 
 from viber_exporter.labels import Bounds
 from viber_exporter.store.base import NewMessage
@@ -49,7 +49,7 @@ def main() -> int:
         state = Path(tmp) / "mem.db"
         store = SqliteStore(state)
         labels = LABELS_CASE if args.labels else ""
-        bounds = Bounds(LABELS_SETTINGS, {}) if args.labels else None
+        bounds = Bounds(labels_settings(), {}) if args.labels else None
         fill(store, "bsg", args.messages - 5000, next_poll_in=86400, bounds=bounds)
         due = [NewMessage(f"9{n:08d}", labels=labels_case(n) if args.labels else None) for n in range(5000)]
         store.register({"bsg": (due, 0.0)}, time.time(), max_watched=10**9, bounds=bounds)

@@ -117,6 +117,7 @@ class Metrics:
         extra_declared = [*extra, *declared]
         self._countries = BoundedLabel(MAX_COUNTRIES)
         self._label_cache: dict[str | None, tuple[str, ...]] = {}
+        self._request_children: dict[tuple[str, Outcome], tuple[Counter, Histogram]] = {}
         self._combinations: set[tuple[str, str]] = set()
         self._reasons: dict[str, BoundedLabel] = {}
         self._recipient_reasons: dict[str, frozenset[str]] = {}
@@ -389,8 +390,16 @@ class Metrics:
         return dict(found)
 
     def request(self, provider: str, outcome: Outcome, seconds: float) -> None:
-        self.requests.labels(provider, outcome.value).inc()
-        self.request_duration.labels(provider).observe(seconds)
+        # Every provider call lands here: the children are looked up once, not through
+        # labels() (argument checks and a lock) each time.
+        children = self._request_children.get((provider, outcome))
+        if children is None:
+            children = self._request_children[(provider, outcome)] = (
+                self.requests.labels(provider, outcome.value),
+                self.request_duration.labels(provider),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 @dataclass(frozen=True)

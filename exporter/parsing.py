@@ -46,16 +46,23 @@ def iso_time(value: Any, name: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def local_time(
-    value: Any, name: str, zone: tzinfo, fmt: str = "%Y-%m-%d %H:%M:%S"
-) -> datetime | None:
+SQL_TIME = "%Y-%m-%d %H:%M:%S"
+
+
+def local_time(value: Any, name: str, zone: tzinfo, fmt: str = SQL_TIME) -> datetime | None:
     """A zone-less provider time (e.g. BSG's ``YYYY-MM-DD HH:MM:SS``) read in ``zone``."""
     if value is None or value == "" or (isinstance(value, str) and value.startswith("0000-00-00")):
         return None
     if not isinstance(value, str):
         raise invalid(f"{name} is not a time string")
+    value = value.strip()
+    if fmt == SQL_TIME and len(value) == 19 and value[4::3] == "-- ::":
+        # YYYY-MM-DD HH:MM:SS (separators at 4, 7, 10, 13, 16) is read without strptime
+        # (a tenth of its cost, same answer: fromisoformat wants digits everywhere else)
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(value).replace(tzinfo=zone)
     try:
-        return datetime.strptime(value.strip(), fmt).replace(tzinfo=zone)
+        return datetime.strptime(value, fmt).replace(tzinfo=zone)
     except ValueError as e:
         raise invalid(f"{name} is not a {fmt} time: {value[:40]!r}") from e
 

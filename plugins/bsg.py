@@ -266,7 +266,6 @@ def _raise_for_error(
             raise FetchError(outcome_for_status(code), f"HTTP {code}: {message}")
         return body
     number = integer(error, "error")
-    description = redact(str(body.get("errorDescription") or ""))[:200]
     if number == ERROR_NOT_FOUND:
         raise FetchError(Outcome.NOT_FOUND, f"message not found (error 40, HTTP {code})")
     known = {**ERRORS, **ACCOUNT_ERRORS} if account else ERRORS
@@ -274,6 +273,7 @@ def _raise_for_error(
         outcome, wide, meaning = known[number]
         raise FetchError(outcome, f"error {number}: {meaning}", provider_wide=wide)
     if number != ERROR_OK:
+        description = redact(str(body.get("errorDescription") or ""))[:200]
         raise FetchError(Outcome.CLIENT_ERROR, f"error {number}: {description}")
     if code >= 400:
         raise FetchError(outcome_for_status(code), f"HTTP {code} with error 0")

@@ -85,3 +85,77 @@ def test_describe_transport_error_reads_the_cause_chain():
     outer.__cause__ = inner
     text = describe_transport_error(outer, "https://user:pw@api.example.test/x")
     assert text == "cannot reach api.example.test: its name does not resolve (DNS)"
+
+
+# The direct path (urllib3's pool, no session preparation) must answer and send exactly
+# what the session path does: a call with allow_redirects=True always takes the session.
+
+def _exchange(httpserver, *, direct: bool, **kwargs):
+    from werkzeug import Response
+
+    seen = {}
+
+    def handler(request):
+        seen.update(method=request.method, query=request.query_string.decode(), body=request.get_data(),
+                    headers={k.lower(): v for k, v in request.headers.items()})
+        return Response('{"status": "délivré"}', status=201, content_type="application/json; charset=utf-8",
+                        headers={"X-Trace": "t1"})
+
+    httpserver.expect_request("/v1/thing").respond_with_handler(handler)
+    http = ProviderHttp(5.0)
+    answer = http.request("POST", httpserver.url_for("/v1/thing"), **kwargs, **({} if direct else {"allow_redirects": True}))
+    return http, answer, seen
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"headers": {"X-API-KEY": "k"}, "params": {"page": 2, "skip": None, "ids": ["a", "b"]}},
+    {"json": {"api_key": "k", "n": [1, 2]}},
+    {"data": b"raw=1", "headers": {"Content-Type": "text/plain", "User-Agent": None}},
+])
+def test_the_direct_path_sends_and_answers_what_the_session_does(httpserver, kwargs):
+    http, direct, seen_direct = _exchange(httpserver, direct=True, **kwargs)
+    httpserver.clear()
+    _, session, seen_session = _exchange(httpserver, direct=False, **kwargs)
+    for name in ("content-type", "user-agent", "accept", "accept-encoding", "content-length", "x-api-key"):
+        assert seen_direct["headers"].get(name) == seen_session["headers"].get(name), name
+    assert {k: seen_direct[k] for k in ("method", "query", "body")} == {k: seen_session[k] for k in ("method", "query", "body")}
+    assert (direct.status_code, direct.content, direct.json(), direct.text, direct.encoding, direct.headers["x-trace"]) == \
+        (session.status_code, session.content, session.json(), session.text, session.encoding, session.headers["X-Trace"])
+    assert direct.url == session.url and direct.request.method == "POST" and direct.ok
+    assert len(http.session.get_adapter("http://").poolmanager.pools) == 0, "the direct path was not taken"
+    assert len(http._pool.pools) == 1
+
+
+def test_the_direct_path_keeps_cookies_and_decodes_gzip(httpserver):
+    import gzip
+
+    from werkzeug import Response
+
+    httpserver.expect_request("/login").respond_with_response(Response("{}", headers={"Set-Cookie": "sid=abc; Path=/"}))
+    httpserver.expect_request("/z", headers={"Cookie": "sid=abc"}).respond_with_response(
+        Response(gzip.compress(b'{"ok": true}'), headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}))
+    http = ProviderHttp(5.0)
+    http.request("GET", httpserver.url_for("/login"))
+    assert http.session.cookies.get("sid") == "abc"
+    assert http.request("GET", httpserver.url_for("/z")).json() == {"ok": True}
+
+
+def test_the_direct_path_turns_a_slow_answer_into_a_timeout(httpserver):
+    import threading
+
+    from werkzeug import Response
+
+    release = threading.Event()
+
+    def slow(request):
+        release.wait(10)
+        return Response("{}")
+
+    httpserver.expect_request("/slow").respond_with_handler(slow)
+    http = ProviderHttp(0.2)
+    try:
+        with pytest.raises(FetchError) as info:
+            http.request("GET", httpserver.url_for("/slow"))
+    finally:
+        release.set()
+    assert info.value.outcome is Outcome.TIMEOUT and "within 0.2s" in info.value.message
