@@ -27,7 +27,7 @@ from .errors import Refused, StoreError, ViberExporterError, WatchedSetFull
 from .figures import Figures
 from .http import ProviderHttp
 from .instance import ProviderInstance
-from .leadership import Leadership
+from .leadership import Leadership, holder_for
 from .metrics import MAX_REASONS, Metrics, ProviderSnapshot, StateCollector
 from .model import Report, Status
 from .pluginhost import PluginHost
@@ -87,7 +87,7 @@ class Exporter:
         self.registry = registry
         state_url = config.exporter.state_url
         self.store = open_store(state_url.reveal() if state_url else config.exporter.state_path)
-        self.metrics = Metrics(self.registry, config.metrics)
+        self.metrics = Metrics(self.registry, config.metrics, self.clock.time)
         #: the declared labels' kept values, as the store holds them (None: none declared)
         self.label_bounds = (
             labels_module.Bounds(config.metrics.labels, self.store.label_values())
@@ -113,7 +113,7 @@ class Exporter:
                 self.metrics.messages,
             )
         )
-        self.leadership = Leadership(self.store)
+        self.leadership = Leadership(self.store, holder=holder_for(config.exporter.replica))
         self.poller = Poller(
             instances.values(),
             self.store,
@@ -146,6 +146,10 @@ class Exporter:
     def campaign_counts(self) -> dict[str, int]:
         """Watched campaigns per provider (from memory)."""
         return self.store.campaign_counts()
+
+    def polled_by(self, provider: str) -> str | None:
+        """The name of the replica that polls ``provider`` (None: nobody now)."""
+        return self.leadership.polled_by(provider)
 
     def polled_here(self, provider: str) -> bool:
         """Whether this replica is the one that polls ``provider``."""

@@ -17,6 +17,7 @@ replicas poll at once anyway, it costs calls, never counts: every change locks i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -43,6 +44,18 @@ def replica_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
+def holder_for(name: str) -> str:
+    """A lease holder for the replica called ``name`` (``exporter.replica_name`` or
+    host:port): the name, then ``#pid.random``, so that two processes given the same
+    name still hold their leases apart."""
+    return f"{name}#{os.getpid()}.{secrets.token_hex(3)}"
+
+
+def shown(holder: str) -> str:
+    """The replica's name in a lease holder (the part an operator chose or recognises)."""
+    return holder.rsplit("#", 1)[0]
+
+
 class Leadership:
     """The leases this replica holds, renewed by :meth:`beat` (a scheduler job)."""
 
@@ -51,6 +64,8 @@ class Leadership:
         self.holder = holder or replica_name()
         self.ttl = ttl
         self._held: frozenset[str] = frozenset()
+        #: provider instance → the name of the replica polling it, as of the last beat
+        self._leaders: dict[str, str] = {}
         self._valid_until = 0.0  # time.monotonic(): our leases hold until then
         self._failing = False
         self._lock = threading.Lock()
@@ -58,6 +73,13 @@ class Leadership:
     def leads(self, name: str) -> bool:
         """True while this replica polls ``name``."""
         return not self.store.shared or name in self.held()
+
+    def polled_by(self, name: str) -> str | None:
+        """The name of the replica that polls ``name`` (this one's if it leads; None
+        while nobody holds its lease). Read from the last beat: no store query."""
+        if self.leads(name):
+            return shown(self.holder)
+        return self._leaders.get(name)
 
     def held(self) -> frozenset[str]:
         """The leases held now: none once the last renewal is too old (self-fencing)."""
@@ -73,6 +95,8 @@ class Leadership:
             before = self.held()
             try:
                 held = frozenset(self.store.heartbeat(self.holder, names, self.ttl))
+                with contextlib.suppress(StoreError):  # for display: the lease is what counts
+                    self._leaders = {p: shown(h) for p, h in self.store.leaders().items()}
                 self._valid_until = started + self.ttl - MARGIN
                 if self._failing:
                     log.info("the polling leases are renewed again")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time as _time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from .figures import Figures
 from .model import PRICE_CEILING, Outcome, Status
 from .provider import Balance, Provider
 from .store.base import Store
+from .trends import Trends
 from .version import __version__
 
 log = logging.getLogger(__name__)
@@ -105,10 +107,21 @@ class BoundedLabel:
 MICRO = 1_000_000
 
 
+#: the statuses the landing page's charts trace, and the trend each goes to
+TRACED = {"delivered": "delivered", "read": "read", "failed": "failed", "expired": "failed"}
+
+
 class Metrics:
     """The counters and histograms, registered in ``registry``."""
 
-    def __init__(self, registry: CollectorRegistry, settings: MetricsSettings) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        settings: MetricsSettings,
+        time: Callable[[], float] = _time.time,
+    ) -> None:
+        #: the last hour a minute at a time, for the landing page's charts
+        self.trends = Trends(time)
         self.country_label = "country" in settings.extra_labels
         #: the declared message labels, after every other label of the outcome metrics
         self.label_names = settings.labels.names
@@ -345,6 +358,8 @@ class Metrics:
             return  # for the plugins' hooks, not a metric
         labels = self.labels_of(event.labels)
         if isinstance(event, Transition):
+            if event.status.value in TRACED:
+                self.trends.add(event.provider, TRACED[event.status.value])
             extra = self._extra(event.country)
             self.transitions.labels(event.provider, event.status.value, *extra, *labels).inc()
             if event.status.is_failure:
@@ -378,15 +393,33 @@ class Metrics:
         """Since start-up, per provider instance: transitions by status, cost by
         currency and channel, and the delivery and read latency histograms."""
         found: dict[str, Figures] = defaultdict(Figures)
-        for (provider, status, *_), value in self.transitions.items():
-            counts = found[provider].transitions
+        first = 3 if self.country_label else 2  # where the declared labels start
+        for (provider, status, *rest), value in self.transitions.items():
+            figures = found[provider]
+            counts = figures.transitions
             counts[status] = counts.get(status, 0.0) + value
+            if not value:  # a series created at 0 adds nothing to a label's figures
+                continue
+            for name, label_value in zip(self.label_names, rest[first - 2 :], strict=False):
+                by = figures.by_label.setdefault((name, label_value), {})
+                by[status] = by.get(status, 0.0) + value
         for (provider, currency, channel, *_), value in self.cost.items():
             cost = found[provider].cost
             cost[currency, channel] = cost.get((currency, channel), 0.0) + value
         for histogram, kind in ((self.delivery_latency, "delivery"), (self.read_latency, "read")):
+            # summed per provider first: one Latency.add per provider, not per series
+            summed: dict[str, tuple[list[float], list[float]]] = {}
             for (provider, *_), buckets, total in histogram.items():
-                getattr(found[provider], kind).add(histogram.bounds, buckets, total)
+                entry = summed.get(provider)
+                if entry is None:
+                    summed[provider] = (list(buckets), [total])
+                    continue
+                so_far = entry[0]
+                for i, count in enumerate(buckets):
+                    so_far[i] += count
+                entry[1][0] += total
+            for provider, (per_bucket, totals) in summed.items():
+                getattr(found[provider], kind).add(histogram.bounds, per_bucket, totals[0])
         return dict(found)
 
     def request(self, provider: str, outcome: Outcome, seconds: float) -> None:
@@ -400,6 +433,8 @@ class Metrics:
             )
         children[0].inc()
         children[1].observe(seconds)
+        if outcome not in (Outcome.OK, Outcome.NOT_FOUND):
+            self.trends.add(provider, "errors")
 
 
 @dataclass(frozen=True)

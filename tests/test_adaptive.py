@@ -179,7 +179,7 @@ def test_an_instance_learns_from_its_store_keeps_it_across_a_restart_and_takes_t
     run.run(10, tick=5)
     assert current_plan(run) is None, "nothing to learn from yet: the fixed schedule"
     assert schedule_view(run) == {"mode": "adaptive", "budget": 6.0, "plan": None}
-    assert "adaptive: still learning" in landing_page(run.exporter, openapi_document())
+    assert "adaptive: still learning" in landing_page(run.exporter)
     plans = run.send("routee", 300)
     assert run.run_until_settled(tick=5, limit=4 * 3600)
     learned = current_plan(run)
@@ -188,7 +188,7 @@ def test_an_instance_learns_from_its_store_keeps_it_across_a_restart_and_takes_t
     documented = openapi_document()["components"]["schemas"]["Provider"]["properties"]
     assert set(shown) == set(documented["schedule"]["properties"]["plan"]["properties"])
     assert shown["delivered"][-1] == 3600 and shown["expected_calls_per_message"] <= 6
-    page = landing_page(run.exporter, openapi_document())
+    page = landing_page(run.exporter)
     assert f"adaptive: {shown['expected_calls_per_message']:g} calls/message expected" in page
     assert "learned from 300" in page
 

@@ -19,6 +19,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 SMALL = {
     "poll_throughput.py": ["--messages", "300", "--latency", "0.01", "--concurrency", "8", "--baseline", "10"],
     "scrape_cost.py": ["--sizes", "100,2000", "--samples", "5"],
+    "page_cost.py": ["--sizes", "100,2000", "--samples", "5"],
     "tick_cost.py": ["--messages", "5000", "--due", "200", "--samples", "10"],
     "registration.py": ["--messages", "2000"],
     "memory.py": ["--messages", "8000", "--run", "2", "--labels"],

@@ -467,7 +467,7 @@ def hashed(password: str, cost: int = 10) -> str:
 
 def test_with_basic_auth_users_every_route_but_health_and_callbacks_needs_them(limited):
     server = limited(users={"prom": hashed("pw", 4)})
-    for path in ("/", "/metrics", "/api/v1/providers", "/api/v1/messages", "/api/v1/openapi.json"):
+    for path in ("/", "/metrics", "/api/v1/providers", "/api/v1/messages", "/api/v1/openapi.json", "/api/v1/docs"):
         answer = requests.get(f"{server.url}{path}", timeout=5)
         assert answer.status_code == 401, path
         assert answer.headers["WWW-Authenticate"].startswith("Basic"), path

@@ -27,7 +27,6 @@ from viber_exporter.store.location import open_store
 from viber_exporter.store.rows import Counted
 from viber_exporter.testing.mock import MockProviders, exporter_config
 from viber_exporter.testing.simulation import Mix
-from viber_exporter.web.app import openapi_document
 from viber_exporter.web.landing import landing_page
 from viber_exporter.web.views import providers_json
 
@@ -112,9 +111,11 @@ def mock() -> Iterator[tuple[MockProviders, BackgroundServer]]:
     server.stop()
 
 
-def replica(host: PluginHost, mock_url: str, state_url: str, tmp_path: Path, tick: str = "100ms") -> Exporter:
+def replica(host: PluginHost, mock_url: str, state_url: str, tmp_path: Path, tick: str = "100ms",
+            name: str | None = None) -> Exporter:
     limits = {"rate_limit": 1000, "concurrency": 4}
-    text = exporter_config(mock_url, tmp_path / "unused.db", exporter={"state_url": state_url},
+    named = {"replica_name": name} if name else {}
+    text = exporter_config(mock_url, tmp_path / "unused.db", exporter={"state_url": state_url, **named},
                            polling={"tick": tick, "schedule": ["200ms"], "read_window": "1s"},
                            routee=limits, bsg=limits)
     exporter = Exporter(parse_config(text, host.provider_types(), {}), host)
@@ -145,8 +146,8 @@ def test_a_sqlite_exporter_leads_every_instance(builtin_host, tmp_path, mock):
 
 def test_two_replicas_split_the_instances_and_only_leaders_export_store_gauges(builtin_host, tmp_path, mock, pg_url):
     providers, server = mock
-    first = replica(builtin_host, server.url, pg_url, tmp_path)
-    second = replica(builtin_host, server.url, pg_url, tmp_path)
+    first = replica(builtin_host, server.url, pg_url, tmp_path, name="replica-a")
+    second = replica(builtin_host, server.url, pg_url, tmp_path, name="replica-b")
     try:
         # A fair share each, after the first one gives one back.
         wait_for(lambda: sum(leads(r, p) for r in (first, second) for p in ("routee", "bsg")) == 2
@@ -162,8 +163,14 @@ def test_two_replicas_split_the_instances_and_only_leaders_export_store_gauges(b
             assert raw(other, "viber_messages", provider=provider, status="pending") is None
             assert {p["name"]: p["polled_here"] for p in providers_json(leader)}[provider] is True
             assert {p["name"]: p["polled_here"] for p in providers_json(other)}[provider] is False
-        # each replica's landing page says which instances another replica polls
-        assert landing_page(first, openapi_document()).count("polled by another replica") == 1
+        # each replica's landing page and providers JSON name the replica that polls
+        # each instance (as of the last lease renewal: wait for one after the split)
+        wait_for(lambda: all(p["polled_by"] in ("replica-a", "replica-b") for p in providers_json(first)))
+        names = {p["name"]: p["polled_by"] for p in providers_json(first)}
+        assert sorted(names.values()) == ["replica-a", "replica-b"], names
+        assert names == {p["name"]: p["polled_by"] for p in providers_json(second)}
+        page = landing_page(first)
+        assert page.count("polled by replica-b") == 1 and "polled by replica-a (this replica)" in page
         # Registrations on either replica; each message counted once, by whichever committed.
         plans = [providers.simulation.create(p, time.time()) for p in ("routee", "bsg") for _ in range(10)]
         first.register([Registration(p.provider, p.id) for p in plans[::2]])
@@ -350,6 +357,9 @@ def test_a_leader_that_cannot_renew_stops_polling_before_its_lease_can_pass():
             if not self.reachable:
                 raise StoreError("cannot reach the database")
             return set(names)
+
+        def leaders(self):
+            return {"bsg": "us#1.abc"}
 
     database = Database()
     leadership = Leadership(database, ttl=MARGIN + 0.5)  # ours for 0.5 s after a renewal

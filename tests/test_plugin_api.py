@@ -105,7 +105,7 @@ def test_a_disabled_plugin_shows_on_the_landing_page(tmp_path):
     host.register(Future(), "future-plugin", package="future", version="2", builtin=False)
     exporter = Exporter(config_for(tmp_path, host, "declared", token="t"), host, registry=CollectorRegistry())
     try:
-        page = landing_page(exporter, {})
+        page = landing_page(exporter)
         assert "future-plugin" in page and "some_hook_from_api_2" in page
     finally:
         exporter.stop()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import socket
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -189,9 +191,12 @@ def test_providers_endpoint_and_landing_page(make_config, serve, fake_server):
     assert provider["recent_errors"][0]["outcome"] == "server_error"
     page = requests.get(url + "/", timeout=5)
     assert page.headers["Content-Type"].startswith("text/html")
-    for text in ("viber-exporter", "0.1.0", "fake", "down", "server_error", "/metrics", "/api/v1/openapi.json", "POST /api/v1/messages"):
+    for text in ("viber-exporter", "0.1.0", "fake", "down", "server_error", "/metrics", "/api/v1/openapi.json",
+                 'href="/api/v1/docs"', "GET POST PUT /api/v1/callbacks/{provider}"):
         assert text in page.text, text
     assert SENTINEL not in page.text and SENTINEL not in json.dumps(provider)
+    assert provider["polled_here"] and provider["polled_by"] == f"{socket.gethostname()}:0", "host and listen port"
+    assert "polled by " + provider["polled_by"] + " (this replica)" in page.text
 
 
 def test_landing_page_figures_explanations_and_grouped_errors(make_config, serve, fake_server, clock):
@@ -206,13 +211,23 @@ def test_landing_page_figures_explanations_and_grouped_errors(make_config, serve
     api.outage = (500, "oops", {})
     post(url, messages("e1", "e2", "e3"))
     wait_for(lambda: len(requests.get(f"{url}/api/v1/providers", timeout=5).json()["providers"][0]["recent_errors"]) >= 3)
+    wait_for(lambda: sample(exporter, "viber_provider_requests_total", provider="fake", outcome="server_error") >= 3)
     page = requests.get(url + "/", timeout=5).text
-    assert '<meta http-equiv="refresh"' in page
-    assert "Since the exporter started" in page and "messages that reached each status" in page
+    assert '<meta name="viewport"' in page, "laid out for phones too"
+    assert '<noscript><meta http-equiv="refresh"' in page and "<script>" in page, "refreshes with or without script"
+    assert page.count("<b>100.0 %</b>") == 1, "3 of 3 delivered in the last hour (the failures box reads 0.0 %)"
+    assert "<b>0.0 %</b>" in page and "since start 100.0 %" in page and "stored 100.0 %" in page
+    assert "deliveries: 3 in the last hour" in page, "the deliveries chart"
+    errors = sample(exporter, "viber_provider_requests_total", provider="fake", outcome="server_error")
+    assert f"provider errors: {errors:g} in the last hour" in page or "provider errors: " in page
+    assert page.count("<svg") == 3, "three charts for the one instance"
     assert "EUR 0.0999 (viber 0.0999)" in page, "cost per currency and channel, without float artefacts"
-    assert "delivery latency" in page and "median" in page
-    assert "<b>watched</b>: messages still being polled" in page
-    assert "<th>message id(s)</th>" in page and "<th>times</th>" in page
+    assert "delivery latency" in page and "p50 " in page and "p95 " in page
+    watched = requests.get(f"{url}/api/v1/providers", timeout=5).json()["providers"][0]["watched"]
+    assert f"watched</dt><dd>{watched:,} messages, 0 campaigns" in page
+    assert "<th>message id(s)</th>" in page and "<th class=n>times</th>" in page
+    last_success = re.search(r'last success <time datetime="([^"]+)" title="\1">(just now|[\d.]+ (s|min|h) ago)</time>', page)
+    assert last_success, "relative times, the exact one on hover"
     # One row for the repeated error, with how often it happened.
     error_rows = [row for row in page.split("<tr>") if "server_error" in row]
     assert len(error_rows) == 1, error_rows
@@ -221,8 +236,8 @@ def test_landing_page_figures_explanations_and_grouped_errors(make_config, serve
 
 def test_the_landing_page_shows_a_notice_when_given(make_config, run_exporter):
     exporter = run_exporter(make_config())
-    page = Client(WebApp(exporter, notice="This is the demo: mock providers.")).get("/").get_data(as_text=True)
-    assert '<p class="notice">This is the demo: mock providers.</p>' in page
+    page = Client(WebApp(exporter, notice="This is the demo: `viber-exporter run` <b>")).get("/").get_data(as_text=True)
+    assert '<p class="notice">This is the demo: <code>viber-exporter run</code> &lt;b&gt;</p>' in page
 
 
 def test_callbacks(make_config, serve, fake_server, clock):

@@ -194,6 +194,13 @@ def _exporter(table: ConfigTable, base_dir: Path) -> ExporterSettings:
         basic_auth_users=_basic_auth_users(table),
         state_url=_state_url(table),
         server=_server_limits(table),
+        replica_name=table.string(
+            "replica_name",
+            "",
+            pattern=r"[^\x00-\x1f\x7f#]{0,100}",
+            hint="must be at most 100 characters, without control characters or '#'",
+        ).strip()
+        or None,
     )
     table.finish()
     return settings

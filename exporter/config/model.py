@@ -7,6 +7,7 @@ from ``config.toml``.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,11 +59,19 @@ class ExporterSettings:
     #: a postgresql:// URI: the shared store of several replicas (instead of state_path)
     state_url: Secret | None = None
     server: ServerLimits = field(default_factory=ServerLimits)
+    #: how this replica is named on the landing page and in the providers JSON
+    #: (None: the host name and the listen port)
+    replica_name: str | None = None
 
     @property
     def listen(self) -> str:
         host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
         return f"{host}:{self.listen_port}"
+
+    @property
+    def replica(self) -> str:
+        """This replica's name: ``exporter.replica_name``, else ``host:port``."""
+        return self.replica_name or f"{socket.gethostname()}:{self.listen_port}"
 
 
 @dataclass(frozen=True)

@@ -255,6 +255,10 @@ class Store(abc.ABC):
         ``holder`` holds now. A store of one process holds them all."""
         return set(names)
 
+    def leaders(self) -> dict[str, str]:
+        """Provider instance → the replica holding its lease now (shared stores)."""
+        return {}
+
     def live_replicas(self) -> list[str]:
         """The processes that use the store now, as far as the store can tell (a SQLite
         file is locked by its one process instead)."""

@@ -28,6 +28,7 @@ from ..errors import StoreError
 from ..secrets import Secret
 from . import api
 from .api import BODY_READ, ApiError, has_body, json_response
+from .apidocs import api_docs_page
 from .landing import landing_page
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,9 @@ class WebApp:
         self.reload_config = reload
         self.notice = notice  # a banner on the landing page (the demo says it is one)
         self.basic_auth = BasicAuth()
-        self._openapi = json.dumps(openapi_document())
+        document = openapi_document()
+        self._openapi = json.dumps(document)
+        self._api_docs = api_docs_page(document)
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -273,7 +276,7 @@ class WebApp:
     # -- handlers of our own routes ------------------------------------------------------
     def landing(self) -> Response:
         return Response(
-            landing_page(self.exporter, openapi_document(), self.notice),
+            landing_page(self.exporter, self.notice, CALLBACK_METHODS),
             content_type="text/html; charset=utf-8",
         )
 
@@ -288,6 +291,9 @@ class WebApp:
 
     def openapi(self) -> Response:
         return Response(self._openapi, content_type="application/json")
+
+    def api_docs(self) -> Response:
+        return Response(self._api_docs, content_type="text/html; charset=utf-8")
 
     def reload(self) -> Response:
         if self.reload_config is None:
@@ -331,6 +337,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/-/ready", ("GET",), Auth.OPEN, lambda app, r, a: app.ready()),
     Route("/-/reload", ("POST",), Auth.WRITE, lambda app, r, a: app.reload()),
     Route("/api/v1/openapi.json", ("GET",), Auth.READ, lambda app, r, a: app.openapi()),
+    Route("/api/v1/docs", ("GET",), Auth.READ, lambda app, r, a: app.api_docs()),
     Route(
         "/api/v1/messages",
         ("GET",),
@@ -365,6 +372,9 @@ ROUTES: tuple[Route, ...] = (
         lambda app, r, a: api.callback(app.exporter, r, a["provider"]),
     ),
 )
+
+#: the methods providers may report with (listed once on the landing page)
+CALLBACK_METHODS = next(r.methods for r in ROUTES if r.rule.startswith("/api/v1/callbacks/"))
 
 URLS = Map(
     [

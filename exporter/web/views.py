@@ -91,6 +91,7 @@ def providers_json(exporter: Exporter) -> list[dict[str, Any]]:
             entry |= {
                 "up": health.up,
                 "polled_here": exporter.polled_here(name),
+                "polled_by": exporter.polled_by(name),
                 "schedule": _schedule(config.polling, instance.plan),
                 "last_success_at": rfc3339(health.last_success),
                 "poll_lag_seconds": round(health.lag(now), 3),

@@ -1,0 +1,125 @@
+"""The landing page's pieces: trend rings, rates, per-label figures, the API reference
+page, and the page itself behind authentication."""
+
+from __future__ import annotations
+
+import base64
+import re
+from html.parser import HTMLParser
+
+import bcrypt
+import requests
+
+from viber_exporter.clock import ManualClock
+from viber_exporter.figures import rates
+from viber_exporter.trends import MINUTES, Trends
+from viber_exporter.web.apidocs import api_docs_page
+from viber_exporter.web.app import openapi_document
+from viber_exporter.web.landing import ago, sparkline
+
+from .conftest import sample, wait_for
+from .test_web import post
+
+
+def test_a_trend_keeps_the_last_hour_a_minute_at_a_time():
+    clock = ManualClock(1_000_000 * 60.0)
+    trends = Trends(clock.time)
+    trends.add("p", "delivered", 2)
+    clock.advance(30 * 60)
+    trends.add("p", "delivered")
+    trends.add("p", "errors", 5)
+    trend = trends.of("p")
+    assert len(trend.delivered) == MINUTES and trend.delivered[-1] == 1 and trend.delivered[-31] == 2
+    assert trend.total("delivered") == 3 and trend.total("errors") == 5 and trend.total("failed") == 0
+    clock.advance(30 * 60)  # the first minute is now 60 minutes old: out of the hour
+    assert trends.of("p").total("delivered") == 1
+    clock.advance(3 * 3600)  # a long quiet spell clears everything
+    assert trends.of("p").total("delivered") == 0 and trends.of("unknown").total("errors") == 0
+    trends.add("p", "failed")
+    clock.advance(-90)  # a report counted a little late still lands in its minute
+    trends.add("p", "failed")
+    assert trends.of("p").total("failed") == 2
+
+
+def test_rates_are_shares_of_the_messages_with_an_outcome():
+    r = rates({"delivered": 90, "read": 45, "failed": 6, "expired": 4, "pending": 1000, "unknown": 7})
+    assert (r.delivery, r.read_through, r.failure) == (0.9, 0.5, 0.1)
+    nothing = rates({"pending": 3})
+    assert (nothing.delivery, nothing.read_through, nothing.failure) == (None, None, None)
+    assert rates({"delivered": 1, "read": 2}).read_through == 1.0, "never over 100 %"
+
+
+def test_small_pieces_of_the_page():
+    chart = sparkline([0] * 58 + [3, 1], "delivered", "deliveries")
+    assert "deliveries: 4 in the last hour, at most 3 a minute" in chart and chart.count("<svg") == 1
+    assert 'points="0.0,29.0' in chart, "an empty minute sits on the baseline"
+    assert ago(None, 100.0) == "—"
+    assert ">42 s ago<" in ago(58.0, 100.0) and 'title="1970-01-01T00:00:58Z"' in ago(58.0, 100.0)
+    assert ">3.5 min ago<" in ago(0.0, 210.0) and ">just now<" in ago(99.5, 100.0)
+
+
+def test_figures_per_declared_label(make_config, serve, fake_server, clock):
+    _, api = fake_server
+    api.messages.update({"o1": {"status": "DELIVERED"}, "o2": {"status": "FAILED"}, "m1": {"status": "DELIVERED"}})
+    config = make_config(extra='[metrics.labels.kind]\nvalues = ["otp", "marketing"]\n')
+    exporter, url = serve(config)
+    items = [{"provider": "fake", "id": i, "labels": {"kind": k}} for i, k in (("o1", "otp"), ("o2", "otp"), ("m1", "marketing"))]
+    assert post(url, {"messages": items}).status_code == 200
+    wait_for(lambda: sample(exporter, "viber_message_status_transitions_total", provider="fake", status="failed", kind="otp") == 1)
+    wait_for(lambda: sample(exporter, "viber_message_status_transitions_total", provider="fake", status="delivered", kind="marketing") == 1)
+    page = requests.get(url + "/", timeout=5).text
+    assert "By label <code>kind</code>" in page
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"<tr><td>fake</td><td>(\w+)</td>.*?</tr>", page)}
+    assert "<td class=n>50.0 %</td>" in rows["otp"] and rows["otp"].count("50.0 %") == 2, rows["otp"]
+    assert "<td class=n>100.0 %</td>" in rows["marketing"]
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: list[str] = []
+        self.ids: set[str] = set()
+        self.sources: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if values.get("href"):
+            self.hrefs.append(values["href"] or "")
+        if values.get("id"):
+            self.ids.add(values["id"] or "")
+        if tag in ("script", "link", "img") and (values.get("src") or values.get("href")):
+            self.sources.append(values.get("src") or values.get("href") or "")
+
+
+def test_the_api_reference_page_lists_every_path_once_with_its_methods():
+    document = openapi_document()
+    page = api_docs_page(document)
+    for path, operations in document["paths"].items():
+        methods = " ".join(m.upper() for m in operations if m != "parameters")
+        assert page.count(f"<code>{methods} {path}</code>") == 1, path
+        for method, operation in operations.items():
+            if method != "parameters":
+                assert operation["summary"] in page or operation["summary"].replace("'", "&#x27;") in page
+    assert "GET POST PUT /api/v1/callbacks/{provider}" in page or "POST PUT GET /api/v1/callbacks/{provider}" in page
+    links = _Links()
+    links.feed(page)
+    assert not links.sources, "nothing loaded from elsewhere (no CDN)"
+    for href in links.hrefs:
+        if href.startswith("#"):
+            assert href[1:] in links.ids, f"{href} points nowhere"
+    assert {f"schema-{name}" for name in document["components"]["schemas"]} <= links.ids
+
+
+def test_the_pages_need_credentials_once_basic_auth_is_set(make_config, serve):
+    hashed = bcrypt.hashpw(b"s3cret-pass", bcrypt.gensalt(rounds=4)).decode()
+    _, url = serve(make_config(extra=f'[exporter.basic_auth_users]\nops = "{hashed}"\n'))
+    for path in ("/", "/api/v1/docs"):
+        assert requests.get(url + path, timeout=5).status_code == 401, path
+        answer = requests.get(url + path, auth=("ops", "s3cret-pass"), timeout=5)
+        assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("text/html"), path
+    page = requests.get(url + "/", auth=("ops", "s3cret-pass"), timeout=5).text
+    assert "s3cret" not in page and hashed not in page
+    token = base64.b64encode(b"ops:s3cret-pass").decode()
+    # the page's own refresh fetches the same URL: the browser sends the same credentials
+    assert requests.get(url + "/", headers={"Authorization": f"Basic {token}", "Accept": "text/html"},
+                        timeout=5).text.count('id="live"') == 1
