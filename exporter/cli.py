@@ -9,6 +9,7 @@ import logging
 import ssl
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -26,6 +27,9 @@ from .provider import Provider
 from .signals import SignalWaiter, signals_blocked
 from .version import __version__
 from .web.app import is_loopback
+
+#: the commented configuration `example-config` prints (the repository's config.toml)
+EXAMPLE_CONFIG = "example-config.toml"
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +156,17 @@ def demo(listen: str, state: Path | None) -> None:
         signals.wait()
         running.stop()
     click.echo("demo stopped")
+
+
+@cli.command("example-config", short_help="Print a complete commented configuration.")
+def example_config() -> None:
+    """Print the example configuration: every section, each setting explained, secrets
+    read from the environment. Start from it with
+
+        viber-exporter example-config > config.toml
+    """
+    text = resources.files("viber_exporter").joinpath(EXAMPLE_CONFIG).read_text(encoding="utf-8")
+    click.echo(text, nl=False)
 
 
 @cli.command("check-config", short_help="Validate the configuration; list every problem.")

@@ -66,3 +66,21 @@ def test_a_state_path_that_cannot_be_written_is_a_config_problem(host, tmp_path)
         with pytest.raises(ConfigError) as info:
             parse_config(text, host.provider_types(), {**ENV, "STATE_DIRECTORY": str(directory)})
         assert "exporter.state_path" in str(info.value) and word in str(info.value)
+
+
+def test_example_config_prints_the_shipped_config_and_check_config_accepts_it(tmp_path):
+    """A pip user without a clone starts from `viber-exporter example-config`: the same
+    file as the repository's config.toml, valid once its variables are set."""
+    import os
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).parent / "viber-exporter"
+    printed = subprocess.run([str(script), "example-config"], capture_output=True, text=True, check=True).stdout
+    assert printed == (ROOT / "config.toml").read_text(), "exporter/example-config.toml is a copy of config.toml"
+    (tmp_path / "config.toml").write_text(printed)
+    env = {**os.environ, **ENV, "VIBER_EXPORTER_LOAD_PLUGINS": ""}
+    checked = subprocess.run([str(script), "check-config", "--config", str(tmp_path / "config.toml")],
+                             capture_output=True, text=True, env=env, check=False)
+    assert checked.returncode == 0 and "configuration OK" in checked.stdout, checked.stdout + checked.stderr
+    assert ENV["BSG_API_KEY"] not in checked.stdout + checked.stderr
