@@ -95,14 +95,31 @@ def outputs() -> dict[str, str]:
         "mixin/dashboards.libsonnet": viber_mixin.dashboards_libsonnet([DASHBOARD]),
     }
 
+#: outside grafana/, relative to the repository: written with the default --out only
+KUBERNETES_RULES = "deploy/kubernetes/base/prometheusrule.yaml"
+
+
+def prometheus_rule_resource() -> str:
+    """The shipped rules as a Prometheus Operator PrometheusRule (groups unchanged)."""
+    resource = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "viber-exporter", "labels": {"app.kubernetes.io/name": "viber-exporter"}},
+        "spec": {"groups": prometheus_rules()["groups"]},
+    }
+    return dump_yaml(resource, "The shipped rules (grafana/prometheus/viber-exporter.rules.yml) for the Prometheus Operator.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--check", action="store_true", help="compare instead of writing; exit 1 on any difference")
     parser.add_argument("--out", type=Path, default=ROOT, help="where to write (default: grafana/)")
     args = parser.parse_args(argv)
     stale = []
-    for relative, text in outputs().items():
-        path = args.out / relative
+    written = {relative: (args.out / relative, text) for relative, text in outputs().items()}
+    if args.out == ROOT:
+        written[KUBERNETES_RULES] = (ROOT.parent / KUBERNETES_RULES, prometheus_rule_resource())
+    for relative, (path, text) in written.items():
         if args.check:
             current = path.read_text(encoding="utf-8") if path.exists() else ""
             if current != text:

@@ -136,3 +136,73 @@ def test_the_containerfile_follows_the_documented_contract():
     assert 'ENTRYPOINT ["viber-exporter"]' in lines and 'CMD ["run"]' in lines
     text = "\n".join(lines)
     assert "VIBER_EXPORTER_CONFIG=/etc/viber-exporter/config.toml" in text and "/-/ready" in text
+
+
+KUBERNETES = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
+
+
+def rendered(variant: str) -> list[dict]:
+    """`kubectl kustomize` of one variant (Debian's kubernetes-client or any kubectl)."""
+    import yaml
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        if os.environ.get("VIBER_EXPORTER_REQUIRE_E2E") == "1":
+            pytest.fail("kubectl is required (VIBER_EXPORTER_REQUIRE_E2E=1): apt-get install kubernetes-client")
+        pytest.skip("kubectl not installed")
+    result = subprocess.run([kubectl, "kustomize", str(KUBERNETES / variant)], capture_output=True, text=True,
+                            check=False, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+@pytest.mark.parametrize(("variant", "workload"), [("sqlite", "StatefulSet"), ("postgresql", "Deployment")])
+def test_kubernetes_manifests_render_and_validate(variant, workload):
+    import kubernetes_validate
+
+    resources = rendered(variant)
+    kinds = {r["kind"]: r for r in resources}
+    assert set(kinds) == {"ConfigMap", "Service", "ServiceMonitor", "PrometheusRule", workload}
+    for resource in resources:
+        if resource["apiVersion"].startswith("monitoring.coreos.com"):
+            continue  # custom resources: checked below against the operator's documented fields
+        kubernetes_validate.validate(resource, "1.30.0", strict=True)
+    pod = kinds[workload]["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    config_map = kinds["ConfigMap"]["metadata"]["name"]
+    assert pod["spec"]["volumes"][0]["configMap"]["name"] == config_map, "the workload mounts the generated ConfigMap"
+    assert container["args"] == ["run"] and container["readinessProbe"]["httpGet"]["path"] == "/-/ready"
+    assert pod["spec"]["securityContext"]["runAsUser"] == 10001 and pod["spec"]["securityContext"]["runAsNonRoot"]
+    service = kinds["Service"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    port = service["spec"]["ports"][0]
+    assert port["targetPort"] == container["ports"][0]["name"] and port["port"] == 9839
+    if workload == "StatefulSet":
+        assert kinds[workload]["spec"]["replicas"] == 1, "one exporter per SQLite file"
+        assert any(m["mountPath"] == "/data" for m in container["volumeMounts"])
+    else:
+        assert kinds[workload]["spec"]["replicas"] >= 2
+        assert "state_url" in kinds["ConfigMap"]["data"]["config.toml"]
+
+    # ServiceMonitor (monitoring.coreos.com/v1): selector.matchLabels selects the
+    # Service, endpoints[].port names one of its ports.
+    monitor = kinds["ServiceMonitor"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == port["name"] and endpoint["path"] == "/metrics"
+    assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "scheme", "honorLabels"}
+    assert service["metadata"]["name"] == "viber-exporter", "the job label the shipped rules select"
+
+
+def test_the_prometheus_rule_holds_exactly_the_shipped_rules():
+    import yaml
+
+    resource = yaml.safe_load((KUBERNETES / "base" / "prometheusrule.yaml").read_text())
+    shipped = yaml.safe_load((Path(__file__).resolve().parent.parent / "grafana/prometheus/viber-exporter.rules.yml").read_text())
+    assert resource["apiVersion"] == "monitoring.coreos.com/v1" and resource["kind"] == "PrometheusRule"
+    assert set(resource["spec"]) == {"groups"} and resource["spec"]["groups"] == shipped["groups"]
+    for group in resource["spec"]["groups"]:  # the operator's RuleGroup fields
+        assert set(group) <= {"name", "interval", "rules", "limit", "partial_response_strategy"}
+        for rule in group["rules"]:
+            assert set(rule) <= {"record", "alert", "expr", "for", "keep_firing_for", "labels", "annotations"}
