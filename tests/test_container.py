@@ -169,7 +169,9 @@ api_key = "${{BSG_API_KEY}}"
 base_url = "{mock.url}"
 """)
     url = f"http://127.0.0.1:{port}"
-    run = ["run", "-d", "--network", "host", "--name", name, "-e", f"BSG_API_KEY={BSG_API_KEY}",
+    # read-only like the Kubernetes manifests' pods (readOnlyRootFilesystem, no tmpfs)
+    run = ["run", "-d", "--network", "host", "--read-only", "--read-only-tmpfs=false", "--name", name,
+           "-e", f"BSG_API_KEY={BSG_API_KEY}",
            "-v", f"{volume}:/data", "-v", f"{tmp_path / 'config.toml'}:/etc/viber-exporter/config.toml:ro,Z", tag]
     try:
         podman(*run)
