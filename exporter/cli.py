@@ -228,7 +228,7 @@ def plugins(third_party: bool, _all: bool, with_settings: bool) -> None:
         if with_settings:
             entry["settings"] = [provider_settings(types[name].cls) for name in i.providers]
         listing.append(entry)
-    click.echo(json.dumps(listing, indent=2))
+    click.echo(json.dumps(listing, indent=2, ensure_ascii=False))
 
 
 def provider_settings(cls: type[Provider]) -> dict[str, Any]:
@@ -259,7 +259,7 @@ def probe(provider: str, message_id: str, config_path: Path | None) -> None:
     if provider not in config.providers:
         raise Failure(f"no provider instance {provider!r} in the configuration")
     report, ok = run_probe(config.providers[provider], message_id)
-    click.echo(json.dumps(report, indent=2))
+    click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     if not ok:
         raise Failure(f"lookup failed: {report['result']['outcome']}")
 

@@ -125,11 +125,13 @@ class PluginHost:
             if allowed_text is None
             else {part.strip() for part in allowed_text.split(",") if part.strip()}
         )
+        matched: set[str] = set()
         for ep in entry_points(group=hookspecs.PROJECT_NAME):
             package = ep.dist.name if ep.dist else ep.module
             version = ep.dist.version if ep.dist else "unknown"
             if allowed is not None and ep.name not in allowed and package not in allowed:
                 continue
+            matched |= {ep.name, package}
             try:
                 plugin = ep.load()
             except Exception as e:  # import errors in third-party code are reported, not fatal
@@ -139,6 +141,17 @@ class PluginHost:
                 )
                 continue
             self.register(plugin, ep.name, package=package, version=version, builtin=False)
+        # A name in the allow-list that nothing installed answers to is a typo or a
+        # missing package: said, and listed with the plugins that did not load.
+        for name in sorted((allowed or set()) - matched):
+            log.error(
+                "%s names %r, but no installed plugin or package has that name",
+                LOAD_PLUGINS_ENV,
+                name,
+            )
+            self._origins[name] = _Origin(
+                "unknown", "unknown", False, error=f"not installed (named in {LOAD_PLUGINS_ENV})"
+            )
 
     def enable_tracing(self) -> None:
         """Log every hook call and its result at DEBUG (``VIBER_EXPORTER_TRACE_PLUGINS=1``)."""

@@ -79,6 +79,14 @@ def test_load_plugins_env_limits_installed_plugins(installed_plugin):
     assert "broken" not in {info.name for info in host.describe(include_builtin=True)}
 
 
+def test_a_name_in_load_plugins_that_nothing_answers_to_is_said(installed_plugin, caplog):
+    host = PluginHost()
+    host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": "acme-viber, acme-vibr"})
+    assert "acme" in host.provider_types(), "the right name still loads"
+    assert host.failures() == {"acme-vibr": "not installed (named in VIBER_EXPORTER_LOAD_PLUGINS)"}
+    assert "VIBER_EXPORTER_LOAD_PLUGINS names 'acme-vibr'" in caplog.text
+
+
 def test_builtin_plugins_go_through_the_same_registration(monkeypatch):
     calls = []
     original = PluginHost.register
