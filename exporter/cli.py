@@ -17,7 +17,15 @@ from urllib.parse import quote
 import click
 
 from .client import ApiClient, ClientFailure
-from .config.load import DEFAULT_CONCURRENCY, DEFAULT_RATE_LIMIT, default_config_path, load_config
+from .config.load import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_RATE_LIMIT,
+    LISTEN_HINT,
+    LOG_LEVELS,
+    default_config_path,
+    load_config,
+    split_listen,
+)
 from .config.model import Config
 from .errors import ConfigError, PluginError, StoreError, ViberExporterError
 from .labels import SERIES_CEILING, outcome_series
@@ -78,27 +86,61 @@ def cli() -> None:
     """Prometheus exporter for the delivery status, latency and cost of Viber messages."""
 
 
+def listen_address(
+    _: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, int] | None:
+    """A ``--listen HOST:PORT`` option, read as the configuration reads ``listen``."""
+    if value is None:
+        return None
+    address = split_listen(value)
+    if address is None:
+        raise click.BadParameter(f"{LISTEN_HINT}, got {value!r}", param=param)
+    return address
+
+
 @cli.command(short_help="Run the exporter (poll, serve /metrics and the API).")
 @config_option
-def run(config_path: Path | None) -> None:
+@click.option(
+    "--listen",
+    callback=listen_address,
+    help="HOST:PORT to serve on, instead of the configuration's exporter.listen.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS),
+    help="Instead of the configuration's exporter.log_level (also after a reload).",
+)
+def run(config_path: Path | None, listen: tuple[str, int] | None, log_level: str | None) -> None:
     """Run the exporter: poll providers and serve /metrics and the API."""
+
+    def adjust(config: Config) -> Config:
+        exporter = config.exporter
+        if listen is not None:
+            exporter = dataclasses.replace(exporter, listen_host=listen[0], listen_port=listen[1])
+        if log_level is not None:
+            exporter = dataclasses.replace(exporter, log_level=log_level)
+        return dataclasses.replace(config, exporter=exporter)
+
     # Signals first: one that arrives during start-up waits instead of killing us.
     with signals_blocked() as signals:
-        _run(config_path, signals)
+        _run(config_path, signals, adjust)
 
 
-def _run(config_path: Path | None, signals: SignalWaiter) -> None:
+def _run(
+    config_path: Path | None, signals: SignalWaiter, adjust: Callable[[Config], Config]
+) -> None:
     from .engine import Exporter
     from .reload import Reloader
     from .server import HttpServer
 
-    host, config = load_or_fail(config_path)
+    host, loaded = load_or_fail(config_path)
+    config = adjust(loaded)
     setup_logging(config.exporter.log_level, config.exporter.log_format)
     try:
         exporter = Exporter(config, host)
     except StoreError as e:
         raise Failure(str(e)) from e
-    reloader = Reloader(exporter, host, config_path or default_config_path())
+    reloader = Reloader(exporter, host, config_path or default_config_path(), adjust)
     try:
         server = HttpServer(
             exporter, config.exporter.listen_host, config.exporter.listen_port, reloader
@@ -143,13 +185,13 @@ def demo(listen: str, state: Path | None) -> None:
     """Mock Routee and BSG, an exporter polling them, and simulated traffic. No credentials needed."""
     from .demo import Demo
 
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise click.BadParameter("must be HOST:PORT", param_hint="--listen")
+    address = split_listen(listen)
+    if address is None:
+        raise click.BadParameter(f"{LISTEN_HINT}, got {listen!r}", param_hint="--listen")
     with signals_blocked() as signals:
         setup_logging("info", "text")
         try:
-            running = Demo(load_plugins(), host.strip("[]"), int(port), state)
+            running = Demo(load_plugins(), address[0], address[1], state)
         except OSError as e:
             raise Failure(f"cannot listen on {listen}: {e.strerror or e}") from e
         running.start(click.echo)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from .config.load import load_config
+from .config.model import Config
 from .engine import Exporter, ReloadOutcome
 from .errors import ConfigError, PluginError
 from .pluginhost import PluginHost
@@ -23,18 +25,28 @@ log = logging.getLogger(__name__)
 
 
 class Reloader:
-    def __init__(self, exporter: Exporter, host: PluginHost, path: Path) -> None:
+    def __init__(
+        self,
+        exporter: Exporter,
+        host: PluginHost,
+        path: Path,
+        adjust: Callable[[Config], Config] = lambda config: config,
+    ) -> None:
         self.exporter = exporter
         self.host = host
         self.path = path
+        #: the command line's overrides (``run --listen``), applied to every reload too
+        self.adjust = adjust
         self._lock = threading.Lock()
 
     def reload(self) -> ReloadOutcome:
         """Re-read the config file and apply it, or change nothing and say why."""
         with self._lock:
             try:
-                config = load_config(
-                    self.path, self.host.provider_types(), failed_plugins=self.host.failures()
+                config = self.adjust(
+                    load_config(
+                        self.path, self.host.provider_types(), failed_plugins=self.host.failures()
+                    )
                 )
                 outcome = self.exporter.reload(config)
             except (ConfigError, PluginError) as e:

@@ -297,3 +297,27 @@ def test_run_fails_cleanly_on_bad_config_and_busy_port(tmp_path, capsys, monkeyp
         path = routee_config(tmp_path, routee_server[0], listen=f"127.0.0.1:{port}")
         assert main(["run", "--config", str(path)]) == 1
         assert "cannot listen" in capsys.readouterr().err
+
+
+def test_run_listen_and_log_level_override_the_config_also_after_a_reload(tmp_path, routee_server):
+    port = free_port()
+    path = routee_config(tmp_path, routee_server[0], listen="127.0.0.1:9")  # not where it will listen
+    script = Path(sys.executable).parent / "viber-exporter"
+    env = {**os.environ, "ROUTEE_SECRET": APP_SECRET, "VIBER_EXPORTER_LOAD_PLUGINS": ""}
+    assert main(["run", "--config", str(path), "--listen", "nowhere"]) == 2, "a bad --listen is a usage error"
+    process = subprocess.Popen([str(script), "run", "--config", str(path), "--listen", f"127.0.0.1:{port}",
+                                "--log-level", "debug"], env=env, cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _ready(url), timeout=15)
+        reloaded = requests.post(f"{url}/-/reload", timeout=10)
+        assert reloaded.status_code == 200 and "restart_needed" not in reloaded.json(), reloaded.json()
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=12)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert f"listening on http://127.0.0.1:{port}" in output and " DEBUG " in output, output[-2000:]
+    assert "next restart" not in output

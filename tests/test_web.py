@@ -297,3 +297,13 @@ def test_callbacks_for_new_messages_respect_max_watched(make_config, serve):
     assert full.status_code == 429 and "max_watched" in full.json()["error"]
     assert exporter.store.get("fake", "n2") is None
     assert requests.post(endpoint, json={"id": "n1", "status": "DELIVERED"}, timeout=5).status_code == 200, "known ones still update"
+
+
+def test_unknown_paths_and_methods_answer_json_everywhere(make_config, run_exporter):
+    client = Client(WebApp(run_exporter(make_config())))
+    missing = client.get("/nosuch")
+    assert missing.status_code == 404 and missing.json == {"error": "no such endpoint"}
+    wrong = client.post("/metrics")
+    assert wrong.status_code == 405 and wrong.json["error"] == "method POST not allowed here"
+    assert wrong.headers["Allow"] and "GET" in wrong.headers["Allow"]
+    assert client.delete("/").headers["Content-Type"].startswith("application/json")

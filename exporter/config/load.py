@@ -301,16 +301,25 @@ def _basic_auth_users(table: ConfigTable) -> Mapping[str, Secret]:
     return MappingProxyType(result)
 
 
-def _listen(table: ConfigTable, value: str) -> tuple[str, int]:
+def split_listen(value: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` (``[::]:9839`` for IPv6; an empty host is every address) as host
+    and port, or None when it is not one."""
     match = re.fullmatch(r"(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]]*)):(\d{1,5})", value)
-    if value and (not match or not 0 <= int(match.group(3)) <= 65535):
-        table.problem(
-            "listen", f'must be HOST:PORT like "0.0.0.0:9839" or "[::]:9839", got {value!r}'
-        )
-        return "0.0.0.0", 9839
-    if not match:
-        return "0.0.0.0", 9839
+    if not match or not 0 <= int(match.group(3)) <= 65535:
+        return None
     return match.group(1) or match.group(2) or "0.0.0.0", int(match.group(3))
+
+
+LISTEN_HINT = 'must be HOST:PORT like "0.0.0.0:9839" or "[::]:9839"'
+
+
+def _listen(table: ConfigTable, value: str) -> tuple[str, int]:
+    address = split_listen(value)
+    if address is None:
+        if value:
+            table.problem("listen", f"{LISTEN_HINT}, got {value!r}")
+        return "0.0.0.0", 9839
+    return address
 
 
 def _schedule(

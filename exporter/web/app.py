@@ -211,16 +211,15 @@ class WebApp:
         except ApiError as e:
             return e.get_response()
         except (NotFound, MethodNotAllowed) as e:
-            if request.path.startswith("/api/"):
-                headers = dict(e.get_headers())
-                headers.pop("Content-Type", None)
-                message = (
-                    "no such endpoint"
-                    if isinstance(e, NotFound)
-                    else f"method {request.method} not allowed here"
-                )
-                return ApiError(e.code or 404, message, headers=headers).get_response()
-            return e.get_response()
+            # JSON on every path, as every other error (the README's promise), with Allow
+            headers = dict(e.get_headers())
+            headers.pop("Content-Type", None)
+            message = (
+                "no such endpoint"
+                if isinstance(e, NotFound)
+                else f"method {request.method} not allowed here"
+            )
+            return ApiError(e.code or 404, message, headers=headers).get_response()
         except HTTPException as e:
             return e.get_response()
         except AuthBusy:
