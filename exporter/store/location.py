@@ -26,7 +26,7 @@ def url_problem(url: str) -> str | None:
         # Imported here: a SQLite user needs no psycopg.
         from . import postgres as store_postgres
     except ImportError as e:
-        return f"needs psycopg ({e}): pip install 'viber-exporter[postgresql]'"
+        return f"needs psycopg ({e}): install the postgresql extra (pip install -e '.[postgresql]' in a clone)"
     return store_postgres.url_problem(url)
 
 
