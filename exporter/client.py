@@ -12,6 +12,7 @@ import click
 import requests
 
 from .config.load import default_config_path
+from .http import describe_transport_error
 
 API_TOKEN_ENV = "VIBER_EXPORTER_API_TOKEN"  # noqa: S105 (a variable name)
 #: "user:password" of an ``exporter.basic_auth_users`` entry, when no token is set
@@ -83,8 +84,11 @@ class ApiClient:
         try:
             response = self.session.request(method, f"{self.url}{path}", timeout=30, **kwargs)
         except requests.RequestException as e:
+            # a short cause, not the exception's name (ConnectionError says nothing)
+            cause = describe_transport_error(e, self.url).partition(": ")[2]
             raise ClientFailure(
-                f"cannot reach the exporter at {self.url}: {type(e).__name__}"
+                f"cannot reach the exporter at {self.url}: {cause} "
+                "(is it running? --url, or the config's exporter.listen)"
             ) from e
         try:
             body = response.json()

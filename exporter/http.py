@@ -324,7 +324,12 @@ def describe_transport_error(error: BaseException, url: str) -> str:
         cause = "the proxy failed"
     elif isinstance(error, requests.exceptions.TooManyRedirects):
         cause = "it redirected too often"
-    elif isinstance(error, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema):
+    elif isinstance(
+        error,
+        requests.exceptions.InvalidURL
+        | requests.exceptions.MissingSchema
+        | requests.exceptions.InvalidSchema,
+    ):
         cause = "the URL is not valid"
     elif "unreachable" in text or "no route" in text:
         cause = "the network is unreachable"

@@ -321,3 +321,14 @@ def test_run_listen_and_log_level_override_the_config_also_after_a_reload(tmp_pa
     assert process.returncode == 0, output
     assert f"listening on http://127.0.0.1:{port}" in output and " DEBUG " in output, output[-2000:]
     assert "next restart" not in output
+
+
+def test_watch_says_why_it_cannot_reach_the_exporter(capsys):
+    port = free_port()  # nothing listens there
+    assert main(["watch", "list", "--url", f"http://127.0.0.1:{port}"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot reach the exporter at http://127.0.0.1:{port}: the connection was refused" in err, err
+    assert "ConnectionError" not in err
+    assert main(["watch", "list", "--url", f"localhost:{port}"]) == 1
+    err = capsys.readouterr().err
+    assert "the URL is not valid" in err and "InvalidSchema" not in err, err
