@@ -28,6 +28,7 @@ from .config.load import (
 )
 from .config.model import Config
 from .errors import ConfigError, PluginError, StoreError, ViberExporterError
+from .httpserver import bind_problem
 from .labels import SERIES_CEILING, outcome_series
 from .logs import setup_logging
 from .pluginhost import PluginHost
@@ -147,9 +148,7 @@ def _run(
         )
     except (OSError, ssl.SSLError) as e:
         exporter.stop()
-        raise Failure(
-            f"cannot listen on {config.exporter.listen}: {getattr(e, 'strerror', None) or e}"
-        ) from e
+        raise Failure(f"cannot listen on {config.exporter.listen}: {bind_problem(e)}") from e
     exporter.start()
     server.start()
     log.info("viber-exporter %s listening on %s", __version__, server.bound)
@@ -193,7 +192,7 @@ def demo(listen: str, state: Path | None) -> None:
         try:
             running = Demo(load_plugins(), address[0], address[1], state)
         except OSError as e:
-            raise Failure(f"cannot listen on {listen}: {e.strerror or e}") from e
+            raise Failure(f"cannot listen on {listen}: {bind_problem(e)}") from e
         running.start(click.echo)
         signals.wait()
         running.stop()

@@ -37,6 +37,27 @@ from cheroot.ssl import Adapter
 
 from .config.model import ServerLimits, TlsSettings
 
+#: what the common reasons a listen fails mean, in words
+BIND_PROBLEMS = {
+    "address already in use": "the address is in use (another process listens there)",
+    "permission denied": "permission denied (ports below 1024 need privileges)",
+    "cannot assign requested address": "no interface of this host has that address",
+}
+
+
+def bind_problem(error: BaseException) -> str:
+    """Why a listen failed, in a few words: cheroot's message carries a Python tuple
+    and an errno ("No socket could be created -- (('127.0.0.1', 9839): [Errno 98]
+    Address already in use)")."""
+    text = str(getattr(error, "strerror", None) or error)
+    lowered = text.lower()
+    for known, meaning in BIND_PROBLEMS.items():
+        if known in lowered:
+            return meaning
+    cause = text.rsplit("]", 1)[-1].strip(" )") if "[Errno" in text else text
+    return cause or type(error).__name__
+
+
 log = logging.getLogger("viber_exporter.server")
 
 #: a WSGI application

@@ -296,7 +296,11 @@ def test_run_fails_cleanly_on_bad_config_and_busy_port(tmp_path, capsys, monkeyp
         port = busy.getsockname()[1]
         path = routee_config(tmp_path, routee_server[0], listen=f"127.0.0.1:{port}")
         assert main(["run", "--config", str(path)]) == 1
-        assert "cannot listen" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert f"cannot listen on 127.0.0.1:{port}: the address is in use" in err, err
+        assert "Errno" not in err and "('127.0.0.1'" not in err, "no Python tuple, no errno"
+        assert main(["demo", "--listen", f"127.0.0.1:{port}"]) == 1
+        assert f"cannot listen on 127.0.0.1:{port}: the address is in use" in capsys.readouterr().err
 
 
 def test_run_listen_and_log_level_override_the_config_also_after_a_reload(tmp_path, routee_server):
