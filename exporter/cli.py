@@ -212,8 +212,14 @@ def example_config() -> None:
 
 @cli.command("check-config", short_help="Validate the configuration; list every problem.")
 @config_option
-def check_config(config_path: Path | None) -> None:
-    """Validate the configuration and list every problem (exit 1 on any)."""
+@click.option(
+    "--online",
+    is_flag=True,
+    help="Also make each enabled instance's credential check (and read its balance).",
+)
+def check_config(config_path: Path | None, online: bool) -> None:
+    """Validate the configuration and list every problem (exit 1 on any). With --online,
+    contact each enabled provider instance once to check its credentials."""
     _, config = load_or_fail(config_path)
     providers = ", ".join(
         f"{name} ({p.plugin}{'' if p.enabled else ', disabled'})"
@@ -234,6 +240,19 @@ def check_config(config_path: Path | None) -> None:
             f"worst case {per_instance:,} series of the outcome metrics per provider instance, "
             f"{per_instance * len(config.providers):,} in all (ceiling {SERIES_CEILING:,} per instance)"
         )
+    if online:
+        from .probe import check_online
+
+        failed = []
+        for name, provider in config.providers.items():
+            if not provider.enabled:
+                continue
+            line, ok = check_online(provider)
+            click.echo(line)
+            if not ok:
+                failed.append(name)
+        if failed:
+            raise Failure(f"credential check failed: {', '.join(failed)}")
 
 
 @cli.command(short_help="List the provider plugins (built-in and installed) as JSON.")

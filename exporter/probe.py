@@ -111,3 +111,23 @@ def run_probe(config: ProviderConfig, message_id: str) -> tuple[dict[str, Any], 
         "exchanges": http.exchanges,
         "result": result,
     }, ok
+
+
+def check_online(config: ProviderConfig) -> tuple[str, bool]:
+    """The credential check the poller makes at start (and every few minutes), once:
+    a line saying what it found (the balance where the plugin reads one), and whether
+    the instance can be used."""
+    http = ProviderHttp(config.timeout)
+    provider = config.type.cls(config.name, config.settings, http)
+    try:
+        if not provider.capabilities().verify:
+            return f"{config.name}: {config.plugin} has no credential check; not contacted", True
+        balance = provider.verify()
+        shown = f", balance {balance.amount:.2f} {balance.currency}" if balance is not None else ""
+        return f"{config.name}: credentials accepted{shown}", True
+    except FetchError as e:
+        return f"{config.name}: {e.outcome.value}: {redact(e.message)}", False
+    except Exception as e:  # a plugin bug: its type only (its text may hold a secret)
+        return f"{config.name}: plugin error: {type(e).__name__}", False
+    finally:
+        provider.close()

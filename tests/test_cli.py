@@ -336,3 +336,20 @@ def test_watch_says_why_it_cannot_reach_the_exporter(capsys):
     assert main(["watch", "list", "--url", f"localhost:{port}"]) == 1
     err = capsys.readouterr().err
     assert "the URL is not valid" in err and "InvalidSchema" not in err, err
+
+
+def test_check_config_online_makes_each_instance_s_credential_check(tmp_path, capsys, monkeypatch, routee_server):
+    server, fake = routee_server
+    monkeypatch.setenv("ROUTEE_SECRET", APP_SECRET)
+    path = routee_config(tmp_path, server)
+    assert main(["check-config", "--config", str(path), "--online"]) == 1, "no balance endpoint: the check fails"
+    captured = capsys.readouterr()
+    assert "routee: server_error" in captured.out and "credential check failed: routee" in captured.err
+    server.expect_request("/accounts/me/balance", method="GET").respond_with_handler(fake.handle_balance)
+    assert main(["check-config", "--config", str(path), "--online"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"routee: credentials accepted, balance \d+\.\d\d [A-Z]{3}", out), out
+    assert APP_SECRET not in out
+    monkeypatch.setenv("ROUTEE_SECRET", "wrong")
+    assert main(["check-config", "--config", str(path), "--online"]) == 1
+    assert "routee: auth_error" in capsys.readouterr().out
