@@ -255,7 +255,7 @@ def check_config(config_path: Path | None, online: bool) -> None:
             raise Failure(f"credential check failed: {', '.join(failed)}")
 
 
-@cli.command(short_help="List the provider plugins (built-in and installed) as JSON.")
+@cli.command(short_help="List the provider plugins (built-in and installed).")
 @click.option(
     "--third-party", is_flag=True, help="Only plugins installed as packages (no built-ins)."
 )
@@ -263,9 +263,17 @@ def check_config(config_path: Path | None, online: bool) -> None:
 @click.option(
     "--settings", "with_settings", is_flag=True, help="Add each provider's settings and defaults."
 )
-def plugins(third_party: bool, _all: bool, with_settings: bool) -> None:
-    """List the provider plugins as JSON: the built-in ones and every installed package,
-    with load errors."""
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["auto", "table", "json"]),
+    default="auto",
+    show_default=True,
+    help="auto: a table on a terminal, JSON otherwise (and always with --settings).",
+)
+def plugins(third_party: bool, _all: bool, with_settings: bool, output: str) -> None:
+    """List the provider plugins: the built-in ones and every installed package, with
+    load errors."""
     host = load_plugins()
     try:
         infos = host.describe(include_builtin=True)
@@ -288,7 +296,31 @@ def plugins(third_party: bool, _all: bool, with_settings: bool) -> None:
         if with_settings:
             entry["settings"] = [provider_settings(types[name].cls) for name in i.providers]
         listing.append(entry)
-    click.echo(json.dumps(listing, indent=2, ensure_ascii=False))
+    table = output == "table" or (output == "auto" and sys.stdout.isatty() and not with_settings)
+    if not table:
+        click.echo(json.dumps(listing, indent=2, ensure_ascii=False))
+        return
+    rows = [("PLUGIN", "PACKAGE", "VERSION", "PROVIDERS", "STATE")] + [
+        (
+            e["name"],
+            e["package"],
+            e["version"],
+            ", ".join(e["providers"]) or "-",
+            f"not loaded: {e['error']}"
+            if "error" in e
+            else "built in"
+            if e["builtin"]
+            else "loaded",
+        )
+        for e in listing
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
+            + "  "
+            + row[4]
+        )
 
 
 def provider_settings(cls: type[Provider]) -> dict[str, Any]:

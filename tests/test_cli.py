@@ -353,3 +353,14 @@ def test_check_config_online_makes_each_instance_s_credential_check(tmp_path, ca
     monkeypatch.setenv("ROUTEE_SECRET", "wrong")
     assert main(["check-config", "--config", str(path), "--online"]) == 1
     assert "routee: auth_error" in capsys.readouterr().out
+
+
+def test_plugins_as_a_table_on_a_terminal(capsys, monkeypatch):
+    assert main(["plugins", "--format", "table"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["PLUGIN", "PACKAGE", "VERSION", "PROVIDERS", "STATE"]
+    assert any(line.split()[:4] == ["viber_exporter.plugins.bsg", "viber-exporter", "0.1.0", "bsg"]
+               and line.endswith("built in") for line in lines)
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    assert main(["plugins"]) == 0 and capsys.readouterr().out.startswith("PLUGIN"), "auto: a table on a terminal"
+    assert main(["plugins", "--format", "json"]) == 0 and json.loads(capsys.readouterr().out)
