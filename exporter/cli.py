@@ -438,6 +438,12 @@ Row = tuple[int, dict[str, Any]]  # (line number in the file, registration item)
 IMPORT_COLUMNS = ("provider", "id", "sent_at", "ttl", "labels")
 
 
+def _count_lines(path: Path) -> int:
+    """Lines in a file, for the progress of an import (a quick pass over its bytes)."""
+    with path.open("rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
 def _csv_rows(path: Path, refused: list[tuple[int, str]]) -> Iterator[Row]:
     """The rows of an import file; a row of the wrong shape goes to ``refused``.
 
@@ -530,9 +536,16 @@ class Importer:
 
 @watch.command("import", short_help="Register every row of a CSV file.")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Say how far it got after each batch (default: when stderr is a terminal).",
+)
 @url_option
 @config_option
-def watch_import(file: Path, url: str | None, config_path: Path | None) -> None:
+def watch_import(
+    file: Path, progress: bool | None, url: str | None, config_path: Path | None
+) -> None:
     """Register every row of a CSV file (columns: provider,id[,sent_at]; or a header line
     "provider,id,..." naming any of sent_at, ttl, labels (NAME=VALUE;…) and label.NAME).
 
@@ -541,13 +554,32 @@ def watch_import(file: Path, url: str | None, config_path: Path | None) -> None:
     the exit status is 1 if any row was refused. Importing the same file again is safe:
     rows already stored count as duplicates."""
     importer = Importer(ApiClient(url, config_path))
+    show = sys.stderr.isatty() if progress is None else progress
+    lines = _count_lines(file) if show else 0
     batch: list[Row] = []
+    read = 0
+
+    def send() -> None:
+        importer.send(batch)
+        if show:
+            done = 100 * read // max(lines, 1)
+            click.echo(
+                f"\r{min(done, 100):3d} % of {lines} lines: stored "
+                f"{importer.accepted + importer.duplicates}, refused {len(importer.refused)}",
+                err=True,
+                nl=False,
+            )
+
     for row in _csv_rows(file, importer.refused):
         batch.append(row)
+        read = row[0]
         if len(batch) == IMPORT_BATCH:
-            importer.send(batch)
+            send()
             batch = []
-    importer.send(batch)
+    read = lines
+    send()
+    if show:
+        click.echo("", err=True)
     for line, problem in sorted(importer.refused):
         click.echo(f"{file}:{line}: {problem}", err=True)
     stored = importer.accepted + importer.duplicates

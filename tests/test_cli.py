@@ -364,3 +364,18 @@ def test_plugins_as_a_table_on_a_terminal(capsys, monkeypatch):
     monkeypatch.setattr("sys.stdout.isatty", lambda: True)
     assert main(["plugins"]) == 0 and capsys.readouterr().out.startswith("PLUGIN"), "auto: a table on a terminal"
     assert main(["plugins", "--format", "json"]) == 0 and json.loads(capsys.readouterr().out)
+
+
+def test_watch_import_shows_its_progress_when_asked(make_config, serve, tmp_path, capsys):
+    _, url = serve(make_config())
+    csv_file = tmp_path / "many.csv"
+    csv_file.write_text("".join(f"fake,p{n:05d}\n" for n in range(2500)) + "fake,bad id\n")
+    assert main(["watch", "import", str(csv_file), "--url", url, "--progress"]) == 1
+    captured = capsys.readouterr()
+    steps = [s for s in captured.err.split("\r") if " % of 2501 lines" in s]
+    assert len(steps) == 3, steps  # after 1,000, 2,000 and the rest
+    assert steps[0].startswith(" 39 %") and "stored 1000" in steps[0]
+    assert steps[-1].startswith("100 %") and "stored 2500, refused 1" in steps[-1]
+    assert "stored 2500 rows: accepted 2500" in captured.out
+    assert main(["watch", "import", str(csv_file), "--url", url]) == 1
+    assert " % of " not in capsys.readouterr().err, "not on a pipe, unless asked"
