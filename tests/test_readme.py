@@ -62,3 +62,17 @@ def test_the_metrics_table_lists_every_metric_the_exporter_serves(make_config, r
     documented = set(re.findall(r"^\| `(viber_[a-z_]+)`", text, re.MULTILINE))
     assert served - documented == set(), "served but not in the README's table"
     assert documented - served == set(), "in the README's table but not served"
+
+
+def test_the_contents_line_links_every_section_and_nothing_else():
+    text = README.read_text(encoding="utf-8")
+    contents = next(line for line in text.splitlines() if line.startswith("**Contents:**"))
+    linked = re.findall(r"\]\(#([a-z0-9-]+)\)", contents)
+
+    def anchor(heading: str) -> str:  # GitHub's: lower case, punctuation dropped, spaces to dashes
+        return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+
+    sections = [anchor(line[3:].strip()) for line in text.splitlines() if line.startswith("## ")]
+    assert linked == sections
+    for target in re.findall(r"\]\(([A-Z][A-Za-z.]+)\)", contents):
+        assert (README.parent / target).exists(), target
