@@ -359,7 +359,11 @@ class Metrics:
         labels = self.labels_of(event.labels)
         if isinstance(event, Transition):
             if event.status.value in TRACED:
-                self.trends.add(event.provider, TRACED[event.status.value])
+                kind = TRACED[event.status.value]
+                self.trends.add(event.provider, kind)
+                # per declared label value too (bounded: kept values and "other" only)
+                for name, value in zip(self.label_names, labels, strict=True):
+                    self.trends.add(event.provider, kind, part=f"{name}={value}")
             extra = self._extra(event.country)
             self.transitions.labels(event.provider, event.status.value, *extra, *labels).inc()
             if event.status.is_failure:

@@ -41,6 +41,12 @@ class Ring:
             self.counts[passed % MINUTES] = 0
         self.minute = minute
 
+    def total(self, minute: int) -> int:
+        """The sum over the ``MINUTES`` minutes up to ``minute`` (every slot holds one
+        of them once the ring is advanced there)."""
+        self._advance(minute)
+        return sum(self.counts)
+
     def series(self, minute: int) -> list[int]:
         """The counts of the ``MINUTES`` minutes up to ``minute``, oldest first."""
         self._advance(minute)
@@ -68,24 +74,36 @@ class Trends:
 
     def __init__(self, time: Callable[[], float]) -> None:
         self._time = time
-        self._rings: dict[tuple[str, str], Ring] = {}
+        self._rings: dict[tuple[str, str, str], Ring] = {}
         self._lock = threading.Lock()
 
-    def add(self, provider: str, kind: str, amount: int = 1) -> None:
+    def add(self, provider: str, kind: str, amount: int = 1, part: str = "") -> None:
+        """Count ``amount`` now. ``part`` names a share of the instance's messages (a
+        declared label's value, ``NAME=VALUE``); the instance as a whole is ``""``."""
         minute = int(self._time() // 60)
+        key = (provider, part, kind)
         with self._lock:
-            ring = self._rings.get((provider, kind))
+            ring = self._rings.get(key)
             if ring is None:
-                ring = self._rings[(provider, kind)] = Ring()
+                ring = self._rings[key] = Ring()
             ring.add(minute, amount)
 
-    def of(self, provider: str) -> Trend:
+    def totals(self, provider: str, part: str = "") -> dict[str, int]:
+        """Each kind's sum over the last hour (what a table row needs, without series)."""
+        minute = int(self._time() // 60)
+        with self._lock:
+            return {
+                kind: ring.total(minute) if (ring := self._rings.get((provider, part, kind))) else 0
+                for kind in KINDS
+            }
+
+    def of(self, provider: str, part: str = "") -> Trend:
         minute = int(self._time() // 60)
         with self._lock:
             series = {
                 kind: (
-                    self._rings[(provider, kind)].series(minute)
-                    if (provider, kind) in self._rings
+                    self._rings[(provider, part, kind)].series(minute)
+                    if (provider, part, kind) in self._rings
                     else [0] * MINUTES
                 )
                 for kind in KINDS

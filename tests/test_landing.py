@@ -70,8 +70,12 @@ def test_figures_per_declared_label(make_config, serve, fake_server, clock):
     page = requests.get(url + "/", timeout=5).text
     assert "By label <code>kind</code>" in page
     rows = {m.group(1): m.group(0) for m in re.finditer(r"<tr><td>fake</td><td>(\w+)</td>.*?</tr>", page)}
-    assert "<td class=n>50.0 %</td>" in rows["otp"] and rows["otp"].count("50.0 %") == 2, rows["otp"]
-    assert "<td class=n>100.0 %</td>" in rows["marketing"]
+    # last hour · since start: delivery, read-through, failure
+    assert rows["otp"].count("<td class=n>50.0 % · 50.0 %</td>") == 2, rows["otp"]
+    assert "<td class=n>0.0 % · 0.0 %</td>" in rows["otp"], "delivered, nothing read yet"
+    assert "<td class=n>100.0 % · 100.0 %</td>" in rows["marketing"] and "0.0 % · 0.0 %" in rows["marketing"]
+    trend = exporter.metrics.trends.of("fake", "kind=otp")
+    assert (trend.total("delivered"), trend.total("failed")) == (1, 1), "a trend per label value"
 
 
 class _Links(HTMLParser):
@@ -123,3 +127,14 @@ def test_the_pages_need_credentials_once_basic_auth_is_set(make_config, serve):
     # the page's own refresh fetches the same URL: the browser sends the same credentials
     assert requests.get(url + "/", headers={"Authorization": f"Basic {token}", "Accept": "text/html"},
                         timeout=5).text.count('id="live"') == 1
+
+
+def test_a_trend_s_totals_agree_with_its_series():
+    clock = ManualClock(1_000_000 * 60.0)
+    trends = Trends(clock.time)
+    for step in range(150):  # two and a half hours, a count every minute
+        trends.add("p", "delivered", step % 7, part="kind=otp")
+        clock.advance(60)
+    series = trends.of("p", "kind=otp").delivered
+    assert trends.totals("p", "kind=otp")["delivered"] == sum(series) == sum(s % 7 for s in range(91, 150)), "the hour up to this minute"
+    assert trends.totals("p")["delivered"] == 0, "the instance as a whole is its own series"

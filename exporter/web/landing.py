@@ -17,7 +17,7 @@ from typing import Any
 from ..engine import Exporter
 from ..figures import Figures, Latency, Rates, rates
 from ..model import Status
-from ..trends import MINUTES, Trend
+from ..trends import MINUTES, Trend, Trends
 from ..version import __version__
 from .views import providers_json
 
@@ -256,8 +256,9 @@ def _card(p: dict[str, Any], f: Figures, trend: Trend, now: float, here: str) ->
 </article>"""
 
 
-def _label_tables(numbers: Mapping[str, Figures], names: Sequence[str]) -> str:
-    """Per declared message label: each value's rates since start (this process)."""
+def _label_tables(numbers: Mapping[str, Figures], names: Sequence[str], trends: Trends) -> str:
+    """Per declared message label: each value's rates over the last hour and since
+    start (this process)."""
     if not names:
         return ""
     sections = []
@@ -267,17 +268,21 @@ def _label_tables(numbers: Mapping[str, Figures], names: Sequence[str]) -> str:
             for (name, value), transitions in sorted(f.by_label.items()):
                 if name != label:
                     continue
-                r = rates(transitions)
+                hour = rates(trends.totals(provider, f"{name}={value}"))
+                start = rates(transitions)
                 shown = value if value else "(none)"
                 delivered = f"{transitions.get('delivered', 0):g}"
+                cells = "".join(
+                    _cell(f"{percent(getattr(hour, rate))} · {percent(getattr(start, rate))}", True)
+                    for rate in ("delivery", "read_through", "failure")
+                )
                 rows.append(
-                    f"<tr>{_cell(provider)}{_cell(shown)}{_cell(delivered, True)}"
-                    f"{_cell(percent(r.delivery), True)}{_cell(percent(r.read_through), True)}"
-                    f"{_cell(percent(r.failure), True)}</tr>"
+                    f"<tr>{_cell(provider)}{_cell(shown)}{_cell(delivered, True)}{cells}</tr>"
                 )
         body = "".join(rows) or '<tr><td colspan="6">nothing counted yet</td></tr>'
         sections.append(
-            f"<h2>By label <code>{escape(label)}</code> <small>this process, since start</small></h2>"
+            f"<h2>By label <code>{escape(label)}</code> <small>this process: last hour · since "
+            "start</small></h2>"
             '<div class="table"><table><tr><th>instance</th><th>value</th><th class=n>delivered</th>'
             "<th class=n>delivery</th><th class=n>read-through</th><th class=n>failure</th></tr>"
             f"{body}</table></div>"
@@ -345,7 +350,7 @@ def landing_page(
     )
     banner = f'<p class="notice">{notice_html(notice)}</p>' if notice else ""
     updated = datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    labels = _label_tables(numbers, exporter.metrics.label_names)
+    labels = _label_tables(numbers, exporter.metrics.label_names, trends)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
