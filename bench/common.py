@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -147,3 +148,39 @@ def median_ms(samples: list[float]) -> float:
 
 def verdict(ok: bool) -> str:
     return "target met" if ok else "TARGET MISSED"
+
+
+@contextmanager
+def served_exporter(
+    host: Any, path: Path, size: int, *, labelled: bool, prepare: Any = None
+) -> Iterator[Any]:
+    """A running exporter with ``size`` watched BSG messages (nothing due, so the
+    poller idles as between sweeps), served over HTTP on loopback; yields
+    ``(exporter, server)``. ``prepare(exporter)`` runs before it starts."""
+    from prometheus_client import CollectorRegistry
+
+    from viber_exporter.config.load import parse_config
+    from viber_exporter.engine import Exporter
+    from viber_exporter.server import HttpServer
+
+    config = parse_config(f"""
+[exporter]
+state_path = {json.dumps(str(path))}
+[providers.bsg]
+plugin = "bsg"
+api_key = "live_bench"
+base_url = "http://127.0.0.1:9"
+{LABELS_CASE if labelled else ""}
+""", host.provider_types(), {})
+    exporter = Exporter(config, host, registry=CollectorRegistry())
+    fill(exporter.store, "bsg", size, next_poll_in=86400, bounds=exporter.label_bounds)
+    if prepare is not None:
+        prepare(exporter)
+    exporter.start()
+    server = HttpServer(exporter, "127.0.0.1", 0)
+    server.start()
+    try:
+        yield exporter, server
+    finally:
+        server.stop()
+        exporter.stop()

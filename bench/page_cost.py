@@ -11,22 +11,18 @@ labels of 20 values), the per-label tables have something to show.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import requests
-from common import LABELS_CASE, fill, header, median_ms, verdict
-from prometheus_client import CollectorRegistry
+from common import header, median_ms, served_exporter, verdict
 
-from viber_exporter.config.load import parse_config
 from viber_exporter.engine import Exporter
 from viber_exporter.events import Cost, Latency, Transition
 from viber_exporter.logs import setup_logging
 from viber_exporter.model import Status
 from viber_exporter.pluginhost import PluginHost
-from viber_exporter.server import HttpServer
 
 COUNTED = 20_000
 
@@ -51,22 +47,8 @@ def count_outcomes(exporter: Exporter, size: int) -> None:
 
 def page_median(size: int, samples: int, tmp: Path, host: PluginHost, labelled: bool) -> tuple[float, int]:
     """The median GET / in ms, and the page's size in bytes."""
-    config = parse_config(f"""
-[exporter]
-state_path = {json.dumps(str(tmp / f"page-{size}-{labelled}.db"))}
-[providers.bsg]
-plugin = "bsg"
-api_key = "live_bench"
-base_url = "http://127.0.0.1:9"
-{LABELS_CASE if labelled else ""}
-""", host.provider_types(), {})
-    exporter = Exporter(config, host, registry=CollectorRegistry())
-    fill(exporter.store, "bsg", size, next_poll_in=86400, bounds=exporter.label_bounds)
-    count_outcomes(exporter, size)
-    exporter.start()  # nothing is due: the poller idles, as between sweeps
-    server = HttpServer(exporter, "127.0.0.1", 0)
-    server.start()
-    try:
+    with served_exporter(host, tmp / f"page-{size}-{labelled}.db", size, labelled=labelled,
+                         prepare=lambda exporter: count_outcomes(exporter, size)) as (_, server):
         session = requests.Session()
         url = f"{server.url}/"
         for _ in range(5):
@@ -77,9 +59,6 @@ base_url = "http://127.0.0.1:9"
             page = session.get(url, timeout=10).text
             times.append(time.perf_counter() - t0)
         assert f"{size:,} messages" in page, "the page reports the store"
-    finally:
-        server.stop()
-        exporter.stop()
     return median_ms(times), len(page.encode())
 
 

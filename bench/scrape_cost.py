@@ -11,40 +11,21 @@ combination bound (1,000) is reached and every labelled outcome series exists.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import tempfile
 import time
 from pathlib import Path
 
 import requests
-from common import LABELS_CASE, fill, header, median_ms, verdict
-from prometheus_client import CollectorRegistry
+from common import header, median_ms, served_exporter, verdict
 
-from viber_exporter.config.load import parse_config
-from viber_exporter.engine import Exporter
 from viber_exporter.logs import setup_logging
 from viber_exporter.pluginhost import PluginHost
-from viber_exporter.server import HttpServer
 
 
 def scrape_median(size: int, samples: int, tmp: Path, host: PluginHost, labelled: bool) -> tuple[float, int]:
     """The median scrape in ms, and the number of samples a scrape holds."""
-    config = parse_config(f"""
-[exporter]
-state_path = {json.dumps(str(tmp / f"scrape-{size}-{labelled}.db"))}
-[providers.bsg]
-plugin = "bsg"
-api_key = "live_bench"
-base_url = "http://127.0.0.1:9"
-{LABELS_CASE if labelled else ""}
-""", host.provider_types(), {})
-    exporter = Exporter(config, host, registry=CollectorRegistry())
-    fill(exporter.store, "bsg", size, next_poll_in=86400, bounds=exporter.label_bounds)
-    exporter.start()  # nothing is due: the poller idles, as between sweeps
-    server = HttpServer(exporter, "127.0.0.1", 0)
-    server.start()
-    try:
+    with served_exporter(host, tmp / f"scrape-{size}-{labelled}.db", size, labelled=labelled) as (_, server):
         session = requests.Session()
         url = f"{server.url}/metrics"
         for _ in range(5):
@@ -57,9 +38,6 @@ base_url = "http://127.0.0.1:9"
         samples_in_scrape = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
         watched = re.search(r'^viber_messages_watched\{provider="bsg"\} (\S+)$', text, re.MULTILINE)
         assert watched is not None and float(watched.group(1)) == size, "the scrape reports the store"
-    finally:
-        server.stop()
-        exporter.stop()
     return median_ms(times), samples_in_scrape
 
 
