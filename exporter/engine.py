@@ -27,7 +27,7 @@ from .errors import Refused, StoreError, ViberExporterError, WatchedSetFull
 from .figures import Figures
 from .http import ProviderHttp
 from .instance import ProviderInstance
-from .leadership import Leadership, holder_for
+from .leadership import Leadership, holder_for, shown
 from .metrics import MAX_REASONS, Metrics, ProviderSnapshot, StateCollector
 from .model import Report, Status
 from .pluginhost import PluginHost
@@ -146,6 +146,12 @@ class Exporter:
     def campaign_counts(self) -> dict[str, int]:
         """Watched campaigns per provider (from memory)."""
         return self.store.campaign_counts()
+
+    @property
+    def replica(self) -> str:
+        """This replica's name (``exporter.replica_name`` as it was at start: a reload
+        does not rename the lease holder)."""
+        return shown(self.leadership.holder)
 
     def polled_by(self, provider: str) -> str | None:
         """The name of the replica that polls ``provider`` (None: nobody now)."""

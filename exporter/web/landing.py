@@ -324,7 +324,7 @@ def landing_page(
     numbers = exporter.figures()
     trends = exporter.metrics.trends
     now = exporter.clock.time()
-    here = exporter.config.exporter.replica
+    here = exporter.replica
     cards = "\n".join(
         _card(p, numbers.get(p["name"], Figures()), trends.of(p["name"]), now, here)
         for p in providers
