@@ -206,3 +206,15 @@ def test_the_prometheus_rule_holds_exactly_the_shipped_rules():
         assert set(group) <= {"name", "interval", "rules", "limit", "partial_response_strategy"}
         for rule in group["rules"]:
             assert set(rule) <= {"record", "alert", "expr", "for", "keep_firing_for", "labels", "annotations"}
+
+
+def test_a_container_build_leaves_the_working_copy_s_clutter_out():
+    """The Containerfile copies its whole context: .dockerignore (read by docker, podman
+    and buildah) keeps out what a working copy holds besides the sources, and nothing a
+    build needs."""
+    root = Path(__file__).resolve().parent.parent
+    ignored = {line.strip() for line in (root / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {".git", ".venv", "test-artifacts", "*.db"} <= ignored
+    needed = {"exporter", "plugins", "pyproject.toml", "README.md", "config.toml", "LICENSE", "wheels"}
+    assert not ignored & needed
