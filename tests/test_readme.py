@@ -49,7 +49,7 @@ def test_the_readme_lists_no_command_that_does_not_exist():
             assert name in paths or name.split()[0] in paths, line
 
 
-def test_the_metrics_table_lists_every_metric_the_exporter_serves(make_config, run_exporter):
+def test_the_metrics_reference_lists_every_metric_the_exporter_serves(make_config, run_exporter):
     from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -58,10 +58,10 @@ def test_the_metrics_table_lists_every_metric_the_exporter_serves(make_config, r
     for family in text_string_to_metric_families(generate_latest(exporter.registry).decode()):
         if family.name.startswith("viber_"):
             served.add(family.name + ("_total" if family.type == "counter" else ""))
-    text = README.read_text(encoding="utf-8").split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    text = (README.parent / "docs" / "metrics.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `(viber_[a-z_]+)`", text, re.MULTILINE))
-    assert served - documented == set(), "served but not in the README's table"
-    assert documented - served == set(), "in the README's table but not served"
+    assert served - documented == set(), "served but not in docs/metrics.md's table"
+    assert documented - served == set(), "in docs/metrics.md's table but not served"
 
 
 def test_the_contents_line_links_every_section_and_nothing_else():
@@ -76,3 +76,25 @@ def test_the_contents_line_links_every_section_and_nothing_else():
     assert linked == sections
     for target in re.findall(r"\]\(([A-Z][A-Za-z.]+)\)", contents):
         assert (README.parent / target).exists(), target
+
+
+
+def test_every_relative_link_in_the_readme_and_docs_leads_somewhere():
+    """The README and docs/ link each other and the repository's files: every relative
+    link names a file that exists, and every #anchor a heading of its target."""
+    root = README.parent
+
+    def anchors(path: Path) -> set[str]:
+        return {re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+                for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("#")}
+
+    for page in [README, root / "CONTRIBUTING.md", *sorted((root / "docs").glob("*.md"))]:
+        text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            path, _, anchor = target.partition("#")
+            resolved = (page.parent / path).resolve() if path else page
+            assert resolved.exists(), f"{page.name}: {target} leads nowhere"
+            if anchor and resolved.suffix == ".md":
+                assert anchor in anchors(resolved), f"{page.name}: #{anchor} is not a heading of {resolved.name}"
