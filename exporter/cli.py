@@ -380,7 +380,7 @@ def watch() -> None:
     "campaigns",
     multiple=True,
     metavar="CAMPAIGN",
-    help="A campaign id: watch every message of it (Routee campaignTrackingId). Repeatable.",
+    help="A campaign id: watch every message of it (any plugin that lists campaigns; for Routee, its campaignTrackingId). Repeatable.",
 )
 @click.option("--sent-at", help="RFC 3339 send time for all IDs, e.g. 2026-11-23T10:00:00Z.")
 @click.option(
