@@ -54,6 +54,8 @@ def test_twine_check_passes_and_the_sdist_carries_what_users_need(dist):
     with zipfile.ZipFile(dist["wheel"]) as wheel:
         text = wheel.read(metadata).decode()
     assert "License-Expression: Apache-2.0" in text and "Classifier: Topic :: System :: Monitoring" in text
+    assert "Project-URL: Repository, https://github.com/viber-exporter/viber-exporter" in text
+    assert "](docs/" not in text and "](CHANGELOG" not in text, "the long description links absolutely"
     assert (ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")
 
 

@@ -74,14 +74,27 @@ def test_the_contents_line_links_every_section_and_nothing_else():
 
     sections = [anchor(line[3:].strip()) for line in text.splitlines() if line.startswith("## ")]
     assert linked == sections
-    for target in re.findall(r"\]\(([A-Z][A-Za-z.]+)\)", contents):
-        assert (README.parent / target).exists(), target
+    for target in re.findall(r"\]\((https://[^)]+)\)", contents):
+        assert local(target).exists(), target
 
 
 
-def test_every_relative_link_in_the_readme_and_docs_leads_somewhere():
-    """The README and docs/ link each other and the repository's files: every relative
-    link names a file that exists, and every #anchor a heading of its target."""
+#: the repository's address, which the README's links to files use (PyPI renders the
+#: README away from the repository) and the alert rules' runbook links too
+REPOSITORY = "https://github.com/viber-exporter/viber-exporter"
+
+
+def local(url: str) -> Path:
+    """The file of this checkout that a link into the repository points at."""
+    path = re.sub(rf"^{re.escape(REPOSITORY)}/(blob|tree)/main/", "", url).partition("#")[0]
+    assert not path.startswith("http"), f"{url} is not a link into {REPOSITORY}"
+    return README.parent / path
+
+
+def test_every_link_in_the_readme_and_docs_leads_somewhere():
+    """The README and docs/ link each other and the repository's files: every link into
+    the repository (absolute in the README, relative elsewhere) names a file that
+    exists, and every #anchor a heading of its target."""
     root = README.parent
 
     def anchors(path: Path) -> set[str]:
@@ -91,8 +104,15 @@ def test_every_relative_link_in_the_readme_and_docs_leads_somewhere():
     for page in [README, root / "CONTRIBUTING.md", *sorted((root / "docs").glob("*.md"))]:
         text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
         for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if target.startswith(REPOSITORY + "/"):
+                resolved, anchor = local(target).resolve(), target.partition("#")[2]
+                assert resolved.exists(), f"{page.name}: {target} leads nowhere"
+                if anchor and resolved.suffix == ".md":
+                    assert anchor in anchors(resolved), f"{page.name}: #{anchor} is not a heading of {resolved.name}"
+                continue
             if target.startswith(("http://", "https://", "mailto:")):
                 continue
+            assert page != README or target.startswith("#"), f"README: {target} is relative (PyPI shows the README alone)"
             path, _, anchor = target.partition("#")
             resolved = (page.parent / path).resolve() if path else page
             assert resolved.exists(), f"{page.name}: {target} leads nowhere"
