@@ -202,10 +202,13 @@ def test_every_query_answers_with_and_without_the_rule_file_and_the_alerts_go_of
     time.sleep(1.5)  # counters must be seen at 0 first: a value reached at the first scrape is no increase
 
     # First the providers answer HTTP 200 with an error page: garbage, then down.
-    stack.mock.faults = Faults(malformed_rate=1.0)
-    send(stack, rounds=4, per_round=5)
     # The alert wants at least 20 answers in 10 minutes, and garbage backs the instance
-    # off (1 s doubling to 60 s), so the 20th answer can take over a minute to come.
+    # off (1 s doubling to 60 s): only the calls already in flight when a pause begins
+    # add to the count. Answers that take 50 ms keep the concurrent calls in flight on a
+    # fast machine too (without it, an idle machine made one call per pause and the
+    # 20th answer came after the test gave up).
+    stack.mock.faults = Faults(malformed_rate=1.0, latency=0.05)
+    send(stack, rounds=4, per_round=5)
     wait_for(lambda: alert_state(stack.with_rules, "ViberProviderGarbage") & {"pending", "firing"}, timeout=180, interval=1)
     # The twin scrapes on its own schedule, so it may cross the threshold a scrape later.
     wait_for(lambda: instant(stack.without_rules, grafana_exprs()["ViberProviderGarbage"]), timeout=30, interval=1)
