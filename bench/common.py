@@ -184,3 +184,24 @@ base_url = "http://127.0.0.1:9"
     finally:
         server.stop()
         exporter.stop()
+
+
+def measure_cases(
+    sizes: list[int], measure: Any, describe: Any
+) -> dict[tuple[int, bool], float]:
+    """Run ``measure(size, tmp, host, labelled) -> (median_ms, detail)`` for every size,
+    without and with the labels case, printing a line each (``describe(detail)`` says
+    what the detail is); returns the medians by (size, labelled)."""
+    from viber_exporter.pluginhost import PluginHost
+
+    host = PluginHost()
+    host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})
+    results: dict[tuple[int, bool], float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for labelled in (False, True):
+            for size in sizes:
+                median, detail = measure(size, Path(tmp), host, labelled)
+                results[size, labelled] = median
+                case = "labels case" if labelled else "no labels  "
+                print(f"{size:>9} messages, {case}: median {median:.2f} ms ({describe(detail)})")
+    return results

@@ -11,12 +11,11 @@ labels of 20 values), the per-label tables have something to show.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
 import requests
-from common import header, median_ms, served_exporter, verdict
+from common import header, measure_cases, median_ms, served_exporter, verdict
 
 from viber_exporter.engine import Exporter
 from viber_exporter.events import Cost, Latency, Transition
@@ -71,16 +70,9 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     header("landing page cost", f"median of {args.samples} GET / over HTTP on loopback, exporter running with "
            f"N watched messages in its store, one provider instance, outcomes counted for {COUNTED:,}")
-    host = PluginHost()
-    host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})
-    results: dict[tuple[int, bool], float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for labelled in (False, True):
-            for size in sizes:
-                median, length = page_median(size, args.samples, Path(tmp), host, labelled)
-                results[size, labelled] = median
-                case = "labels case" if labelled else "no labels  "
-                print(f"{size:>9} messages, {case}: median {median:.2f} ms ({length:,} bytes)")
+    results = measure_cases(
+        sizes, lambda size, tmp, host, labelled: page_median(size, args.samples, tmp, host, labelled), lambda length: f"{length:,} bytes"
+    )
     for labelled in (False, True):
         large = results[sizes[-1], labelled]
         case = "labels case" if labelled else "no labels"

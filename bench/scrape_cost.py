@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import re
-import tempfile
 import time
 from pathlib import Path
 
 import requests
-from common import header, median_ms, served_exporter, verdict
+from common import header, measure_cases, median_ms, served_exporter, verdict
 
 from viber_exporter.logs import setup_logging
 from viber_exporter.pluginhost import PluginHost
@@ -50,16 +49,9 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     header("scrape cost", f"median of {args.samples} GET /metrics (OpenMetrics) over HTTP on loopback, exporter running with "
            "N watched messages in its store and one provider instance")
-    host = PluginHost()
-    host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})
-    results: dict[tuple[int, bool], float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for labelled in (False, True):
-            for size in sizes:
-                median, series = scrape_median(size, args.samples, Path(tmp), host, labelled)
-                results[size, labelled] = median
-                case = "labels case" if labelled else "no labels  "
-                print(f"{size:>9} messages, {case}: median {median:.2f} ms ({series} samples per scrape)")
+    results = measure_cases(
+        sizes, lambda size, tmp, host, labelled: scrape_median(size, args.samples, tmp, host, labelled), lambda series: f"{series} samples per scrape"
+    )
     for labelled in (False, True):
         small, large = results[sizes[0], labelled], results[sizes[-1], labelled]
         case = "labels case" if labelled else "no labels"
