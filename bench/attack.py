@@ -155,7 +155,7 @@ def main() -> int:
         def check(point: str, what: str, figure: object, ok: bool, *, timed: bool = False) -> None:
             """A point's figure and verdict. Timed ones (wall-clock figures, which a
             loaded machine moves) are reported but do not decide the exit status: the
-            behaviour behind each is tested in tests/test_edges.py."""
+            behaviour behind each is tested in tests/test_httpserver.py and tests/test_web.py."""
             held = row(point, what, figure, ok)
             (timings if timed else results).append(held)
 

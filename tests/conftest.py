@@ -20,8 +20,11 @@ from viber_exporter.config.model import Config
 from viber_exporter.durations import parse_duration
 from viber_exporter.engine import Exporter
 from viber_exporter.pluginhost import PluginHost
+from viber_exporter.server import BackgroundServer, HttpServer
+from viber_exporter.testing.mock import MockProviders
 from viber_exporter.testing.virtualtime import tick as virtual_tick
 
+from .children import QUICK, Child, child_config, free_port, limited_exporter
 from .fakeprovider import FakeAPI, FakePlugin
 
 SENTINEL = "s3ntinel-SECRET-value-9f2c"
@@ -234,3 +237,37 @@ def wait_ticks(exporter: Exporter, provider: str, ticks: int = 3, timeout: float
     health = exporter.instances[provider].health
     target = health.ticks + ticks
     wait_for(lambda: health.ticks >= target, timeout=timeout)
+
+
+@pytest.fixture
+def mock() -> Iterator[BackgroundServer]:
+    server = BackgroundServer(MockProviders(QUICK, seed=3), "127.0.0.1", 0, name="mock")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def child(tmp_path: Path, mock: BackgroundServer) -> Iterator[Child]:
+    port = free_port()
+    running = Child(child_config(tmp_path, mock.url, port), port)
+    wait_for(running.ready, timeout=20)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def limited(tmp_path: Path, mock: BackgroundServer, builtin_host: PluginHost):
+    made: list[tuple[Exporter, HttpServer]] = []
+
+    def make(**limits: Any) -> HttpServer:
+        exporter = limited_exporter(tmp_path, mock.url, builtin_host, **limits)
+        server = HttpServer(exporter, "127.0.0.1", 0)
+        server.start()
+        made.append((exporter, server))
+        return server
+
+    yield make
+    for exporter, server in made:
+        server.stop()
+        exporter.stop()

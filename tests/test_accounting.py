@@ -6,6 +6,7 @@ import random
 from datetime import UTC, datetime
 
 import pytest
+import requests
 
 from viber_exporter import accounting, campaigns
 from viber_exporter.config.model import PollingSettings
@@ -19,6 +20,8 @@ from viber_exporter.events import (
 )
 from viber_exporter.model import Fallback, Observation, Outcome, Status
 from viber_exporter.store.rows import MessageState, SentSource
+
+from .children import Child, callback, routee_report
 
 POLICY = PollingSettings(
     tick=1, schedule=(10.0, 30.0, 60.0), max_age=1000.0, read_window=100.0, not_found_grace=50.0,
@@ -335,3 +338,23 @@ def test_the_core_derives_times_and_reasons_from_what_the_provider_said():
     no_reason = message()
     accounting.observe(no_reason, Observation(Status.EXPIRED, "EXPIRED"), 20.0, POLICY)
     assert no_reason.reason == "unspecified"
+
+
+def test_provider_times_and_prices_out_of_range_are_answer_problems_and_reads_still_work(child: Child):
+    ids = [f"0a047b46-a4dd-4ca8-b817-a6a1340000{n:02d}" for n in range(4)]
+    year_one = routee_report(ids[0], status={"name": "DELIVERED", "updatedDate": "0001-01-01T00:00:00+23:59"})
+    huge = routee_report(ids[1], price=1.7e308)
+    assert callback(child, [year_one, huge, routee_report(ids[2])]).status_code == 200
+    for message_id in ids[:3]:
+        answer = requests.get(f"{child.url}/api/v1/messages/routee/{message_id}", timeout=5)
+        assert answer.status_code == 200 and answer.json()["status"] == "delivered"
+    first = requests.get(f"{child.url}/api/v1/messages/routee/{ids[0]}", timeout=5).json()
+    assert first["delivered_at"] >= first["registered_at"], "a year-1 delivery time is not believed"
+    assert requests.get(f"{child.url}/api/v1/messages/routee/{ids[1]}", timeout=5).json()["price"] is None
+    assert requests.get(f"{child.url}/api/v1/messages", timeout=5).status_code == 200
+    assert child.metric('viber_provider_answer_problems_total{problem="time_out_of_range",provider="routee"}') == 1
+    assert child.metric('viber_provider_answer_problems_total{problem="unreadable_field",provider="routee"}') == 1
+    # The batch's events were counted, the sane price included, and latency is sane.
+    assert child.metric('viber_message_status_transitions_total{provider="routee",status="delivered"}') == 3
+    assert child.metric('viber_message_cost_total{channel="viber",currency="EUR",provider="routee"}') == 0.04
+    assert child.metric('viber_message_delivery_latency_seconds_sum{provider="routee"}') < 60

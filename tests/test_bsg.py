@@ -14,6 +14,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -28,6 +30,7 @@ from viber_exporter.plugins.bsg import STATUS_MAP, BsgProvider
 from viber_exporter.provider import Balance, InvalidCallback
 
 from .conftest import QuickHTTPServer, sample, toml_table, wait_for
+from .fuzzing import BSG, FUZZ, assert_clean, bsg_like, json_values
 
 API_KEY = "live_bsg-key-sentinel-31"
 
@@ -321,7 +324,6 @@ def test_poller_run_matches_ground_truth(bsg, builtin_host, tmp_path, clock):
         exporter.stop()
 
 
-
 # -- conformance with BSG's documents (issue "Provider truth") -------------------------------
 
 
@@ -483,3 +485,9 @@ def test_a_reference_with_underscores_is_looked_up_as_bsg_examples_use_it(bsg, b
     assert provider.check_id("ext_id_19") is None
     assert provider.fetch("ext_id_19").status is Status.READ
     assert "/rest/viber/reference/ext_id_19" in fake.requests
+
+
+@FUZZ
+@given(body=json_values | bsg_like, status=st.sampled_from([200, 200, 200, 404, 401, 429, 500]))
+def test_bsg_any_answer_is_an_observation_or_an_outcome(body, status):
+    assert_clean(BsgProvider, BSG, status, json.dumps(body).encode(), "217")

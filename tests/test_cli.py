@@ -20,6 +20,7 @@ from pytest_httpserver import HTTPServer
 
 from viber_exporter.cli import main
 
+from .children import free_port
 from .conftest import SENTINEL, QuickHTTPServer, wait_for
 from .fake_routee import APP_ID, APP_SECRET, FakeRoutee, tracking
 
@@ -215,12 +216,6 @@ def test_help_summaries_are_whole_sentences():
         assert "..." not in commands, text
     commands = runner.invoke(cli, ["watch", "--help"], terminal_width=80).output
     assert all(name in commands for name in ("add", "import", "list", "delete"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_installed_script_stops_on_sigterm_under_load(tmp_path, routee_server):

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from viber_exporter.config.load import load_config, parse_config
 from viber_exporter.durations import parse_duration
 from viber_exporter.errors import ConfigError
+from viber_exporter.pluginhost import PluginHost
 
 from .conftest import SENTINEL
+from .fuzzing import FUZZ
 
 VALID = """
 [exporter]
@@ -218,3 +224,81 @@ curency = "EUR"
     assert found["pollng"] == "is not a known setting; did you mean 'polling'?"
     blank = dict(problems(text.replace("${ROUTEE_APPLICATION_ID}", "  "), builtin_host, environ))
     assert blank["providers.routee.application_id"] == "is empty"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=300) | st.text(max_size=200).map(str.encode))
+def test_any_bytes_as_the_config_file_give_a_config_or_a_config_error(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("cfg") / "config.toml"
+    path.write_bytes(data)
+    host = PluginHost()
+    host.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})
+    problems = config_problems(path, host)
+    assert problems is None or (problems and all(isinstance(m, str) for _, m in problems))
+
+
+def config_problems(path: Path, host: PluginHost) -> list[tuple[str, str]] | None:
+    """None for a valid config; else the problems (anything else raised fails the test)."""
+    try:
+        load_config(path, host.provider_types(), environ={})
+    except ConfigError as e:
+        return e.problems
+    return None
+
+
+def test_tls_config_problems(fake_host, tmp_path):
+    text = '[exporter]\ntls_cert_file = "missing.pem"\ntls_client_ca_file = "ca.pem"\n[providers.x]\nplugin = "fake"\nbase_url = "http://a"\napi_key = "k"\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, fake_host.provider_types(), {}, path=tmp_path / "config.toml")
+    keys = {k for k, _ in info.value.problems}
+    assert {"exporter.tls_cert_file", "exporter.tls_client_ca_file"} <= keys
+
+
+def test_basic_auth_users_must_be_hashes(fake_host):
+    text = '[exporter.basic_auth_users]\nprometheus = "plain-password-123"\n[providers.x]\nplugin = "fake"\nbase_url = "http://a"\napi_key = "k"\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, fake_host.provider_types(), {})
+    [(key, message)] = info.value.problems
+    assert key == "exporter.basic_auth_users.prometheus" and "bcrypt" in message
+    assert "plain-password-123" not in str(info.value)
+
+
+HOST = PluginHost()
+HOST.load(environ={"VIBER_EXPORTER_LOAD_PLUGINS": ""})
+
+
+keys = st.sampled_from(["listen", "state_path", "api_token", "tick", "schedule", "max_age", "plugin", "concurrency",
+                        "rate_limit", "timeout", "api_key", "base_url", "lookup", "timezone", "currency",
+                        "application_id", "application_secret", "enabled", "extra_labels", "latency_buckets"]) | st.text(min_size=1, max_size=8)
+toml_scalars = st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20)
+toml_values = toml_scalars | st.lists(toml_scalars, max_size=4)
+tables = st.dictionaries(keys, toml_values, max_size=8)
+
+
+def render(document: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    for name, table in document.items():
+        lines.append(f"[{name}]")
+        lines += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in table.items()]
+    return "\n".join(lines)
+
+
+@FUZZ
+@given(document=st.fixed_dictionaries({}, optional={"exporter": tables, "polling": tables, "metrics": tables,
+                                                    "providers.a": tables, "providers.b": tables}))
+def test_any_toml_document_is_a_config_or_a_config_error(document):
+    try:
+        parse_config(render(document), HOST.provider_types(), {})
+    except ConfigError as e:
+        problems = e.problems
+    else:
+        return
+    assert problems
+    assert all(isinstance(m, str) and m for _, m in problems)
+
+
+@FUZZ
+@given(text=st.text(max_size=300))
+def test_any_text_is_a_config_or_a_config_error(text):
+    with pytest.raises(ConfigError):
+        parse_config(text, HOST.provider_types(), {})

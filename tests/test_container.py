@@ -30,8 +30,8 @@ import requests
 from viber_exporter.server import BackgroundServer
 from viber_exporter.testing.mock import BSG_API_KEY, MockProviders
 
+from .children import free_port
 from .conftest import wait_for
-from .test_cli import free_port
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 

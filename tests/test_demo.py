@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,11 +12,10 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from .test_cli import free_port
+from .children import SCRIPT, answers, free_port
+from .conftest import wait_for
 
 pytestmark = pytest.mark.slow
-
-SCRIPT = Path(sys.executable).parent / "viber-exporter"
 
 
 def values(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -134,3 +132,16 @@ def test_demo_refuses_a_busy_port(tmp_path):
         result = subprocess.run([str(SCRIPT), "demo", "--listen", f"127.0.0.1:{port}"], capture_output=True, text=True,
                                 timeout=20, env={**os.environ, "VIBER_EXPORTER_LOAD_PLUGINS": ""}, check=False)
     assert result.returncode == 1 and "cannot listen" in result.stderr
+
+
+def test_the_demo_listens_on_an_ipv6_address(tmp_path):
+    port = free_port()
+    process = subprocess.Popen([str(SCRIPT), "demo", "--listen", f"[::]:{port}"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}"), timeout=30)
+        assert requests.get(f"http://[::1]:{port}/metrics", timeout=5).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=15)
+    assert process.returncode == 0, out

@@ -10,7 +10,6 @@ import importlib.util
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,9 +22,9 @@ from viber_exporter.engine import Exporter, Registration
 from viber_exporter.model import Status
 from viber_exporter.pluginhost import PluginHost
 
+from .children import SCRIPT
 from .conftest import sample, wait_for
 
-SCRIPT = Path(sys.executable).parent / "viber-exporter"
 MESSAGE = "pm_00000000000000aa"
 
 

@@ -157,7 +157,7 @@ def test_every_grafana_alert_stands_alone_and_matches_its_prometheus_twin():
         query = next(d for d in rule["data"] if d["refId"] == "A")
         expr = query["model"]["expr"]
         # No recording rule may remain: Grafana cannot count on our rule file. (Evaluated
-        # against a Prometheus without it in tests/test_e2e_prometheus.py.)
+        # against a Prometheus without it in tests/system/test_prometheus.py.)
         assert not re.search(r"viber:[a-z_:0-9]+", expr), (name, expr)
         if not re.search(r"viber:", twins[name]["expr"]):
             assert expr == twins[name]["expr"], name

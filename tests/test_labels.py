@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from viber_exporter.testing.mock import exporter_config
 from viber_exporter.testing.simulation import Mix
 from viber_exporter.testing.virtualtime import VirtualRun
 
+from .children import SCRIPT
 from .conftest import config_text, sample, wait_for
 
 LABELS = """
@@ -179,9 +179,6 @@ def test_watch_add_import_and_list_carry_labels(labelled, serve, tmp_path, capsy
 # -- across a kill -9 and across replicas ---------------------------------------------------------
 
 
-SCRIPT = Path(sys.executable).parent / "viber-exporter"
-
-
 def test_labelled_messages_count_once_across_a_kill_9(tmp_path):
     """Stored with their labels before the 200; after a kill -9 and a restart, the
     messages settled before it are not counted again, the rest count once, each under
@@ -189,7 +186,7 @@ def test_labelled_messages_count_once_across_a_kill_9(tmp_path):
     from viber_exporter.server import BackgroundServer
     from viber_exporter.testing.mock import MockProviders
 
-    from .test_cli import free_port
+    from .children import free_port
 
     mock = MockProviders(Mix(read=1, delivered=0, failed=0, expired=0, pending=0, delivery_median=2.0,
                              read_median=0.5, sigma=0.2, visible_after=0.0), seed=9)

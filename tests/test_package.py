@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from .children import free_port
 from .conftest import wait_for
-from .test_cli import free_port
 from .test_shipped_config import ENV
 
 pytestmark = pytest.mark.slow

@@ -226,41 +226,6 @@ def test_timeouts_and_refused_connections_are_outcomes(fake_server, make_config,
     assert exporter.poller.running
 
 
-def test_rate_limiter_halves_on_429_and_creeps_back():
-    from viber_exporter.ratelimit import MIN_RATE, RateLimiter
-
-    limiter = RateLimiter(100.0)
-    limiter.slow_down()
-    assert limiter.rate == 50.0
-    for _ in range(20):
-        limiter.slow_down()
-    assert limiter.rate == MIN_RATE
-    for _ in range(200):
-        limiter.speed_up()
-    assert 10 < limiter.rate < 30, "additive: about +1 call/s per second of calls"
-    for _ in range(100_000):
-        limiter.speed_up()
-    assert limiter.rate == 100.0, "never above rate_limit"
-
-
-def test_rate_limiter_probes_gently_around_the_pace_that_drew_a_429():
-    from viber_exporter.ratelimit import RateLimiter
-
-    limiter = RateLimiter(100.0)
-    for _ in range(4):
-        limiter.slow_down()  # 100 → 6.25; the last 429 came at 12.5
-    assert (limiter.rate, limiter.ceiling) == (6.25, 12.5)
-    while limiter.rate < 10:
-        limiter.speed_up()
-    fast = limiter.rate
-    for _ in range(10):
-        limiter.speed_up()
-    assert limiter.rate - fast < 0.15, "around 12.5: a tenth of the usual step"
-    for _ in range(2000):
-        limiter.speed_up()
-    assert limiter.rate > 30, "well past the old limit: full speed again"
-
-
 def test_a_provider_answering_garbage_backs_off_provider_wide_and_goes_down(fake_server, make_config, virtual_exporter):
     """HTTP 200 with an error page for every call: after a few, the whole instance backs off."""
     _, api = fake_server
@@ -284,7 +249,6 @@ def test_a_provider_answering_garbage_backs_off_provider_wide_and_goes_down(fake
 
 
 # -- the deadline poll -------------------------------------------------------------------------
-
 
 
 def deadline_run(builtin_host, path, strategy: str, *, ttl_source: str):

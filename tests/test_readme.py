@@ -78,7 +78,6 @@ def test_the_contents_line_links_every_section_and_nothing_else():
         assert local(target).exists(), target
 
 
-
 #: the repository's address, which the README's links to files use (PyPI renders the
 #: README away from the repository) and the alert rules' runbook links too
 REPOSITORY = "https://github.com/viber-exporter/viber-exporter"

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
@@ -28,6 +30,7 @@ from viber_exporter.provider import InvalidCallback
 
 from .conftest import QuickHTTPServer, sample, toml_table, wait_for
 from .fake_routee import APP_ID, APP_SECRET, FakeRoutee, error, flow, tracking
+from .fuzzing import FUZZ, ROUTEE, assert_clean, json_values, routee_like
 
 TRACKING = "0a047b46-a4dd-4ca8-b817-a6a134dd1234"
 
@@ -332,7 +335,6 @@ def test_bad_credentials_take_the_provider_down_and_lose_nothing(routee, builtin
         exporter.stop()
 
 
-
 # -- conformance with Routee's documents (issue "Provider truth") ----------------------------
 
 
@@ -575,3 +577,9 @@ def test_a_pending_status_dates_the_send_and_ttl_is_read_in_seconds(provider):
     obs = observation(queued, "EUR")
     assert obs.sent_at is not None and obs.ttl == 3600.0
     assert observation(tracking(TRACKING, "DELIVERED"), "EUR").sent_at is None, "only a pending status dates the send"
+
+
+@FUZZ
+@given(body=json_values | routee_like, status=st.sampled_from([200, 200, 200, 400, 401, 403, 404, 429, 500, 503]))
+def test_routee_any_answer_is_an_observation_or_an_outcome(body, status):
+    assert_clean(RouteeProvider, ROUTEE, status, json.dumps(body).encode(), "0a047b46-a4dd-4ca8-b817-a6a134dd1234")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 
 import pytest
+import requests
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
+from viber_exporter.cli import main
 from viber_exporter.config.load import parse_config
 from viber_exporter.engine import Registration
 from viber_exporter.errors import ConfigError
@@ -180,3 +183,33 @@ def test_a_secret_with_a_control_character_inside_is_a_config_problem(fake_host)
         parse_config(text, fake_host.provider_types(), {})
     [(key, message)] = info.value.problems
     assert key == "providers.fake.api_key" and "control character" in message and "line1" not in message
+
+
+def test_sentinel_secrets_never_appear_anywhere(make_config, serve, fake_server, capsys, caplog, tmp_path, monkeypatch):
+    _, api = fake_server
+    api.outage = (500, json.dumps({"echo": SENTINEL}), {})
+    config = make_config(exporter={"api_token": SENTINEL + "-api"}, provider={"callback_token": SENTINEL + "-cb"})
+    with caplog.at_level(logging.DEBUG):
+        exporter, url = serve(config)
+        headers = {"Authorization": f"Bearer {SENTINEL}-api"}
+        requests.post(f"{url}/api/v1/messages", json={"messages": [{"provider": "fake", "id": "s1"}]}, headers=headers, timeout=5)
+        wait_for(lambda: exporter.store.get("fake", "s1").last_error)
+        surfaces = {
+            "metrics": requests.get(f"{url}/metrics", headers={"Accept": "application/openmetrics-text"}, timeout=5).text,
+            "landing": requests.get(f"{url}/", timeout=5).text,
+            "providers": requests.get(f"{url}/api/v1/providers", timeout=5).text,
+            "messages": requests.get(f"{url}/api/v1/messages", timeout=5).text,
+            "message": requests.get(f"{url}/api/v1/messages/fake/s1", timeout=5).text,
+            "401": requests.post(f"{url}/api/v1/messages", json={}, headers={"Authorization": "Bearer wrong"}, timeout=5).text,
+            "callback 401": requests.post(f"{url}/api/v1/callbacks/fake?token=wrong", json={}, timeout=5).text,
+            "repr": repr(config),
+        }
+    surfaces["logs"] = "\n".join(r.getMessage() for r in caplog.records)
+    path = tmp_path / "bad.toml"
+    path.write_text(f'[exporter]\napi_token = "{SENTINEL}"\ncolour = 1\n[providers.b]\nplugin = "bsg"\napi_key = "{SENTINEL}"\nlookup = "x"\n')
+    monkeypatch.setenv("VIBER_EXPORTER_LOAD_PLUGINS", "")
+    assert main(["check-config", "--config", str(path)]) == 1
+    captured = capsys.readouterr()
+    surfaces["check-config"] = captured.out + captured.err
+    for where, text in surfaces.items():
+        assert SENTINEL not in text, where

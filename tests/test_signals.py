@@ -12,10 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .test_cli import free_port
-
-SCRIPT = Path(sys.executable).parent / "viber-exporter"
-
+from .children import SCRIPT, free_port
 
 STRESS = """
 import os, random, signal, sys, threading, time

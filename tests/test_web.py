@@ -5,17 +5,33 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import bcrypt
 import pytest
 import requests
 from werkzeug.test import Client
 
+from viber_exporter import provider as provider_module
+from viber_exporter.config.load import parse_config
 from viber_exporter.errors import StoreError
-from viber_exporter.web.app import URLS, WebApp, openapi_document
+from viber_exporter.server import HttpServer
+from viber_exporter.web import app as web_module
+from viber_exporter.web.app import BasicAuth, WebApp
 
-from .conftest import SENTINEL, sample, wait_for
+from .children import (
+    CALLBACK_TOKEN,
+    Child,
+    callback_to,
+    hashed,
+    mock_config,
+    rfc3339,
+    routee_report,
+    running,
+)
+from .conftest import SENTINEL, config_text, sample, wait_for, wait_ticks
 
 TOKEN = "api-token-sentinel-42"
 
@@ -240,63 +256,11 @@ def test_the_landing_page_shows_a_notice_when_given(make_config, run_exporter):
     assert '<p class="notice">This is the demo: <code>viber-exporter run</code> &lt;b&gt;</p>' in page
 
 
-def test_callbacks(make_config, serve, fake_server, clock):
-    _, api = fake_server
-    exporter, url = serve(make_config(provider={"callback_token": "cb-secret"}))
-    endpoint = f"{url}/api/v1/callbacks/fake"
-    delivered = datetime.fromtimestamp(clock.time() - 60, UTC).isoformat()  # inside the 1 h read window
-    report = {"id": "cb1", "status": "DELIVERED", "price": 0.02, "delivered_at": delivered}
-    assert_error(requests.post(endpoint, json=report, timeout=5), 401, "token")
-    assert_error(requests.post(endpoint + "?token=nope", json=report, timeout=5), 401)
-    assert_error(requests.post(endpoint + "?token=cb-secret", data=b"{junk", timeout=5), 400, "not understood")
-    assert sample(exporter, "viber_callbacks_total", provider="fake", outcome="rejected") == 3
-    assert requests.post(endpoint + "?token=cb-secret", json=report, timeout=5).json() == {"accepted": 1}
-    state = exporter.store.get("fake", "cb1")
-    assert state is not None and state.status.value == "delivered" and state.watched, "registered from the callback"
-    # The poll then sees the same status: it must count once.
-    api.messages["cb1"] = {"status": "DELIVERED", "price": 0.02}
-    wait_for(lambda: exporter.store.get("fake", "cb1").polls >= 2)
-    requests.post(endpoint + "?token=cb-secret", json=report, timeout=5)
-    assert sample(exporter, "viber_message_status_transitions_total", provider="fake", status="delivered") == 1
-    assert sample(exporter, "viber_message_cost_total", provider="fake", currency="EUR", channel="viber") == pytest.approx(0.02)
-    assert sample(exporter, "viber_message_delivery_latency_seconds_count", provider="fake") == 1
-    assert sample(exporter, "viber_callbacks_total", provider="fake", outcome="accepted") == 2
-    assert_error(requests.post(f"{url}/api/v1/callbacks/ghost?token=x", json=report, timeout=5), 404, "ghost")
-
-
-def test_callbacks_disabled_without_token(make_config, serve):
-    _, url = serve(make_config())
-    assert_error(requests.post(f"{url}/api/v1/callbacks/fake?token=", json={}, timeout=5), 404, "callback_token")
-
-
 def test_unknown_paths_and_methods_answer_json(make_config, serve):
     _, url = serve(make_config())
     assert_error(requests.get(f"{url}/api/v1/nothing", timeout=5), 404, "no such endpoint")
     assert_error(requests.put(f"{url}/api/v1/messages", timeout=5), 405, "PUT")
     assert requests.get(f"{url}/nothing", timeout=5).status_code == 404
-
-
-def test_openapi_is_served_and_matches_the_routes(make_config, serve):
-    _, url = serve(make_config())
-    served = requests.get(f"{url}/api/v1/openapi.json", timeout=5).json()
-    assert served == openapi_document()
-    spec_ops = {(path, method.upper()) for path, ops in served["paths"].items() for method in ops if method != "parameters"}
-    route_ops = set()
-    for rule in URLS.iter_rules():
-        if rule.rule.startswith("/api/v1"):
-            path = rule.rule.replace("<provider>", "{provider}").replace("<path:message_id>", "{id}")
-            route_ops |= {(path, m) for m in rule.methods - {"HEAD", "OPTIONS"}}
-    assert spec_ops == route_ops
-
-
-def test_callbacks_for_new_messages_respect_max_watched(make_config, serve):
-    exporter, url = serve(make_config(polling={"max_watched": 1}, provider={"callback_token": "cb"}))
-    endpoint = f"{url}/api/v1/callbacks/fake?token=cb"
-    assert requests.post(endpoint, json={"id": "n1", "status": "QUEUED"}, timeout=5).status_code == 200
-    full = requests.post(endpoint, json={"id": "n2", "status": "QUEUED"}, timeout=5)
-    assert full.status_code == 429 and "max_watched" in full.json()["error"]
-    assert exporter.store.get("fake", "n2") is None
-    assert requests.post(endpoint, json={"id": "n1", "status": "DELIVERED"}, timeout=5).status_code == 200, "known ones still update"
 
 
 def test_unknown_paths_and_methods_answer_json_everywhere(make_config, run_exporter):
@@ -307,3 +271,142 @@ def test_unknown_paths_and_methods_answer_json_everywhere(make_config, run_expor
     assert wrong.status_code == 405 and wrong.json["error"] == "method POST not allowed here"
     assert wrong.headers["Allow"] and "GET" in wrong.headers["Allow"]
     assert client.delete("/").headers["Content-Type"].startswith("application/json")
+
+
+def test_sent_at_out_of_range_is_a_400_naming_it_and_nothing_is_stored(child: Child):
+    now = time.time()
+    for value, word in [("0001-01-01T00:00:00+23:59", "max_age"), ("1970-01-01T00:00:00Z", "max_age"),
+                        (rfc3339(now - 3 * 86400), "max_age"), (rfc3339(now + 7200), "future"),
+                        ("9999-12-31T23:59:59-23:59", "future"), ("2026-02-30T00:00:00Z", "not an RFC 3339")]:
+        body = {"messages": [{"provider": "bsg", "id": "100"}, {"provider": "bsg", "id": "101", "sent_at": value}]}
+        answer = requests.post(f"{child.url}/api/v1/messages", json=body, timeout=10)
+        assert answer.status_code == 400, value
+        assert answer.json()["details"][0]["index"] == 1 and word in answer.json()["details"][0]["error"], value
+    assert requests.get(f"{child.url}/api/v1/messages/bsg/100", timeout=5).status_code == 404
+    ok = {"messages": [{"provider": "bsg", "id": "102", "sent_at": rfc3339(now - 3600)}]}
+    assert requests.post(f"{child.url}/api/v1/messages", json=ok, timeout=10).status_code == 200
+
+
+def test_deeply_nested_json_is_a_400_on_every_route_that_reads_json(child: Child, caplog):
+    deep = b"[" * 5000 + b"]" * 5000
+    for path, params in [("/api/v1/messages", {}), ("/api/v1/callbacks/routee", {"token": CALLBACK_TOKEN})]:
+        answer = requests.post(f"{child.url}{path}", params=params, data=deep, timeout=10,
+                               headers={"Content-Type": "application/json"})
+        assert answer.status_code == 400, path
+        assert "error" in answer.json()
+    assert "Traceback" not in child.stop()
+
+
+def test_with_basic_auth_users_every_route_but_health_and_callbacks_needs_them(limited):
+    server = limited(users={"prom": hashed("pw", 4)})
+    for path in ("/", "/metrics", "/api/v1/providers", "/api/v1/messages", "/api/v1/openapi.json", "/api/v1/docs"):
+        answer = requests.get(f"{server.url}{path}", timeout=5)
+        assert answer.status_code == 401, path
+        assert answer.headers["WWW-Authenticate"].startswith("Basic"), path
+        assert requests.get(f"{server.url}{path}", auth=("prom", "pw"), timeout=5).status_code == 200, path
+        assert requests.get(f"{server.url}{path}", auth=("prom", "nope"), timeout=5).status_code == 401, path
+    for path in ("/-/healthy", "/-/ready"):
+        assert requests.get(f"{server.url}{path}", timeout=5).status_code == 200
+    assert callback_to(server, [routee_report("0a047b46-a4dd-4ca8-b817-a6a134dd1234")]).status_code == 200
+    # A write from loopback needs a basic-auth user too while no api_token is set.
+    body = {"messages": [{"provider": "bsg", "id": "9"}]}
+    assert requests.post(f"{server.url}/api/v1/messages", json=body, timeout=5).status_code == 401
+    assert requests.post(f"{server.url}/api/v1/messages", json=body, auth=("prom", "pw"), timeout=5).status_code == 200
+
+
+def test_unknown_users_cost_a_check_at_the_configured_cost_and_checks_run_one_at_a_time():
+    from viber_exporter.secrets import Secret
+
+    users = {"prom": Secret(hashed("pw", 6))}
+    auth = BasicAuth()
+    assert auth._dummy(users).startswith(b"$2b$06$")
+    auth._checking.acquire()  # a check in progress
+    auth.WAIT = 0.2
+    request = type("R", (), {"authorization": type("A", (), {"type": "basic", "username": "nobody", "password": "x"})()})()
+    from viber_exporter.web.app import AuthBusy
+
+    with pytest.raises(AuthBusy):
+        auth.check(request, users)  # type: ignore[arg-type]
+    auth._checking.release()
+    assert auth.check(request, users) is False  # type: ignore[arg-type]
+
+
+def test_ready_is_503_while_writes_fail_and_every_503_says_when_to_retry(limited):
+    server = limited()
+    store = server.app.exporter.store
+    body = {"messages": [{"provider": "bsg", "id": str(n)} for n in range(2000)]}
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+    answer = requests.post(f"{server.url}/api/v1/messages", json=body, timeout=10)
+    assert answer.status_code == 503 and answer.headers["Retry-After"]
+    assert requests.get(f"{server.url}/-/ready", timeout=5).status_code == 503
+    store._db.execute("PRAGMA max_page_count = 1073741823")
+    assert requests.post(f"{server.url}/api/v1/messages", json=body, timeout=10).status_code == 200
+    assert requests.get(f"{server.url}/-/ready", timeout=5).status_code == 200
+
+
+def test_a_full_disk_at_runtime_answers_503_and_acknowledges_nothing_unstored(builtin_host, tmp_path):
+    exporter = running(builtin_host, mock_config("http://127.0.0.1:9", tmp_path / "s.db"))
+    server = HttpServer(exporter, "127.0.0.1", 0)
+    server.start()
+    try:
+        def post(ids):
+            body = {"messages": [{"provider": "bsg", "id": i} for i in ids]}
+            return requests.post(f"{server.url}/api/v1/messages", json=body, timeout=10)
+
+        assert post(["1", "2"]).status_code == 200
+        # A real SQLITE_FULL: cap the database at the pages it has now.
+        pages = exporter.store._db.execute("PRAGMA page_count").fetchone()[0]
+        exporter.store._db.execute(f"PRAGMA max_page_count = {pages}")
+        refused = [str(n) for n in range(1000, 3000)]
+        answer = post(refused)
+        assert answer.status_code == 503 and "nothing was stored" in answer.json()["error"]
+        assert exporter.store.get("bsg", "1") is not None and exporter.store.get("bsg", "2") is not None
+        assert all(exporter.store.get("bsg", i) is None for i in refused[:50])
+        assert sample(exporter, "viber_messages_watched", provider="bsg") == 2
+        wait_ticks(exporter, "bsg")
+        assert exporter.poller.running, "polling survives write failures"
+        exporter.store._db.execute("PRAGMA max_page_count = 1073741823")
+        assert post(refused[:10]).status_code == 200
+    finally:
+        server.stop()
+        exporter.stop()
+
+
+def test_tokens_are_compared_in_constant_time(make_config, serve, monkeypatch):
+    seen = []
+    real = web_module.hmac.compare_digest
+
+    def spy(a, b):
+        seen.append(True)
+        return real(a, b)
+
+    monkeypatch.setattr(web_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr(provider_module.hmac, "compare_digest", spy)
+    _, url = serve(make_config(exporter={"api_token": "tok-ct"}, provider={"callback_token": "cb-ct"}))
+    requests.post(f"{url}/api/v1/messages", json={"messages": [{"provider": "fake", "id": "a"}]},
+                  headers={"Authorization": "Bearer nope"}, timeout=5)
+    requests.post(f"{url}/api/v1/callbacks/fake?token=nope", json={}, timeout=5)
+    assert len(seen) == 2
+
+
+def test_basic_auth_on_metrics(fake_server, fake_host, run_exporter, tmp_path):
+    hashed = bcrypt.hashpw(b"scrape-pw", bcrypt.gensalt(rounds=4)).decode()
+    text = config_text(tmp_path / "auth.db", fake_server[0].url_for("").rstrip("/"))
+    text += f'\n[exporter.basic_auth_users]\nprometheus = "{hashed}"\n'
+    exporter = run_exporter(parse_config(text, fake_host.provider_types(), {}))
+    http = HttpServer(exporter, "127.0.0.1", 0)
+    http.start()
+    try:
+        refused = requests.get(f"{http.url}/metrics", timeout=5)
+        assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Basic")
+        assert requests.get(f"{http.url}/metrics", auth=("prometheus", "wrong"), timeout=5).status_code == 401
+        assert requests.get(f"{http.url}/metrics", auth=("nobody", "scrape-pw"), timeout=5).status_code == 401
+        for _ in range(3):  # verified once, then remembered
+            accepted = requests.get(f"{http.url}/metrics", auth=("prometheus", "scrape-pw"), timeout=5)
+            assert accepted.status_code == 200 and "viber_messages_watched" in accepted.text
+        assert requests.get(f"{http.url}/-/healthy", timeout=5).status_code == 200, "only /metrics is protected"
+    finally:
+        http.stop()
+
+

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import sqlite3
 import sys
 import threading
 import time
@@ -17,23 +16,20 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from viber_exporter.cli import main
 from viber_exporter.config.load import parse_config
 from viber_exporter.engine import Exporter, Registration
 from viber_exporter.model import Status
 from viber_exporter.pluginhost import PluginHost
 from viber_exporter.server import BackgroundServer, HttpServer
-from viber_exporter.store.location import open_store
 from viber_exporter.store.rows import Counted
 from viber_exporter.testing.mock import MockProviders, exporter_config
-from viber_exporter.testing.simulation import Mix
 from viber_exporter.web.landing import landing_page
 from viber_exporter.web.views import providers_json
 
+from .children import QUICK
 from .conftest import REQUIRE_PG, sample, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-QUICK = Mix(pending=0.0, delivery_median=0.3, read_median=0.3, final_median=0.3, sigma=0.3, visible_after=0.0)
 
 
 class Proxy:
@@ -262,65 +258,6 @@ def test_a_lost_database_makes_ready_and_writes_503_then_everything_resumes(buil
         http.stop()
         exporter.stop()
         proxy.close()
-
-
-# -- moving state -----------------------------------------------------------------------------
-
-
-def test_state_copy_moves_a_watched_set_there_and_back(tmp_path, pg_url, capsys):
-    source = open_store(str(tmp_path / "old.db"))
-    source.register({"routee": ([(f"m{i}", None) for i in range(2500)], 5.0)}, now=100.0, max_watched=10_000,
-                    campaigns={"routee": ([("c1", None, 60.0)], 5.0)})
-
-    def deliver(state):
-        state.status, state.counted = Status.DELIVERED, state.counted | Counted.PENDING | Counted.DELIVERED
-        return state, []
-
-    source.apply("routee", [(f"m{i}", deliver) for i in range(10)])
-    before = source.page(limit=10_000)
-    source.close()
-
-    assert main(["state", "copy", "--from", str(tmp_path / "old.db"), "--to", pg_url]) == 0
-    assert "copied 2500 messages and 1 campaigns" in capsys.readouterr().out
-    copied = open_store(pg_url)
-    try:
-        assert copied.page(limit=10_000) == before, "every row as it was, counted flags included"
-        assert copied.get_campaign("routee", "c1") is not None
-        assert copied.counts()[1] == {"routee": 2500}
-    finally:
-        copied.close()
-
-    assert main(["state", "copy", "--from", str(tmp_path / "old.db"), "--to", pg_url]) == 1
-    assert "already holds messages" in capsys.readouterr().err
-    assert main(["state", "copy", "--from", str(tmp_path / "old.db"), "--to", pg_url, "--force"]) == 0, "idempotent"
-    assert main(["state", "copy", "--from", pg_url, "--to", str(tmp_path / "back.db")]) == 0
-    db = sqlite3.connect(tmp_path / "back.db")
-    try:
-        assert db.execute("SELECT COUNT(*), SUM(counted) FROM messages").fetchone() == (2500, 10 * 3)
-    finally:
-        db.close()
-
-
-def test_state_copy_errors_are_clear_and_hide_passwords(tmp_path, capsys):
-    open_store(str(tmp_path / "a.db")).close()
-    assert main(["state", "copy", "--from", str(tmp_path / "a.db"),
-                 "--to", "postgresql://u:hunter2-pw@127.0.0.1:1/db?connect_timeout=1"]) == 1
-    err = capsys.readouterr().err
-    assert "cannot open --to" in err and "hunter2-pw" not in err
-
-
-def test_state_url_is_checked_and_its_password_never_shown(builtin_host, tmp_path, capsys):
-    bad = tmp_path / "bad.toml"
-    bad.write_text(exporter_config("http://127.0.0.1:1", tmp_path / "s.db", exporter={"state_url": "mysql://x"}))
-    assert main(["check-config", "--config", str(bad)]) == 1
-    assert "exporter.state_url" in capsys.readouterr().err
-    (tmp_path / "url").write_text("postgresql://viber:s3cret-Pg-pass@db.example:5432/viber\n")
-    good = tmp_path / "good.toml"
-    good.write_text(exporter_config("http://127.0.0.1:1", tmp_path / "s.db",
-                                    exporter={"state_url_file": str(tmp_path / "url")}))
-    assert main(["check-config", "--config", str(good)]) == 0
-    out = capsys.readouterr()
-    assert "s3cret-Pg-pass" not in out.out + out.err
 
 
 # -- three replicas, the leader killed three times, the database restarted ---------------------

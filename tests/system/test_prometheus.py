@@ -36,10 +36,10 @@ from viber_exporter.server import BackgroundServer, HttpServer
 from viber_exporter.testing.mock import Faults, MockProviders, exporter_config
 from viber_exporter.testing.simulation import Mix
 
-from .conftest import wait_for
-from .test_cli import free_port
+from ..children import free_port
+from ..conftest import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "grafana"))
 import generate  # noqa: E402  (grafana/generate.py)
 

@@ -1,35 +1,65 @@
-"""Operations: reload (endpoint and SIGHUP), TLS and mutual TLS, basic auth, rate-limited error log."""
+"""``exporter/reload.py``: reloading the configuration (``POST /-/reload`` and SIGHUP),
+whatever bytes the file holds."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-import bcrypt
 import pytest
 import requests
-import trustme
 
-from viber_exporter.clock import ManualClock
-from viber_exporter.config.load import parse_config
 from viber_exporter.engine import Registration
-from viber_exporter.errorlog import ErrorLog
-from viber_exporter.errors import ConfigError
 from viber_exporter.reload import Reloader
 from viber_exporter.server import HttpServer
 
+from .children import SCRIPT, Child, free_port
 from .conftest import config_text, sample, toml_table, wait_for, wait_ticks
-from .test_cli import free_port
-
-SCRIPT = Path(sys.executable).parent / "viber-exporter"
 
 
-# -- reload through POST /-/reload ----------------------------------------------------------
+def test_a_non_utf8_config_is_a_clear_error_on_sighup_reload_and_check_config(child: Child):
+    good = child.config.read_bytes()
+    with child.config.open("ab") as f:
+        f.write(b"\n# caf\xe9\n")
+    child.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: child.metric("viber_exporter_config_last_reload_successful") == 0, timeout=10)
+    assert child.ready(), "a bad byte on SIGHUP must not stop the exporter"
+    answer = requests.post(f"{child.url}/-/reload", timeout=10)
+    assert answer.status_code == 400
+    assert "not UTF-8" in json.dumps(answer.json()) and "0xe9" in json.dumps(answer.json())
+    result = subprocess.run([str(SCRIPT), "check-config", "--config", str(child.config)],
+                            capture_output=True, text=True, timeout=30, check=False,
+                            env={**os.environ, "VIBER_EXPORTER_LOAD_PLUGINS": ""})
+    assert result.returncode == 1 and "byte 0xe9 on line" in result.stderr
+    assert "Traceback" not in result.stderr
+    child.config.write_bytes(good)
+    child.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: child.metric("viber_exporter_config_last_reload_successful") == 1, timeout=10)
+    assert "Traceback" not in child.stop()
+
+
+def test_random_bytes_as_the_config_on_sighup_never_kill_the_exporter(child: Child):
+    good = child.config.read_bytes()
+    rng = __import__("random").Random(7)
+    samples = [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400))) for _ in range(6)]
+    samples += [b"[exporter]\nlisten = " + b"[" * 3000, good.replace(b"=", b"=\xff", 1), b"\x00" * 50]
+    for data in samples:
+        child.config.write_bytes(data)
+        before = requests.post(f"{child.url}/-/reload", timeout=10)
+        assert before.status_code == 400, data[:40]
+        child.process.send_signal(signal.SIGHUP)
+        checked = subprocess.run([str(SCRIPT), "check-config", "--config", str(child.config)], capture_output=True,
+                                 text=True, timeout=30, check=False, env={**os.environ, "VIBER_EXPORTER_LOAD_PLUGINS": ""})
+        assert checked.returncode == 1 and "configuration problem" in checked.stderr, checked.stderr
+        assert "Traceback" not in checked.stderr
+    child.config.write_bytes(good)
+    assert requests.post(f"{child.url}/-/reload", timeout=10).status_code == 200
+    assert child.ready()
+    assert "Traceback" not in child.stop()
 
 
 @pytest.fixture
@@ -170,9 +200,6 @@ def test_reload_endpoint_is_write_authorised(tmp_path, fake_server, fake_host, r
         http.stop()
 
 
-# -- reload through SIGHUP ------------------------------------------------------------------
-
-
 def bsg_instance(name: str) -> str:
     return f'\n[providers.{name}]\nplugin = "bsg"\napi_key = "live_x"\nbase_url = "http://127.0.0.1:9"\n'
 
@@ -215,125 +242,3 @@ def test_sighup_reloads_valid_and_refuses_invalid(tmp_path):
             process.kill()
     assert process.returncode == 0
     assert "polling.max_age" in output and "reload refused" in output
-
-
-# -- TLS, mutual TLS, basic auth ---------------------------------------------------------
-
-
-@pytest.fixture
-def pki(tmp_path):
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    client = ca.issue_cert("prometheus@example.test")
-    files = {"ca": tmp_path / "ca.pem", "cert": tmp_path / "server.pem", "key": tmp_path / "server.key",
-             "client": tmp_path / "client.pem"}
-    ca.cert_pem.write_to_path(str(files["ca"]))
-    server.cert_chain_pems[0].write_to_path(str(files["cert"]))
-    server.private_key_pem.write_to_path(str(files["key"]))
-    client.private_key_and_cert_chain_pem.write_to_path(str(files["client"]))
-    return files
-
-
-def serve_with(make_config, run_exporter, **exporter_keys):
-    exporter = run_exporter(make_config(exporter=exporter_keys))
-    http = HttpServer(exporter, "127.0.0.1", 0)
-    http.start()
-    return exporter, http
-
-
-def test_tls(make_config, run_exporter, pki):
-    _, http = serve_with(make_config, run_exporter, tls_cert_file=str(pki["cert"]), tls_key_file=str(pki["key"]))
-    try:
-        assert http.url.startswith("https://")
-        assert requests.get(f"{http.url}/metrics", verify=str(pki["ca"]), timeout=5).status_code == 200
-        with pytest.raises(requests.exceptions.SSLError):
-            requests.get(f"{http.url}/metrics", timeout=5)  # not trusted without our CA
-        with pytest.raises(requests.RequestException):
-            requests.get(http.url.replace("https://", "http://") + "/metrics", timeout=5)
-    finally:
-        http.stop()
-
-
-def test_mutual_tls(make_config, run_exporter, pki):
-    _, http = serve_with(make_config, run_exporter, tls_cert_file=str(pki["cert"]), tls_key_file=str(pki["key"]),
-                         tls_client_ca_file=str(pki["ca"]))
-    try:
-        ok = requests.get(f"{http.url}/metrics", verify=str(pki["ca"]), cert=str(pki["client"]), timeout=5)
-        assert ok.status_code == 200
-        with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
-            requests.get(f"{http.url}/metrics", verify=str(pki["ca"]), timeout=5)
-    finally:
-        http.stop()
-
-
-def test_tls_config_problems(fake_host, tmp_path):
-    text = '[exporter]\ntls_cert_file = "missing.pem"\ntls_client_ca_file = "ca.pem"\n[providers.x]\nplugin = "fake"\nbase_url = "http://a"\napi_key = "k"\n'
-    with pytest.raises(ConfigError) as info:
-        parse_config(text, fake_host.provider_types(), {}, path=tmp_path / "config.toml")
-    keys = {k for k, _ in info.value.problems}
-    assert {"exporter.tls_cert_file", "exporter.tls_client_ca_file"} <= keys
-
-
-def test_basic_auth_on_metrics(fake_server, fake_host, run_exporter, tmp_path):
-    hashed = bcrypt.hashpw(b"scrape-pw", bcrypt.gensalt(rounds=4)).decode()
-    text = config_text(tmp_path / "auth.db", fake_server[0].url_for("").rstrip("/"))
-    text += f'\n[exporter.basic_auth_users]\nprometheus = "{hashed}"\n'
-    exporter = run_exporter(parse_config(text, fake_host.provider_types(), {}))
-    http = HttpServer(exporter, "127.0.0.1", 0)
-    http.start()
-    try:
-        refused = requests.get(f"{http.url}/metrics", timeout=5)
-        assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Basic")
-        assert requests.get(f"{http.url}/metrics", auth=("prometheus", "wrong"), timeout=5).status_code == 401
-        assert requests.get(f"{http.url}/metrics", auth=("nobody", "scrape-pw"), timeout=5).status_code == 401
-        for _ in range(3):  # verified once, then remembered
-            accepted = requests.get(f"{http.url}/metrics", auth=("prometheus", "scrape-pw"), timeout=5)
-            assert accepted.status_code == 200 and "viber_messages_watched" in accepted.text
-        assert requests.get(f"{http.url}/-/healthy", timeout=5).status_code == 200, "only /metrics is protected"
-    finally:
-        http.stop()
-
-
-def test_basic_auth_users_must_be_hashes(fake_host):
-    text = '[exporter.basic_auth_users]\nprometheus = "plain-password-123"\n[providers.x]\nplugin = "fake"\nbase_url = "http://a"\napi_key = "k"\n'
-    with pytest.raises(ConfigError) as info:
-        parse_config(text, fake_host.provider_types(), {})
-    [(key, message)] = info.value.problems
-    assert key == "exporter.basic_auth_users.prometheus" and "bcrypt" in message
-    assert "plain-password-123" not in str(info.value)
-
-
-# -- logging ---------------------------------------------------------------------------------
-
-
-def test_error_log_is_rate_limited_with_a_count(caplog):
-    clock = ManualClock()
-    errors = ErrorLog("bsg", interval=60, clock=clock)
-    with caplog.at_level(logging.WARNING, logger="viber_exporter.poller"):
-        for second in range(30):
-            clock.advance_to(float(second))
-            errors.error("server_error", f"HTTP 500 #{second}")
-        errors.flush()
-        assert [r.getMessage() for r in caplog.records] == ["provider bsg: poll failed: server_error: HTTP 500 #0"]
-        clock.advance_to(61.0)
-        errors.flush()
-        errors.flush()
-    messages = [r.getMessage() for r in caplog.records]
-    assert messages[1] == "provider bsg: 29 more poll error(s) in the last 60s (last: server_error: HTTP 500 #29)"
-    assert len(messages) == 2
-
-
-def test_an_outage_does_not_flood_the_log(fake_server, make_config, virtual_exporter, caplog):
-    """Ticked by the test: every call of a tick, and its log line, is done when tick() returns."""
-    _, api = fake_server
-    api.outage = (500, "{}", {})
-    exporter, _, tick = virtual_exporter(make_config(provider={"concurrency": 4}))
-    exporter.register([Registration("fake", f"o{i}") for i in range(20)])
-    with caplog.at_level(logging.WARNING, logger="viber_exporter.poller"):
-        for _ in range(100):  # 10 virtual seconds
-            tick(0.1)
-    failures = sample(exporter, "viber_provider_requests_total", provider="fake", outcome="server_error")
-    lines = [r for r in caplog.records if "poll failed" in r.getMessage()]
-    assert failures >= 3 and len(lines) == 1, (failures, [r.getMessage() for r in lines])
-    down = [r for r in caplog.records if "is down" in r.getMessage()]
-    assert len(down) == 1, "the up→down change is logged once"

@@ -1,35 +1,22 @@
-"""Reliability and security: storage faults, outages, rate limits, odd networks, secrets."""
+"""``exporter/instance.py``: the guarded provider call and a provider instance's live
+state through outages, rate limits, odd networks and expiring tokens."""
 
 from __future__ import annotations
 
-import json
-import logging
 import socket
-import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
-import requests
 
-from viber_exporter import provider as provider_module
-from viber_exporter.cli import main
-from viber_exporter.config.load import parse_config
 from viber_exporter.engine import Exporter, Registration
 from viber_exporter.pluginhost import PluginHost
-from viber_exporter.server import BackgroundServer, HttpServer
-from viber_exporter.testing.mock import Faults, MockProviders, exporter_config
-from viber_exporter.testing.simulation import Mix
+from viber_exporter.server import BackgroundServer
+from viber_exporter.testing.mock import Faults, MockProviders
 from viber_exporter.testing.virtualtime import VirtualRun
-from viber_exporter.web import app as web_module
-from viber_exporter.web.app import openapi_document
 
-from .conftest import SENTINEL, sample, wait_for, wait_ticks
-
-SCRIPT = Path(sys.executable).parent / "viber-exporter"
-QUICK = Mix(pending=0.0, delivery_median=0.3, read_median=0.3, final_median=0.3, sigma=0.3, visible_after=0.0)
+from .children import QUICK, mock_config, running
+from .conftest import sample, wait_for
 
 
 @pytest.fixture
@@ -37,68 +24,10 @@ def host(builtin_host: PluginHost) -> PluginHost:
     return builtin_host
 
 
-def mock_config(url: str, state: Path, **bsg: object) -> str:
-    limits = {"rate_limit": 1000, "concurrency": 4}
-    return exporter_config(url, state, polling={"tick": "100ms", "schedule": ["200ms"], "read_window": "1s"},
-                           routee=limits, bsg={**limits, **bsg})
-
-
-def running(host: PluginHost, text: str) -> Exporter:
-    exporter = Exporter(parse_config(text, host.provider_types(), {}), host)
-    exporter.start()
-    return exporter
-
-
 def calls(exporter: Exporter, provider: str) -> float:
     return sum(sample(exporter, "viber_provider_requests_total", provider=provider, outcome=o)
                for o in ("ok", "not_found", "rate_limited", "auth_error", "client_error", "server_error",
                          "timeout", "connection_error", "invalid_response"))
-
-
-# -- storage faults ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("state_path", ["/proc/viber-exporter-test.db", "DIRECTORY"])
-def test_unwritable_state_path_is_a_clear_error_at_start(tmp_path, state_path):
-    path = str(tmp_path) if state_path == "DIRECTORY" else state_path
-    config = tmp_path / "config.toml"
-    config.write_text(f'[exporter]\nstate_path = "{path}"\n[providers.b]\nplugin = "bsg"\napi_key = "k"\n')
-    result = subprocess.run([str(SCRIPT), "run", "--config", str(config)], capture_output=True, text=True, timeout=30,
-                            env={"VIBER_EXPORTER_LOAD_PLUGINS": "", "PATH": "/usr/bin:/bin"}, check=False)
-    assert result.returncode == 1
-    expected = "is a directory" if state_path == "DIRECTORY" else "cannot open the state store"
-    assert expected in result.stderr and "Traceback" not in result.stderr
-
-
-def test_a_full_disk_at_runtime_answers_503_and_acknowledges_nothing_unstored(host, tmp_path):
-    exporter = running(host, mock_config("http://127.0.0.1:9", tmp_path / "s.db"))
-    server = HttpServer(exporter, "127.0.0.1", 0)
-    server.start()
-    try:
-        def post(ids):
-            body = {"messages": [{"provider": "bsg", "id": i} for i in ids]}
-            return requests.post(f"{server.url}/api/v1/messages", json=body, timeout=10)
-
-        assert post(["1", "2"]).status_code == 200
-        # A real SQLITE_FULL: cap the database at the pages it has now.
-        pages = exporter.store._db.execute("PRAGMA page_count").fetchone()[0]
-        exporter.store._db.execute(f"PRAGMA max_page_count = {pages}")
-        refused = [str(n) for n in range(1000, 3000)]
-        answer = post(refused)
-        assert answer.status_code == 503 and "nothing was stored" in answer.json()["error"]
-        assert exporter.store.get("bsg", "1") is not None and exporter.store.get("bsg", "2") is not None
-        assert all(exporter.store.get("bsg", i) is None for i in refused[:50])
-        assert sample(exporter, "viber_messages_watched", provider="bsg") == 2
-        wait_ticks(exporter, "bsg")
-        assert exporter.poller.running, "polling survives write failures"
-        exporter.store._db.execute("PRAGMA max_page_count = 1073741823")
-        assert post(refused[:10]).status_code == 200
-    finally:
-        server.stop()
-        exporter.stop()
-
-
-# -- provider outage -------------------------------------------------------------------------
 
 
 def test_provider_outage_5xx_timeouts_refused_then_recovery(host, tmp_path, clock):
@@ -158,9 +87,6 @@ def test_provider_outage_5xx_timeouts_refused_then_recovery(host, tmp_path, cloc
         mock_server.stop()
 
 
-# -- rate limits ------------------------------------------------------------------------------
-
-
 def test_a_rate_limiting_provider_is_not_hammered(host, tmp_path):
     """In virtual time, so the pace is measured in the provider's seconds, not the machine's."""
     run = VirtualRun(host, tmp_path / "s.db", mix=QUICK, seed=2, polling={"tick": "1s", "schedule": ["200ms"]},
@@ -190,9 +116,6 @@ def test_a_rate_limiting_provider_is_not_hammered(host, tmp_path):
         assert run.value("viber_provider_requests_total", provider="bsg", outcome="rate_limited") >= 1
     finally:
         run.close()
-
-
-# -- odd networks ----------------------------------------------------------------------------
 
 
 def silent_server() -> socket.socket:
@@ -239,59 +162,3 @@ def test_token_expiry_storm(host, tmp_path):
         assert run.exporter.instances["routee"].health.up
     finally:
         run.close()
-
-
-# -- security ------------------------------------------------------------------------------
-
-
-def test_tokens_are_compared_in_constant_time(make_config, serve, monkeypatch):
-    seen = []
-    real = web_module.hmac.compare_digest
-
-    def spy(a, b):
-        seen.append(True)
-        return real(a, b)
-
-    monkeypatch.setattr(web_module.hmac, "compare_digest", spy)
-    monkeypatch.setattr(provider_module.hmac, "compare_digest", spy)
-    _, url = serve(make_config(exporter={"api_token": "tok-ct"}, provider={"callback_token": "cb-ct"}))
-    requests.post(f"{url}/api/v1/messages", json={"messages": [{"provider": "fake", "id": "a"}]},
-                  headers={"Authorization": "Bearer nope"}, timeout=5)
-    requests.post(f"{url}/api/v1/callbacks/fake?token=nope", json={}, timeout=5)
-    assert len(seen) == 2
-
-
-def test_no_endpoint_takes_a_url_to_call():
-    text = json.dumps(openapi_document()).lower()
-    for word in ("\"url\"", "callback_url", "webhook_url", "\"uri\"", "target"):
-        assert word not in text, word
-
-
-def test_sentinel_secrets_never_appear_anywhere(make_config, serve, fake_server, capsys, caplog, tmp_path, monkeypatch):
-    _, api = fake_server
-    api.outage = (500, json.dumps({"echo": SENTINEL}), {})
-    config = make_config(exporter={"api_token": SENTINEL + "-api"}, provider={"callback_token": SENTINEL + "-cb"})
-    with caplog.at_level(logging.DEBUG):
-        exporter, url = serve(config)
-        headers = {"Authorization": f"Bearer {SENTINEL}-api"}
-        requests.post(f"{url}/api/v1/messages", json={"messages": [{"provider": "fake", "id": "s1"}]}, headers=headers, timeout=5)
-        wait_for(lambda: exporter.store.get("fake", "s1").last_error)
-        surfaces = {
-            "metrics": requests.get(f"{url}/metrics", headers={"Accept": "application/openmetrics-text"}, timeout=5).text,
-            "landing": requests.get(f"{url}/", timeout=5).text,
-            "providers": requests.get(f"{url}/api/v1/providers", timeout=5).text,
-            "messages": requests.get(f"{url}/api/v1/messages", timeout=5).text,
-            "message": requests.get(f"{url}/api/v1/messages/fake/s1", timeout=5).text,
-            "401": requests.post(f"{url}/api/v1/messages", json={}, headers={"Authorization": "Bearer wrong"}, timeout=5).text,
-            "callback 401": requests.post(f"{url}/api/v1/callbacks/fake?token=wrong", json={}, timeout=5).text,
-            "repr": repr(config),
-        }
-    surfaces["logs"] = "\n".join(r.getMessage() for r in caplog.records)
-    path = tmp_path / "bad.toml"
-    path.write_text(f'[exporter]\napi_token = "{SENTINEL}"\ncolour = 1\n[providers.b]\nplugin = "bsg"\napi_key = "{SENTINEL}"\nlookup = "x"\n')
-    monkeypatch.setenv("VIBER_EXPORTER_LOAD_PLUGINS", "")
-    assert main(["check-config", "--config", str(path)]) == 1
-    captured = capsys.readouterr()
-    surfaces["check-config"] = captured.out + captured.err
-    for where, text in surfaces.items():
-        assert SENTINEL not in text, where

@@ -18,13 +18,12 @@ from typing import Any
 import pytest
 import requests
 
-from .conftest import wait_for
-from .test_cli import free_port
-from .test_demo import SCRIPT
+from ..children import SCRIPT, free_port
+from ..conftest import wait_for
 
 pytestmark = pytest.mark.slow
 
-ARTIFACTS = Path(os.environ.get("VIBER_EXPORTER_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))
+ARTIFACTS = Path(os.environ.get("VIBER_EXPORTER_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 PERCENT = re.compile(r"^\d{1,3}\.\d %$")
 
 
