@@ -179,8 +179,9 @@ def test_declared_settings_are_validated_with_key_paths_and_read_back(tmp_path):
 
 def test_plugins_settings_lists_every_declared_key(capsys, monkeypatch):
     from viber_exporter import cli
+    from viber_exporter.cli import configuration
 
-    monkeypatch.setattr(cli, "load_plugins", lambda: host_with(Declared))
+    monkeypatch.setattr(configuration, "load_plugins", lambda: host_with(Declared))
     assert cli.main(["plugins", "--settings"]) == 0
     listing = json.loads(capsys.readouterr().out)
     [plugin] = [p for p in listing if p["name"] == "test-plugins"]
