@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 
 import bcrypt
 import requests
+from werkzeug.test import Client
 
 from viber_exporter.clock import ManualClock
 from viber_exporter.figures import rates
 from viber_exporter.trends import MINUTES, Trends
 from viber_exporter.web.apidocs import api_docs_page
-from viber_exporter.web.app import openapi_document
+from viber_exporter.web.app import WebApp, openapi_document
 from viber_exporter.web.landing import ago, sparkline
 
 from .conftest import sample, wait_for
-from .test_web import post
+from .test_web import messages, post
 
 
 def test_a_trend_keeps_the_last_hour_a_minute_at_a_time():
@@ -138,3 +140,44 @@ def test_a_trend_s_totals_agree_with_its_series():
     series = trends.of("p", "kind=otp").delivered
     assert trends.totals("p", "kind=otp")["delivered"] == sum(series) == sum(s % 7 for s in range(91, 150)), "the hour up to this minute"
     assert trends.totals("p")["delivered"] == 0, "the instance as a whole is its own series"
+
+
+def test_landing_page_figures_explanations_and_grouped_errors(make_config, serve, fake_server, clock):
+    _, api = fake_server
+    sent = datetime.fromtimestamp(clock.time() - 30, UTC).isoformat()
+    for n in range(3):
+        api.messages[f"d{n}"] = {"status": "DELIVERED", "price": 0.0333}
+    exporter, url = serve(make_config())
+    body = {"messages": [{"provider": "fake", "id": f"d{n}", "sent_at": sent} for n in range(3)]}
+    assert post(url, body).status_code == 200
+    wait_for(lambda: sample(exporter, "viber_message_delivery_latency_seconds_count", provider="fake") == 3)
+    api.outage = (500, "oops", {})
+    post(url, messages("e1", "e2", "e3"))
+    wait_for(lambda: len(requests.get(f"{url}/api/v1/providers", timeout=5).json()["providers"][0]["recent_errors"]) >= 3)
+    wait_for(lambda: sample(exporter, "viber_provider_requests_total", provider="fake", outcome="server_error") >= 3)
+    page = requests.get(url + "/", timeout=5).text
+    assert '<meta name="viewport"' in page, "laid out for phones too"
+    assert '<noscript><meta http-equiv="refresh"' in page and "<script>" in page, "refreshes with or without script"
+    assert page.count("<b>100.0 %</b>") == 1, "3 of 3 delivered in the last hour (the failures box reads 0.0 %)"
+    assert "<b>0.0 %</b>" in page and "since start 100.0 %" in page and "stored 100.0 %" in page
+    assert "deliveries: 3 in the last hour" in page, "the deliveries chart"
+    errors = sample(exporter, "viber_provider_requests_total", provider="fake", outcome="server_error")
+    assert f"provider errors: {errors:g} in the last hour" in page or "provider errors: " in page
+    assert page.count("<svg") == 3, "three charts for the one instance"
+    assert "EUR 0.0999 (viber 0.0999)" in page, "cost per currency and channel, without float artefacts"
+    assert "delivery latency" in page and "p50 " in page and "p95 " in page
+    watched = requests.get(f"{url}/api/v1/providers", timeout=5).json()["providers"][0]["watched"]
+    assert f"watched</dt><dd>{watched:,} messages, 0 campaigns" in page
+    assert "<th>message id(s)</th>" in page and "<th class=n>times</th>" in page
+    last_success = re.search(r'last success <time datetime="([^"]+)" title="\1">(just now|[\d.]+ (s|min|h) ago)</time>', page)
+    assert last_success, "relative times, the exact one on hover"
+    # One row for the repeated error, with how often it happened.
+    error_rows = [row for row in page.split("<tr>") if "server_error" in row]
+    assert len(error_rows) == 1, error_rows
+    assert "This is the demo" not in page
+
+
+def test_the_landing_page_shows_a_notice_when_given(make_config, run_exporter):
+    exporter = run_exporter(make_config())
+    page = Client(WebApp(exporter, notice="This is the demo: `viber-exporter run` <b>")).get("/").get_data(as_text=True)
+    assert '<p class="notice">This is the demo: <code>viber-exporter run</code> &lt;b&gt;</p>' in page
