@@ -1,14 +1,17 @@
-"""Helpers for tests that run ``viber-exporter`` as a child process or serve an exporter
-within fixed limits: the real boundary (a process, signals, sockets) for several modules' tests."""
+"""Helpers for tests that run ``viber-exporter`` as a child process (``spawned`` and
+``stop``, ``Child``) or serve an exporter within fixed limits: the real boundary (a
+process, signals, sockets) for several modules' tests."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -126,3 +129,25 @@ def running(host: PluginHost, text: str) -> Exporter:
     exporter = Exporter(parse_config(text, host.provider_types(), {}), host)
     exporter.start()
     return exporter
+
+
+@contextlib.contextmanager
+def spawned(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Iterator[subprocess.Popen[str]]:
+    """``viber-exporter ARGS`` as a child process (installed plugins not loaded), its
+    output and errors on one pipe; killed on the way out if the test left it running."""
+    environ = {**os.environ, "VIBER_EXPORTER_LOAD_PLUGINS": "", **(env or {})}
+    process = subprocess.Popen([str(SCRIPT), *args], env=environ, cwd=cwd, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 12.0) -> str:
+    """Send ``sig`` and wait for the exit; returns everything the process wrote."""
+    process.send_signal(sig)
+    output, _ = process.communicate(timeout=timeout)
+    return str(output)

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +16,7 @@ from pytest_httpserver import HTTPServer
 
 from viber_exporter.cli import main
 
-from .children import free_port
+from .children import free_port, spawned, stop
 from .conftest import SENTINEL, QuickHTTPServer, wait_for
 from .fake_routee import APP_ID, APP_SECRET, FakeRoutee, tracking
 
@@ -223,11 +219,7 @@ def test_installed_script_stops_on_sigterm_under_load(tmp_path, routee_server):
     fake.delay = 0.3  # polls are in flight when the signal arrives
     port = free_port()
     path = routee_config(tmp_path, server, listen=f"127.0.0.1:{port}")
-    script = Path(sys.executable).parent / "viber-exporter"
-    env = {**os.environ, "ROUTEE_SECRET": APP_SECRET, "VIBER_EXPORTER_LOAD_PLUGINS": ""}
-    process = subprocess.Popen([str(script), "run", "--config", str(path)], env=env, cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    with spawned("run", "--config", str(path), env={"ROUTEE_SECRET": APP_SECRET}, cwd=tmp_path) as process:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _ready(url), timeout=15)
         ids = [f"{n:04d}-aaaa" for n in range(300)]
@@ -238,14 +230,10 @@ def test_installed_script_stops_on_sigterm_under_load(tmp_path, routee_server):
             fake.messages[i] = tracking(i, "QUEUED")
         wait_for(lambda: len(fake.lookups) > 20, timeout=15)
         started = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=12)
+        output = stop(process)
         assert process.returncode == 0, output
         assert time.monotonic() - started < 10
         assert "stopped" in output and APP_SECRET not in output
-    finally:
-        if process.poll() is None:
-            process.kill()
     db = sqlite3.connect(tmp_path / "state.db")
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert db.execute("SELECT COUNT(*) FROM messages WHERE next_poll IS NOT NULL").fetchone()[0] == 300
@@ -255,18 +243,10 @@ def test_installed_script_stops_on_sigterm_under_load(tmp_path, routee_server):
 def test_run_logs_what_it_really_bound_and_warns_of_an_open_write_api(tmp_path, routee_server):
     port = free_port()
     path = routee_config(tmp_path, routee_server[0], listen=f"0.0.0.0:{port}")
-    script = Path(sys.executable).parent / "viber-exporter"
-    env = {**os.environ, "ROUTEE_SECRET": APP_SECRET, "VIBER_EXPORTER_LOAD_PLUGINS": ""}
-    process = subprocess.Popen([str(script), "run", "--config", str(path)], env=env, cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    with spawned("run", "--config", str(path), env={"ROUTEE_SECRET": APP_SECRET}, cwd=tmp_path) as process:
         wait_for(lambda: _ready(f"http://127.0.0.1:{port}"), timeout=15)
         metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=12)
-    finally:
-        if process.poll() is None:
-            process.kill()
+        output = stop(process)
     assert "\nprocess_start_time_seconds " in metrics and "_created" not in metrics
     assert f"listening on http://0.0.0.0:{port} (all IPv4 interfaces)" in output
     assert "127.0.0.1:9839" not in output
@@ -301,22 +281,14 @@ def test_run_fails_cleanly_on_bad_config_and_busy_port(tmp_path, capsys, monkeyp
 def test_run_listen_and_log_level_override_the_config_also_after_a_reload(tmp_path, routee_server):
     port = free_port()
     path = routee_config(tmp_path, routee_server[0], listen="127.0.0.1:9")  # not where it will listen
-    script = Path(sys.executable).parent / "viber-exporter"
-    env = {**os.environ, "ROUTEE_SECRET": APP_SECRET, "VIBER_EXPORTER_LOAD_PLUGINS": ""}
     assert main(["run", "--config", str(path), "--listen", "nowhere"]) == 2, "a bad --listen is a usage error"
-    process = subprocess.Popen([str(script), "run", "--config", str(path), "--listen", f"127.0.0.1:{port}",
-                                "--log-level", "debug"], env=env, cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    with spawned("run", "--config", str(path), "--listen", f"127.0.0.1:{port}", "--log-level", "debug",
+                 env={"ROUTEE_SECRET": APP_SECRET}, cwd=tmp_path) as process:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _ready(url), timeout=15)
         reloaded = requests.post(f"{url}/-/reload", timeout=10)
         assert reloaded.status_code == 200 and "restart_needed" not in reloaded.json(), reloaded.json()
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=12)
-    finally:
-        if process.poll() is None:
-            process.kill()
+        output = stop(process)
     assert process.returncode == 0, output
     assert f"listening on http://127.0.0.1:{port}" in output and " DEBUG " in output, output[-2000:]
     assert "next restart" not in output

@@ -12,7 +12,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from .children import SCRIPT, answers, free_port
+from .children import SCRIPT, answers, free_port, spawned, stop
 from .conftest import wait_for
 
 pytestmark = pytest.mark.slow
@@ -44,22 +44,15 @@ def shows_everything(url: str) -> bool:
 
 def test_demo_shows_metrics_within_15_seconds_and_stops_cleanly(tmp_path):
     port = free_port()
-    env = {**os.environ, "VIBER_EXPORTER_LOAD_PLUGINS": ""}
     started = time.monotonic()
-    process = subprocess.Popen([str(SCRIPT), "demo", "--listen", f"127.0.0.1:{port}"], env=env, cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    with spawned("demo", "--listen", f"127.0.0.1:{port}", cwd=tmp_path) as process:
         url = f"http://127.0.0.1:{port}"
         while time.monotonic() - started < 15 and not shows_everything(url):
             time.sleep(0.5)
         assert shows_everything(url), "transitions, latency and cost for both plugins within 15 s"
         page = requests.get(f"{url}/", timeout=5).text
         assert "This is the demo" in page and page.count("<svg") >= 6, "the banner, and charts for both instances"
-        process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=12)
-    finally:
-        if process.poll() is None:
-            process.kill()
+        output = stop(process, signal.SIGINT)
     assert process.returncode == 0, output
     assert "demo stopped" in output and "/metrics" in output
     assert "Traceback" not in output
@@ -69,11 +62,8 @@ def run_demo_until(tmp_path: Path, state: Path, enough) -> tuple[dict, str]:
     """Runs ``demo --state`` until ``enough(samples)`` holds, stops it with SIGTERM and
     returns the last metrics seen and the demo's output."""
     port = free_port()
-    process = subprocess.Popen([str(SCRIPT), "demo", "--listen", f"127.0.0.1:{port}", "--state", str(state)],
-                               env={**os.environ, "VIBER_EXPORTER_LOAD_PLUGINS": ""}, cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     samples: dict = {}
-    try:
+    with spawned("demo", "--listen", f"127.0.0.1:{port}", "--state", str(state), cwd=tmp_path) as process:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -83,11 +73,7 @@ def run_demo_until(tmp_path: Path, state: Path, enough) -> tuple[dict, str]:
             if samples and enough(samples):
                 break
             time.sleep(0.3)
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=12)
-    finally:
-        if process.poll() is None:
-            process.kill()
+        output = stop(process)
     assert process.returncode == 0, output
     return samples, output
 

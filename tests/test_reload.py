@@ -17,7 +17,7 @@ from viber_exporter.engine import Registration
 from viber_exporter.reload import Reloader
 from viber_exporter.server import HttpServer
 
-from .children import SCRIPT, Child, free_port
+from .children import SCRIPT, Child, free_port, spawned, stop
 from .conftest import config_text, sample, toml_table, wait_for, wait_ticks
 
 
@@ -209,9 +209,6 @@ def test_sighup_reloads_valid_and_refuses_invalid(tmp_path):
     path = tmp_path / "config.toml"
     base = f'[exporter]\nlisten = "127.0.0.1:{port}"\nstate_path = "s.db"\n'
     path.write_text(base + bsg_instance("bsg-eu"))
-    process = subprocess.Popen([str(SCRIPT), "run", "--config", str(path)], cwd=tmp_path, text=True,
-                               env={**os.environ, "VIBER_EXPORTER_LOAD_PLUGINS": ""},
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
 
     def providers() -> list[str]:
@@ -225,7 +222,7 @@ def test_sighup_reloads_valid_and_refuses_invalid(tmp_path):
         line = next(line for line in text.splitlines() if line.startswith("viber_exporter_config_last_reload_successful "))
         return float(line.split()[1])
 
-    try:
+    with spawned("run", "--config", str(path), cwd=tmp_path) as process:
         wait_for(lambda: providers() == ["bsg-eu"], timeout=15)
         path.write_text(base + bsg_instance("bsg-asia"))  # one removed, one added
         process.send_signal(signal.SIGHUP)
@@ -235,10 +232,6 @@ def test_sighup_reloads_valid_and_refuses_invalid(tmp_path):
         process.send_signal(signal.SIGHUP)
         wait_for(lambda: reload_ok() == 0, timeout=10)
         assert providers() == ["bsg-asia"], "an invalid config changes nothing"
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=12)
-    finally:
-        if process.poll() is None:
-            process.kill()
+        output = stop(process)
     assert process.returncode == 0
     assert "polling.max_age" in output and "reload refused" in output
